@@ -1,0 +1,3 @@
+from tui_tuner.cli import main
+
+raise SystemExit(main())

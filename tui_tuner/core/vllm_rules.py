@@ -1,0 +1,124 @@
+"""vLLM 0.33's checks that run after argument parsing, with vLLM's own messages.
+
+argparse catches unknown flags, bad types and bad choices (exit code 2). The checks here are the
+ones vLLM makes later, while building its config (exit code 1): pydantic field bounds and the
+cross-field ValueErrors of `config/scheduler.py` and `config/model.py`. The simulated server fails
+with these messages, and the study configuration uses them to reject a candidate before launching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tui_tuner.core.vllm_flags import FLAGS, Flag
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A configuration vLLM refuses. `exception` is the Python exception vLLM raises."""
+
+    dest: str
+    message: str
+    exception: str = "ValueError"
+
+    def render(self) -> str:
+        return f"{self.exception}: {self.message}"
+
+
+def _bound_violation(flag: Flag, value: float, config_class: str) -> Violation | None:
+    checks = (
+        (flag.ge, lambda b: value >= b, "greater than or equal to", "greater_than_equal"),
+        (flag.gt, lambda b: value > b, "greater than", "greater_than"),
+        (flag.le, lambda b: value <= b, "less than or equal to", "less_than_equal"),
+    )
+    for bound, ok, words, kind in checks:
+        if bound is not None and not ok(bound):
+            shown = int(bound) if float(bound).is_integer() and flag.kind != "float" else bound
+            message = (
+                f"1 validation error for {config_class}\n{flag.dest}\n"
+                f"  Input should be {words} {shown} "
+                f"[type={kind}, input_value={value!r}, input_type={type(value).__name__}]"
+            )
+            return Violation(flag.dest, message, "pydantic_core._pydantic_core.ValidationError")
+    return None
+
+
+def bound_violations(values: dict[str, object]) -> list[Violation]:
+    """Pydantic `Field(ge=, gt=, le=)` checks on each flag that was given."""
+    found = []
+    for flag in FLAGS:
+        value = values.get(flag.dest)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if flag.dest == "max_model_len" and value == -1:
+            continue
+        violation = _bound_violation(flag, value, flag.config_class or "EngineArgs")
+        if violation:
+            found.append(violation)
+    return found
+
+
+def cross_field_violations(
+    *, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int,
+    chunked_prefill: bool, long_prefill_token_threshold: int, derived_max_model_len: int,
+    user_set_max_model_len: bool, user_set_batched_tokens: bool, allow_long_max_model_len: bool,
+) -> list[Violation]:  # fmt: skip
+    """The ValueErrors of vLLM's SchedulerConfig and ModelConfig, in the order vLLM raises them."""
+    found: list[Violation] = []
+    if user_set_max_model_len and max_model_len > derived_max_model_len:
+        if not allow_long_max_model_len:
+            found.append(Violation("max_model_len", (
+                f"User-specified max_model_len ({max_model_len}) is greater than the derived "
+                f"max_model_len (max_position_embeddings={derived_max_model_len} or "
+                "model_max_length=None in model's config.json). To allow overriding this maximum, "
+                "set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1. VLLM_ALLOW_LONG_MAX_MODEL_LEN "
+                "must be used with extreme caution. If the model uses relative position encoding "
+                "(RoPE), positions exceeding derived_max_model_len lead to nan. If the model uses "
+                "absolute position encoding, positions exceeding derived_max_model_len will cause "
+                "a CUDA array out-of-bounds error."
+            )))  # fmt: skip
+    if not chunked_prefill and user_set_batched_tokens and max_num_batched_tokens < max_model_len:
+        found.append(Violation("max_num_batched_tokens", (
+            f"max_num_batched_tokens ({max_num_batched_tokens}) is smaller than max_model_len "
+            f"({max_model_len}). This effectively limits the maximum sequence length to "
+            "max_num_batched_tokens and makes vLLM reject longer sequences. Please increase "
+            "max_num_batched_tokens or decrease max_model_len."
+        )))  # fmt: skip
+    if max_num_batched_tokens < max_num_seqs:
+        found.append(Violation("max_num_batched_tokens", (
+            f"max_num_batched_tokens ({max_num_batched_tokens}) must be greater than or equal to "
+            f"max_num_seqs ({max_num_seqs})."
+        )))  # fmt: skip
+    if long_prefill_token_threshold > max_model_len:
+        found.append(Violation("long_prefill_token_threshold", (
+            f"long_prefill_token_threshold ({long_prefill_token_threshold}) cannot be greater "
+            f"than the max_model_len ({max_model_len})."
+        )))  # fmt: skip
+    return found
+
+
+def parallel_violations(
+    *, tensor_parallel: int, pipeline_parallel: int, data_parallel: int, num_gpus: int,
+    num_attention_heads: int, num_layers: int,
+) -> list[Violation]:  # fmt: skip
+    """Parallel degrees the model or the machine cannot take."""
+    found: list[Violation] = []
+    if num_attention_heads % tensor_parallel:
+        found.append(Violation("tensor_parallel_size", (
+            f"Total number of attention heads ({num_attention_heads}) must be divisible by "
+            f"tensor parallel size ({tensor_parallel})."
+        )))  # fmt: skip
+    if num_layers < pipeline_parallel:
+        found.append(Violation("pipeline_parallel_size", (
+            f"Pipeline parallel size ({pipeline_parallel}) is larger than the number of hidden "
+            f"layers ({num_layers})."
+        )))  # fmt: skip
+    world = tensor_parallel * pipeline_parallel * data_parallel
+    if world > num_gpus:
+        found.append(Violation("tensor_parallel_size", (
+            f"The number of required GPUs exceeds the total number of available GPUs in the "
+            f"placement group. World size ({world}) = tensor_parallel_size ({tensor_parallel}) x "
+            f"pipeline_parallel_size ({pipeline_parallel}) x data_parallel_size "
+            f"({data_parallel}) > available GPUs ({num_gpus})."
+        )))  # fmt: skip
+    return found

@@ -1,0 +1,175 @@
+"""The argument parser of `tui-tuner sim-serve`: vLLM's flags from core.vllm_flags, plus `--sim-*`.
+
+It behaves like vLLM's FlexibleArgumentParser where a tuner can tell the difference: `-O3`,
+`--max_num_seqs` (underscores), `-cc.mode=3` dotted JSON keys, `2k`/`2K` integers, `--enable-x` /
+`--disable-x` pairs, and exit code 2 with argparse's message for unknown, removed or mistyped flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from tui_tuner.core.vllm_flags import FLAGS, Flag, ServeArgs, human_readable_int
+from tui_tuner.sim.profiles import DEFAULT_PROFILE, PROFILES
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    profile: str
+    profile_file: Path | None
+    time_scale: float
+    seed: int
+    gpu_busy_gib: float
+    noise: float
+
+
+class _VllmParser(argparse.ArgumentParser):
+    """Reports unrecognized arguments under the program name `vllm`, as vLLM 0.33 does."""
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: object = None) -> argparse.Namespace:  # type: ignore[override]  # noqa: E501
+        ns, extras = self.parse_known_args(args, namespace)  # type: ignore[arg-type]
+        if extras:
+            self.print_usage()
+            self.exit(2, f"vllm: error: unrecognized arguments: {' '.join(extras)}\n")
+        return ns
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage()
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _human_readable_int(text: str) -> int:
+    try:
+        return human_readable_int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid human_readable_int value: {text!r}") from None
+
+
+def _json_arg(text: str) -> dict[str, object]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"invalid loads value: {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"invalid loads value: {text!r}")
+    return value
+
+
+class _EnableDisable(argparse.Action):
+    """`--enable-x` sets True; `--disable-x` and the hidden `--no-enable-x` set False."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        hidden = [o.replace("--enable-", "--no-enable-") for o in option_strings if "--enable-" in o]
+        super().__init__([*option_strings, *hidden], dest, nargs=0, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:  # fmt: skip
+        setattr(namespace, self.dest, bool(option_string and option_string.startswith("--enable-")))
+
+
+def _add_flag(parser: argparse.ArgumentParser, flag: Flag) -> None:
+    names = list(flag.option_strings)
+    common: dict[str, object] = {"dest": flag.dest, "default": None, "help": flag.help}
+    if flag.kind == "enable_disable":
+        parser.add_argument(*names, action=_EnableDisable, **common)  # type: ignore[arg-type]
+    elif flag.kind == "bool":
+        parser.add_argument(*names, action=argparse.BooleanOptionalAction, **common)  # type: ignore[arg-type]
+    elif flag.kind == "int_list":
+        parser.add_argument(*names, type=int, nargs="+", **common)  # type: ignore[arg-type]
+    elif flag.kind == "json":
+        parser.add_argument(*names, type=_json_arg, **common)  # type: ignore[arg-type]
+    elif flag.kind == "opt_level":
+        parser.add_argument(*names, type=int, **common)  # type: ignore[arg-type]
+    else:
+        kind = {"int": int, "float": float, "str": str}[flag.kind]
+        conv = _human_readable_int if flag.human_int else kind
+        parser.add_argument(*names, type=conv, choices=flag.choices, **common)  # type: ignore[arg-type]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _VllmParser(
+        prog="vllm serve",
+        description="Simulated `vllm serve` (tui-tuner): vLLM's flags, no GPU, modelled timing.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("model", help="model name or local directory (its tokenizer is used)")
+    for flag in FLAGS:
+        _add_flag(parser, flag)
+    sim = parser.add_argument_group("simulator (not vLLM flags)")
+    sim.add_argument("--sim-profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
+                     help="simulated GPU and model")  # fmt: skip
+    sim.add_argument("--sim-profile-file", type=Path, help="YAML overrides of a profile")
+    sim.add_argument("--sim-time-scale", type=float, default=1.0,
+                     help="simulated seconds per wall second (10 = ten times faster)")  # fmt: skip
+    sim.add_argument("--sim-seed", type=int, default=0, help="seed for generated text and noise")
+    sim.add_argument("--sim-gpu-busy-gib", type=float, default=0.0,
+                     help="memory already used on each GPU by other processes")  # fmt: skip
+    sim.add_argument("--sim-noise", type=float, default=0.0,
+                     help="relative standard deviation of step times (0 = exact)")  # fmt: skip
+    return parser
+
+
+_O_LEVEL = re.compile(r"^-O(\d)$")
+_DOTTED = re.compile(r"^(-cc|--compilation-config)\.([\w.]+)(\+?)(?:=(.*))?$")
+
+
+def _normalise(argv: Sequence[str]) -> list[str]:
+    """Rewrite vLLM's extra forms into plain argparse ones."""
+    out: list[str] = []
+    dotted: dict[str, object] = {}
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        arg = items[i]
+        i += 1
+        if (m := _O_LEVEL.match(arg)) is not None:
+            out += ["--optimization-level", m[1]]
+            continue
+        if (m := _DOTTED.match(arg)) is not None:
+            key, append, value = m[2], m[3], m[4]
+            if value is None:
+                value = items[i] if i < len(items) else ""
+                i += 1
+            parsed: object
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError:
+                parsed = value
+            if append:
+                parsed = [json.loads(v) if v.strip().lstrip("-").isdigit() else v
+                          for v in value.split(",")]  # fmt: skip
+            dotted[key] = parsed
+            continue
+        if arg.startswith("--") and "_" in arg.split("=", 1)[0]:
+            name, eq, rest = arg.partition("=")
+            arg = name.replace("_", "-") + eq + rest
+        out.append(arg)
+    if dotted:
+        out += ["--compilation-config", json.dumps(dotted)]
+    return out
+
+
+def parse(argv: Sequence[str]) -> tuple[ServeArgs, SimOptions, set[str]]:
+    """Parse a `sim-serve` command line. Exits with code 2 on argparse errors, as vLLM does.
+
+    Returns the flag values, the simulator's own options, and the dests the user set explicitly.
+    """
+    ns = build_parser().parse_args(_normalise(argv))
+    values = {f.dest: getattr(ns, f.dest) for f in FLAGS if getattr(ns, f.dest) is not None}
+    given = set(values)
+    args = ServeArgs(model=ns.model, values=values)
+    sim = SimOptions(
+        profile=ns.sim_profile,
+        profile_file=ns.sim_profile_file,
+        time_scale=ns.sim_time_scale,
+        seed=ns.sim_seed,
+        gpu_busy_gib=ns.sim_gpu_busy_gib,
+        noise=ns.sim_noise,
+    )
+    return args, sim, given
