@@ -219,7 +219,8 @@ def step_seconds(
     mem_t = (weight_bytes + kv_bytes) / (gpu.bandwidth_gb_s * 1e9 * eff.memory)
     flops = 2 * model.params_b * 1e9 * tokens / shards
     flops += 4 * model.layers * (model.heads / cfg.tp) * model.head_dim * attended / cfg.pp
-    comp_t = flops / (gpu.bf16_tflops * 1e12 * eff.compute * cfg.compute_speedup)
+    mfu = eff.compute * tokens / (tokens + eff.gemm_half_tokens)  # small GEMMs run below peak
+    comp_t = flops / (gpu.bf16_tflops * 1e12 * mfu * cfg.compute_speedup)
     gpu_t = max(mem_t, comp_t) + 0.15 * min(mem_t, comp_t)
     if not cfg.compiled:
         gpu_t *= 1 + eff.unfused_penalty

@@ -50,7 +50,8 @@ class Efficiency:
     """Fractions of peak the kernels reach; eager and compile overheads per step."""
 
     memory: float = 0.80
-    compute: float = 0.55
+    compute: float = 0.60
+    gemm_half_tokens: float = 96.0  # tokens per step at which GEMMs reach half of `compute`
     eager_launch_us_per_layer: float = 45.0  # kernel launches when nothing is captured
     piecewise_us_per_layer: float = 6.0  # attention outside piecewise graphs
     graph_launch_us: float = 250.0  # one full-graph replay
