@@ -24,6 +24,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 
+from tui_tuner.adapters.processes import pump_lines, terminate_group
 from tui_tuner.core.errors import UserError
 
 
@@ -63,15 +64,15 @@ class RunningServer:
 
 async def _pump_output(server: RunningServer, on_line: Callable[[str], None], keep: int) -> None:
     assert server.process.stdout is not None
-    with server.log_path.open("ab") as log:
-        async for raw in server.process.stdout:
-            log.write(raw)
-            log.flush()
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            server.tail.append(line)
-            if len(server.tail) > keep:
-                del server.tail[: len(server.tail) - keep]
-            on_line(line)
+
+    def remember(line: str) -> None:
+        server.tail.append(line)
+        if len(server.tail) > keep:
+            del server.tail[: len(server.tail) - keep]
+        on_line(line)
+
+    with server.log_path.open("a", encoding="utf-8") as log:
+        await pump_lines(server.process.stdout, log, remember)
 
 
 async def wait_healthy(server: RunningServer, timeout_s: float, poll_s: float = 0.25) -> None:
@@ -106,25 +107,22 @@ def _descendants(pid: int) -> list[psutil.Process]:
 
 
 async def stop_server(server: RunningServer, grace_s: float = 10.0) -> None:
-    """SIGTERM the process group, wait up to `grace_s`, then SIGKILL the group and stragglers."""
-    proc = server.process
-    stragglers = _descendants(proc.pid)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), grace_s)
-    except asyncio.TimeoutError:
-        pass
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    for child in stragglers + _descendants(proc.pid):
+    """SIGTERM the process group, wait up to `grace_s`, SIGKILL what is left, then sweep any
+    descendant that moved to another group or session."""
+    pid = server.process.pid
+    stragglers = _descendants(pid)
+    await terminate_group(pid, grace_s)
+    for child in stragglers + _descendants(pid):
         with contextlib.suppress(psutil.Error):
             child.kill()
-    await proc.wait()
     psutil.wait_procs(stragglers, timeout=5)
     if server._pump is not None:
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(server._pump, 5)
+        done, _ = await asyncio.wait({server._pump}, timeout=5)
+        if not done:
+            server._pump.cancel()
+    if server.process.returncode is None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(server.process.wait(), 5)
 
 
 @contextlib.asynccontextmanager

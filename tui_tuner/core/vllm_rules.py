@@ -26,13 +26,15 @@ class Violation:
 
 
 def _bound_violation(flag: Flag, value: float, config_class: str) -> Violation | None:
-    checks = (
-        (flag.ge, lambda b: value >= b, "greater than or equal to", "greater_than_equal"),
-        (flag.gt, lambda b: value > b, "greater than", "greater_than"),
-        (flag.le, lambda b: value <= b, "less than or equal to", "less_than_equal"),
-    )
-    for bound, ok, words, kind in checks:
-        if bound is not None and not ok(bound):
+    checks: list[tuple[float | None, bool, str, str]] = [
+        (flag.ge, flag.ge is not None and value < flag.ge, "greater than or equal to",
+         "greater_than_equal"),
+        (flag.gt, flag.gt is not None and value <= flag.gt, "greater than", "greater_than"),
+        (flag.le, flag.le is not None and value > flag.le, "less than or equal to",
+         "less_than_equal"),
+    ]  # fmt: skip
+    for bound, broken, words, kind in checks:
+        if bound is not None and broken:
             shown = int(bound) if float(bound).is_integer() and flag.kind != "float" else bound
             message = (
                 f"1 validation error for {config_class}\n{flag.dest}\n"

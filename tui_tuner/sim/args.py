@@ -24,20 +24,14 @@ class SimOptions:
     profile: str
     profile_file: Path | None
     time_scale: float
+    startup_scale: float
     seed: int
     gpu_busy_gib: float
     noise: float
 
 
 class _VllmParser(argparse.ArgumentParser):
-    """Reports unrecognized arguments under the program name `vllm`, as vLLM 0.33 does."""
-
-    def parse_args(self, args: Sequence[str] | None = None, namespace: object = None) -> argparse.Namespace:  # type: ignore[override]  # noqa: E501
-        ns, extras = self.parse_known_args(args, namespace)  # type: ignore[arg-type]
-        if extras:
-            self.print_usage()
-            self.exit(2, f"vllm: error: unrecognized arguments: {' '.join(extras)}\n")
-        return ns
+    """argparse errors exit with code 2 and vLLM's wording."""
 
     def error(self, message: str) -> NoReturn:
         self.print_usage()
@@ -107,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--sim-profile-file", type=Path, help="YAML overrides of a profile")
     sim.add_argument("--sim-time-scale", type=float, default=1.0,
                      help="simulated seconds per wall second (10 = ten times faster)")  # fmt: skip
+    sim.add_argument("--sim-startup-scale", type=float, default=None,
+                     help="speed-up of the start-up phases only (default: --sim-time-scale)")  # fmt: skip
     sim.add_argument("--sim-seed", type=int, default=0, help="seed for generated text and noise")
     sim.add_argument("--sim-gpu-busy-gib", type=float, default=0.0,
                      help="memory already used on each GPU by other processes")  # fmt: skip
@@ -160,7 +156,11 @@ def parse(argv: Sequence[str]) -> tuple[ServeArgs, SimOptions, set[str]]:
 
     Returns the flag values, the simulator's own options, and the dests the user set explicitly.
     """
-    ns = build_parser().parse_args(_normalise(argv))
+    parser = build_parser()
+    ns, extras = parser.parse_known_args(_normalise(argv))
+    if extras:  # vLLM 0.33 reports these under the program name `vllm`
+        parser.print_usage()
+        parser.exit(2, f"vllm: error: unrecognized arguments: {' '.join(extras)}\n")
     values = {f.dest: getattr(ns, f.dest) for f in FLAGS if getattr(ns, f.dest) is not None}
     given = set(values)
     args = ServeArgs(model=ns.model, values=values)
@@ -168,6 +168,7 @@ def parse(argv: Sequence[str]) -> tuple[ServeArgs, SimOptions, set[str]]:
         profile=ns.sim_profile,
         profile_file=ns.sim_profile_file,
         time_scale=ns.sim_time_scale,
+        startup_scale=ns.sim_time_scale if ns.sim_startup_scale is None else ns.sim_startup_scale,
         seed=ns.sim_seed,
         gpu_busy_gib=ns.sim_gpu_busy_gib,
         noise=ns.sim_noise,

@@ -176,8 +176,8 @@ def plan_memory(cfg: EngineConfig, profile: Profile, busy_gib: float = 0.0) -> M
     graph_pool = 0.004 * len(cfg.capture_sizes) * n_graph_sets * model.layers / 32
     requested = cfg.gpu_memory_utilization * gpu.memory_gib
     kv_heads = max(1, model.kv_heads // cfg.tp)
-    kv_per_token = 2 * math.ceil(model.layers / cfg.pp) * kv_heads * model.head_dim
-    kv_per_token *= cfg.kv_bytes_per_elem
+    kv_elems = 2 * math.ceil(model.layers / cfg.pp) * kv_heads * model.head_dim
+    kv_per_token = kv_elems * cfg.kv_bytes_per_elem
     if cfg.kv_cache_memory_bytes is not None:
         kv_gib = cfg.kv_cache_memory_bytes / GIB
         requested = weights + activation + graph_pool + kv_gib

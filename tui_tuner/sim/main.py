@@ -68,7 +68,7 @@ class SimServer:
 
     async def _phase(self, sim_seconds: float) -> None:
         if sim_seconds > 0:
-            await asyncio.sleep(sim_seconds / self.scale)
+            await asyncio.sleep(sim_seconds / self.sim.startup_scale)
 
     def _bind(self) -> socket.socket:
         host = str(self.args.get("host") or "127.0.0.1")
@@ -134,7 +134,7 @@ class SimServer:
         log, profile = self.log, self.profile
         log.info("api_server.py:1870", f"vLLM API server version 0.33.0 (SIMULATED by tui-tuner "
                  f"{__version__}: no GPU is used; profile {profile.name}, time scale "
-                 f"{self.scale:g}x)")  # fmt: skip
+                 f"{self.scale:g}x, start-up {self.sim.startup_scale:g}x)")  # fmt: skip
         log.info("utils.py:253", f"non-default args: {json.dumps(self.args.values, default=str)}")
         sock = self._bind()
         cfg = resolve(self.args, profile)
@@ -303,8 +303,9 @@ def main(argv: Sequence[str]) -> int:
     except ProfileError as err:
         print(f"vllm serve: error: argument --sim-profile-file: {err}", file=sys.stderr)
         return 2
-    if sim.time_scale <= 0:
-        print("vllm serve: error: argument --sim-time-scale: must be positive", file=sys.stderr)
+    if sim.time_scale <= 0 or sim.startup_scale <= 0:
+        print("vllm serve: error: --sim-time-scale and --sim-startup-scale must be positive",
+              file=sys.stderr)  # fmt: skip
         return 2
     print(f"tui-tuner SIMULATED vLLM server: {profile.description}; no GPU is used; "
           f"time scale {sim.time_scale:g}x", flush=True)  # fmt: skip

@@ -237,9 +237,12 @@ class SimApi:
                 await response.write(out.encode())
             if handle.done:
                 break
-        final = {"index": 0, "finish_reason": handle.finish_reason, "stop_reason": None,
-                 "logprobs": None}  # fmt: skip
-        final.update({"delta": {}} if chat else {"text": ""})
+        final: dict[str, Any] = {"index": 0, "finish_reason": handle.finish_reason}
+        final.update(stop_reason=None, logprobs=None)
+        if chat:
+            final["delta"] = {}
+        else:
+            final["text"] = ""
         tail = head + f'"choices":[{json.dumps(final)}]}}\n\n'
         if include_usage:
             tail += head + f'"choices":[],"usage":{json.dumps(self._usage(handle))}}}\n\n'

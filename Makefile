@@ -1,0 +1,58 @@
+# tui-tuner developer entry points. `make help` lists them.
+# Everything installs itself: the package into .venv, GuideLLM 0.8.1 into its own cached venv
+# (it pulls torch; pinning torch==2.13.0 takes the CPU build instead of a multi-GB CUDA one).
+
+PYTHON ?= python3
+VENV ?= .venv
+CACHE ?= $(HOME)/.cache/tui-tuner
+GUIDELLM_VENV ?= $(CACHE)/venvs/guidellm-0.8.1
+GUIDELLM := $(GUIDELLM_VENV)/bin/guidellm
+STAMP := $(VENV)/.tui-tuner-installed
+GUIDELLM_STAMP := $(GUIDELLM_VENV)/.tui-tuner-ok
+export TUI_TUNER_GUIDELLM := $(GUIDELLM)
+
+.PHONY: help install guidellm demo test test-fast lint typecheck check bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP) ## install tui-tuner and its dev tools into .venv
+
+$(GUIDELLM_STAMP):
+	rm -rf $(GUIDELLM_VENV)
+	$(PYTHON) -m venv $(GUIDELLM_VENV)
+	$(GUIDELLM_VENV)/bin/pip install --quiet guidellm==0.8.1 torch==2.13.0
+	$(GUIDELLM) --help > /dev/null
+	touch $@
+
+guidellm: $(GUIDELLM_STAMP) ## install GuideLLM 0.8.1 into its own cached venv
+
+demo: $(STAMP) $(GUIDELLM_STAMP) ## the main job: simulated vLLM measured by GuideLLM, no GPU
+	$(VENV)/bin/tui-tuner demo
+
+test: $(STAMP) $(GUIDELLM_STAMP) ## every test, the slow real-GuideLLM ones included
+	$(VENV)/bin/python -m pytest -q
+
+test-fast: $(STAMP) ## the tests that start no external load generator
+	$(VENV)/bin/python -m pytest -q -m "not slow"
+
+lint: $(STAMP) ## ruff check and format check
+	$(VENV)/bin/ruff check tui_tuner tests bench
+	$(VENV)/bin/ruff format --check tui_tuner tests bench
+
+typecheck: $(STAMP) ## mypy --strict over the package
+	$(VENV)/bin/mypy
+
+check: lint typecheck test ## everything CI should agree with
+
+bench: $(STAMP) ## the simulator fidelity benchmark (128 streams; about a minute)
+	$(VENV)/bin/python bench/sim_fidelity.py
+
+clean: ## remove .venv and caches (keeps the cached GuideLLM venv)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,112 @@
+"""Run GuideLLM as a subprocess in its own session, stream its lines, and always reap it.
+
+Split from guidellm.py (command and report) because process handling is its own concern: a
+timeout or a cancellation must take GuideLLM's spawned worker processes down with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tui_tuner.adapters.guidellm import GUIDELLM_VERSION, GuidellmNotFound, GuidellmTimeout
+from tui_tuner.adapters.processes import group_alive, pump_lines, terminate_group
+
+__all__ = ["run_guidellm"]
+
+
+_INSTALL_HINT = (
+    "Install GuideLLM {v} into its own virtual environment, e.g. "
+    "`python3 -m venv VENV && VENV/bin/pip install guidellm=={v} torch==2.13.0` "
+    "(pinning torch avoids a multi-GB CUDA build), then point the tuner at VENV/bin/guidellm."
+)
+
+
+def _not_found(executable: str, why: str) -> GuidellmNotFound:
+    return GuidellmNotFound(
+        f"GuideLLM executable {executable!r} {why}. " + _INSTALL_HINT.format(v=GUIDELLM_VERSION)
+    )
+
+
+async def run_guidellm(
+    cmd: list[str],
+    *,
+    env: dict[str, str] | None,
+    on_line: Callable[[str], None],
+    log_path: Path,
+    timeout_s: float,
+    term_grace_s: float = 5.0,
+    drain_s: float = 2.0,
+) -> int:
+    """Run GuideLLM in its own session and return its exit code.
+
+    ``env`` is layered over the current environment (GuideLLM needs HOME, PATH and the HF
+    cache variables). stderr is merged into stdout so progress and errors keep their order;
+    every line goes to ``log_path`` and to ``on_line``. On timeout the process group is
+    terminated and :class:`GuidellmTimeout` raised; on cancellation or any error (including
+    one from ``on_line``) the group is killed before the exception propagates, because stray
+    GuideLLM workers would keep loading the server and skew the next trial.
+    """
+    if not cmd:
+        raise ValueError("empty command")
+    exe = cmd[0]
+    if os.sep in exe and not Path(exe).exists():
+        raise _not_found(exe, "does not exist")
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w", encoding="utf-8") as log:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=full_env,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise _not_found(exe, "was not found") from None
+        except PermissionError:
+            raise _not_found(exe, "is not executable") from None
+        assert proc.stdout is not None
+        pgid = proc.pid  # start_new_session makes the child a session and group leader
+        reader = asyncio.ensure_future(pump_lines(proc.stdout, log, on_line))
+        try:
+            # Poll returncode rather than await proc.wait(): asyncio's wait() also waits for
+            # the pipe to close, which never happens while a leftover worker holds it.
+            deadline = time.monotonic() + timeout_s
+            while proc.returncode is None and time.monotonic() < deadline:
+                step = min(0.1, max(0.0, deadline - time.monotonic()))
+                if reader.done():
+                    reader.result()  # on_line or the log failed: raise it (except kills)
+                    await asyncio.sleep(step)
+                else:
+                    await asyncio.wait({reader}, timeout=step)
+            if proc.returncode is None:
+                await terminate_group(pgid, term_grace_s)
+                await asyncio.wait({reader}, timeout=drain_s)
+                raise GuidellmTimeout(timeout_s, proc.returncode)
+            # Leader gone; workers it left behind may still hold the pipe open.
+            await asyncio.wait({reader}, timeout=drain_s)
+            if group_alive(pgid):
+                await terminate_group(pgid, term_grace_s)
+                await asyncio.wait({reader}, timeout=drain_s)
+            if reader.done():
+                reader.result()
+            return proc.returncode
+        except BaseException:
+            # Cancelled (user quit, trial aborted) or failed: stop the whole group, politely
+            # first so GuideLLM's multiprocessing can clean up; a second cancel means SIGKILL.
+            if proc.returncode is None or group_alive(pgid):
+                with contextlib.suppress(BaseException):
+                    await terminate_group(pgid, term_grace_s)
+            raise
+        finally:
+            if not reader.done():
+                reader.cancel()
+            elif not reader.cancelled():
+                reader.exception()  # retrieved, so asyncio does not log it as lost

@@ -1,0 +1,95 @@
+"""Process-group helpers shared by the adapters that start programs (servers, GuideLLM).
+
+Every program the tuner starts runs in its own session, so its process group holds it and the
+workers it spawns; stopping means signalling that group and waiting until nothing in it is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+__all__ = ["group_alive", "pump_lines", "signal_group", "terminate_group", "wait_group_gone"]
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is left in the group.
+
+    Scans /proc on Linux because orphaned zombies (which an init without reaping keeps around)
+    still make ``killpg(pgid, 0)`` succeed.
+    """
+    if not Path("/proc").is_dir():  # not Linux: fall back to the signal probe
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[0] != "Z" and fields[2] == str(pgid):
+            return True
+    return False
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+async def wait_group_gone(pgid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while group_alive(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def terminate_group(pgid: int, grace_s: float) -> None:
+    """SIGTERM the whole group (GuideLLM's spawn workers too), SIGKILL whatever is left."""
+    try:
+        signal_group(pgid, signal.SIGTERM)
+        if await wait_group_gone(pgid, grace_s):
+            return
+        signal_group(pgid, signal.SIGKILL)
+        await wait_group_gone(pgid, 5.0)
+    except BaseException:
+        signal_group(pgid, signal.SIGKILL)  # cancelled while waiting: do not leave it running
+        raise
+
+
+async def pump_lines(
+    stream: asyncio.StreamReader, log: TextIO, on_line: Callable[[str], None]
+) -> None:
+    """Copy output line by line. Reads chunks itself so a huge line cannot overrun a limit."""
+    pending = b""
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for raw in lines:
+            line = raw.decode("utf-8", errors="replace").rstrip("\r")
+            log.write(line + "\n")
+            on_line(line)
+        log.flush()
+    if pending:
+        line = pending.decode("utf-8", errors="replace").rstrip("\r")
+        log.write(line + "\n")
+        log.flush()
+        on_line(line)

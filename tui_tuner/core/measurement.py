@@ -1,0 +1,163 @@
+"""One load-generator measurement of a running server, in plain units.
+
+The tuner compares trials by these numbers, stores them in the study database and shows them
+in the TUI, so they live in a small frozen value type with the unit spelled out in every field
+name: GuideLLM mixes seconds (request latency) and milliseconds (TTFT, ITL), and a silent unit
+slip would make one trial look a thousand times better than another.
+
+Pure standard library and no I/O, so it can be used from the engine, the UI and tests alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = [
+    "CLIENT_LIMIT_RATIO",
+    "CLIENT_LIMIT_WARNING_CODES",
+    "Measurement",
+    "client_limited",
+    "warning_code",
+]
+
+#: Achieved/target concurrency below which the client, not the server, set the pace. On two
+#: shared cores GuideLLM reached 7.6-14.1 of 16 streams while the server had headroom.
+CLIENT_LIMIT_RATIO = 0.8
+
+#: GuideLLM 0.8.1 warning codes that mean the load generator itself was the bottleneck
+#: (``schemas/benchmark/warnings.py``): request generation lagged behind the first token, or
+#: conversations were dispatched late.
+CLIENT_LIMIT_WARNING_CODES = frozenset({"generation_delay_ttft", "root_late"})
+
+_INT_FIELDS = frozenset({"successful_requests", "errored_requests", "incomplete_requests"})
+
+
+def warning_code(warning: str) -> str:
+    """Return the code of a warning stored as ``"code: message"`` (the whole text if none)."""
+    code, sep, _ = warning.partition(":")
+    return code.strip() if sep else warning.strip()
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Summary of one benchmark level.
+
+    Latencies are percentiles over successful requests only: errored requests often fail fast
+    and would make a broken configuration look quick. Throughputs are over successful requests
+    for the same reason. ``achieved_concurrency`` is the mean number of requests in flight over
+    all requests, because an errored request still occupied a slot.
+    """
+
+    output_tok_s: float
+    total_tok_s: float
+    requests_per_s: float
+    request_latency_p50_ms: float
+    request_latency_p95_ms: float
+    request_latency_p99_ms: float
+    ttft_p50_ms: float
+    ttft_p95_ms: float
+    ttft_p99_ms: float
+    itl_p50_ms: float
+    itl_p95_ms: float
+    tpot_p50_ms: float
+    successful_requests: int
+    errored_requests: int
+    incomplete_requests: int
+    achieved_concurrency: float
+    duration_s: float
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "warnings":
+                if not isinstance(value, tuple) or not all(isinstance(w, str) for w in value):
+                    raise TypeError("warnings must be a tuple of str")
+            elif f.name in _INT_FIELDS:
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"{f.name} must be a non-negative int, got {value!r}")
+            elif (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+            ):
+                # NaN would poison every comparison the optimiser makes.
+                raise ValueError(f"{f.name} must be a finite number, got {value!r}")
+
+    @property
+    def finished_requests(self) -> int:
+        """Requests that got an answer, good or bad (incomplete ones were cut off by the timer)."""
+        return self.successful_requests + self.errored_requests
+
+    @property
+    def error_rate(self) -> float:
+        """Errored share of finished requests.
+
+        Incomplete requests are left out: GuideLLM cancels whatever is in flight when the time
+        limit hits, so they say nothing about the server's health.
+        """
+        finished = self.finished_requests
+        return self.errored_requests / finished if finished else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (warnings as a list) for the study database and reports."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["warnings"] = list(self.warnings)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Measurement:
+        """Rebuild from :meth:`to_dict` output.
+
+        Unknown keys are ignored so records written by a newer version still load; missing keys
+        raise ``ValueError`` naming them, because a silently defaulted metric would rank a trial
+        wrongly.
+        """
+        kwargs: dict[str, Any] = {}
+        missing: list[str] = []
+        for f in fields(cls):
+            if f.name not in data:
+                if f.name != "warnings":
+                    missing.append(f.name)
+                continue
+            value = data[f.name]
+            if f.name == "warnings":
+                if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+                    raise ValueError(f"warnings must be a list of str, got {value!r}")
+                kwargs[f.name] = tuple(str(w) for w in value)
+            elif f.name in _INT_FIELDS:
+                if isinstance(value, float) and value.is_integer():
+                    value = int(value)
+                kwargs[f.name] = value
+            else:
+                kwargs[f.name] = float(value) if isinstance(value, int) else value
+        if missing:
+            raise ValueError(f"measurement record is missing {', '.join(missing)}")
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from exc
+
+
+def client_limited(
+    m: Measurement,
+    target_concurrency: float | None,
+    *,
+    min_ratio: float = CLIENT_LIMIT_RATIO,
+) -> bool:
+    """True when the load generator, not the server, probably capped this measurement.
+
+    Such a trial under-reports the server's throughput, so the tuner should repeat it or mark it
+    rather than let the optimiser learn from it. Two signals: the achieved concurrency stayed
+    well below the target (pass ``None`` for rate-based profiles, which have no target), or
+    GuideLLM itself warned about a client-side bottleneck.
+    """
+    if target_concurrency is not None:
+        if target_concurrency <= 0:
+            raise ValueError(f"target_concurrency must be positive, got {target_concurrency}")
+        if m.achieved_concurrency < min_ratio * target_concurrency:
+            return True
+    return any(warning_code(w) in CLIENT_LIMIT_WARNING_CODES for w in m.warnings)
