@@ -21,6 +21,7 @@ reused instead of rewritten.
 from __future__ import annotations
 
 import json
+import sys
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ __all__ = ["MARKER_FILE", "TinyModelInfo", "ensure_tiny_model", "write_tiny_mode
 
 GENERATOR_VERSION = 1
 MARKER_FILE = "tui_tuner_tiny_model.json"
+_PYTHON = "{}.{}".format(*sys.version_info[:2])
 _GENERATOR = "tui_tuner.sim.tiny_model"
 
 U16 = np.ndarray[Any, np.dtype[np.uint16]]  # BF16 bit patterns
@@ -239,7 +241,8 @@ def write_tiny_model(directory: Path, *, seed: int = 0, overwrite: bool = False)
                 f"{directory} is a non-empty directory that is not a tui-tuner tiny model; "
                 "refusing to overwrite it (choose an empty or new directory)"
             )
-    current = {"seed": seed, "version": GENERATOR_VERSION}
+    # The tokenizer is trained on pydoc_data.topics, whose text changes between Python versions.
+    current = {"seed": seed, "version": GENERATOR_VERSION, "python": _PYTHON}
     up_to_date = marker is not None and {k: marker.get(k) for k in current} == current
     if up_to_date and not overwrite and all((directory / f).is_file() for f in FILES):
         return _info(directory, seed, reused=True)
@@ -270,6 +273,7 @@ def write_tiny_model(directory: Path, *, seed: int = 0, overwrite: bool = False)
             "generator": _GENERATOR,
             "version": GENERATOR_VERSION,
             "seed": seed,
+            "python": _PYTHON,
             "num_parameters": NUM_PARAMETERS,
             "note": "Random-weight tiny Llama written by tui-tuner for offline testing.",
         },
