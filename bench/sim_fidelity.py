@@ -49,8 +49,9 @@ async def wait_ready(url: str, timeout: float) -> None:
     raise TimeoutError("sim-serve did not become healthy")
 
 
-async def drive(url: str, streams: int, prompt: int, output: int, warmup: float,
-                duration: float) -> tuple[int, int]:  # fmt: skip
+async def drive(
+    url: str, streams: int, prompt: int, output: int, warmup: float, duration: float
+) -> tuple[int, int]:
     """Return (tokens that arrived inside the window, requests finished inside it)."""
     start = time.monotonic()
     t0, t1 = start + warmup, start + warmup + duration
@@ -92,9 +93,22 @@ def main() -> int:
 
     flags = ns.flags.split()
     port = free_port()
-    cmd = [sys.executable, "-m", "tui_tuner", "sim-serve", "bench-model", "--port", str(port),
-           "--sim-profile", ns.profile, "--sim-time-scale", str(ns.time_scale),
-           "--enforce-eager", "--disable-log-stats", *flags]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "tui_tuner",
+        "sim-serve",
+        "bench-model",
+        "--port",
+        str(port),
+        "--sim-profile",
+        ns.profile,
+        "--sim-time-scale",
+        str(ns.time_scale),
+        "--enforce-eager",
+        "--disable-log-stats",
+        *flags,
+    ]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -110,21 +124,29 @@ def main() -> int:
         server.wait(10)
     args, _, _ = parse(["bench-model", "--enforce-eager", *flags])
     pred = predict_closed_loop(
-        args, get_profile(ns.profile), concurrency=ns.streams, prompt_tokens=ns.prompt_tokens,
-        output_tokens=ns.output_tokens, duration_s=ns.duration * ns.time_scale,
+        args,
+        get_profile(ns.profile),
+        concurrency=ns.streams,
+        prompt_tokens=ns.prompt_tokens,
+        output_tokens=ns.output_tokens,
+        duration_s=ns.duration * ns.time_scale,
         warmup_s=ns.warmup * ns.time_scale,
-    )  # fmt: skip
+    )
     measured = tokens / ns.duration / ns.time_scale
     client_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (ns.warmup + ns.duration)
     result = {
-        "profile": ns.profile, "streams": ns.streams, "prompt_tokens": ns.prompt_tokens,
-        "output_tokens": ns.output_tokens, "time_scale": ns.time_scale,
+        "profile": ns.profile,
+        "streams": ns.streams,
+        "prompt_tokens": ns.prompt_tokens,
+        "output_tokens": ns.output_tokens,
+        "time_scale": ns.time_scale,
         "predicted_output_tok_s": round(pred.output_tok_s, 1),
         "measured_output_tok_s": round(measured, 1),
         "ratio_measured_over_predicted": round(measured / pred.output_tok_s, 4),
         "requests_finished_in_window": finished,
-        "client_cpu_cores": round(client_cpu, 2), "sim_lag_s_at_end": metrics,
-    }  # fmt: skip
+        "client_cpu_cores": round(client_cpu, 2),
+        "sim_lag_s_at_end": metrics,
+    }
     print(json.dumps(result, indent=2))
     return 0 if abs(result["ratio_measured_over_predicted"] - 1) <= 0.05 else 1
 

@@ -37,8 +37,11 @@ def guidellm_exe() -> Path:
 
     Missing is a failure under CI (the Makefile installs it) and a skip elsewhere.
     """
-    for candidate in (os.environ.get("TUI_TUNER_GUIDELLM"), str(DEFAULT_GUIDELLM),
-                      shutil.which("guidellm")):  # fmt: skip
+    for candidate in (
+        os.environ.get("TUI_TUNER_GUIDELLM"),
+        str(DEFAULT_GUIDELLM),
+        shutil.which("guidellm"),
+    ):
         if candidate and Path(candidate).is_file():
             return Path(candidate)
     message = "GuideLLM 0.8.1 not found: run `make guidellm` or set TUI_TUNER_GUIDELLM"
@@ -73,14 +76,24 @@ def start_sim(tmp_path: Path) -> Iterator[Callable[..., SimProcess]]:
     """Start `tui-tuner sim-serve` processes; all are stopped when the test ends."""
     started: list[SimProcess] = []
 
-    def start(*flags: str, model: str = "sim-model", wait: bool = True,
-              env: dict[str, str] | None = None, timeout: float = 60) -> SimProcess:  # fmt: skip
+    def start(
+        *flags: str,
+        model: str = "sim-model",
+        wait: bool = True,
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
+    ) -> SimProcess:
         port = free_port()
         log_path = tmp_path / f"sim-{port}.log"
         cmd = [sys.executable, "-m", "tui_tuner", "sim-serve", model, "--port", str(port), *flags]
         with log_path.open("wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, env={**os.environ, **(env or {})})  # fmt: skip
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
         sim = SimProcess(f"http://127.0.0.1:{port}", proc, log_path)
         started.append(sim)
         deadline = time.monotonic() + timeout

@@ -42,16 +42,30 @@ async def test_guidellm_measures_the_simulated_server(
 ) -> None:
     key = secrets.token_urlsafe(12)
     flags = ["--max-num-seqs", "8", "--enforce-eager"]
-    sim = start_sim(*flags, "--api-key", key, "--sim-profile-file", str(FAST_PROFILE),
-                    model=str(tiny_model))  # fmt: skip
-    workload = GuidellmWorkload(prompt_tokens=64, output_tokens=32, streams=8, max_duration_s=8,
-                                warmup=0.25, cooldown=0.1, seed=0)  # fmt: skip
+    sim = start_sim(
+        *flags, "--api-key", key, "--sim-profile-file", str(FAST_PROFILE), model=str(tiny_model)
+    )
+    workload = GuidellmWorkload(
+        prompt_tokens=64,
+        output_tokens=32,
+        streams=8,
+        max_duration_s=8,
+        warmup=0.25,
+        cooldown=0.1,
+        seed=0,
+    )
     report = tmp_path / "report.json"
-    cmd = build_guidellm_command(guidellm_exe, sim.url, str(tiny_model), tiny_model, workload,
-                                 report, api_key=key)  # fmt: skip
+    cmd = build_guidellm_command(
+        guidellm_exe, sim.url, str(tiny_model), tiny_model, workload, report, api_key=key
+    )
     lines: list[str] = []
-    code = await run_guidellm(cmd, env={"HF_HUB_OFFLINE": "1"}, on_line=lines.append,
-                              log_path=tmp_path / "guidellm.log", timeout_s=240)  # fmt: skip
+    code = await run_guidellm(
+        cmd,
+        env={"HF_HUB_OFFLINE": "1"},
+        on_line=lines.append,
+        log_path=tmp_path / "guidellm.log",
+        timeout_s=240,
+    )
     assert code == 0, "\n".join(lines[-30:])
     statuses = {p.status for p in map(parse_progress_line, lines) if p is not None}
     assert "completed" in statuses
@@ -70,12 +84,18 @@ async def test_guidellm_measures_the_simulated_server(
     # 8 streams against max-num-seqs 8: the model predicts the rate; GuideLLM on 2 shared cores
     # may fall short of it but can never beat it by much.
     predicted = predict_closed_loop(
-        parse(["m", *flags])[0], load_profile_file(FAST_PROFILE), concurrency=8,
-        prompt_tokens=64, output_tokens=32, duration_s=60, warmup_s=5,
-    )  # fmt: skip
-    print(f"measured {m.output_tok_s:.0f} tok/s, ITL {m.itl_p50_ms:.2f} ms; predicted "
-          f"{predicted.output_tok_s:.0f} tok/s, ITL {predicted.itl_mean_s * 1000:.2f} ms")
+        parse(["m", *flags])[0],
+        load_profile_file(FAST_PROFILE),
+        concurrency=8,
+        prompt_tokens=64,
+        output_tokens=32,
+        duration_s=60,
+        warmup_s=5,
+    )
+    print(
+        f"measured {m.output_tok_s:.0f} tok/s, ITL {m.itl_p50_ms:.2f} ms; predicted "
+        f"{predicted.output_tok_s:.0f} tok/s, ITL {predicted.itl_mean_s * 1000:.2f} ms"
+    )
     assert 0.6 * predicted.output_tok_s < m.output_tok_s < 1.1 * predicted.output_tok_s
     # ITL is a property of the server's step time, which the client cannot speed up.
     assert m.itl_p50_ms == pytest.approx(predicted.itl_mean_s * 1000, rel=0.25)
-

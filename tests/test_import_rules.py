@@ -14,14 +14,32 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tui_tuner"
 
 # layer -> packages it must never import (textual is forbidden everywhere but ui/ and cli)
 FORBIDDEN = {
-    "core": ("textual", "optuna", "aiohttp", "psutil", "pynvml", "subprocess", "tui_tuner.engine",
-             "tui_tuner.adapters", "tui_tuner.sim", "tui_tuner.ui", "tui_tuner.report",
-             "tui_tuner.cli"),
+    "core": (
+        "textual",
+        "optuna",
+        "aiohttp",
+        "psutil",
+        "pynvml",
+        "subprocess",
+        "tui_tuner.engine",
+        "tui_tuner.adapters",
+        "tui_tuner.sim",
+        "tui_tuner.ui",
+        "tui_tuner.report",
+        "tui_tuner.cli",
+    ),
     "engine": ("textual", "tui_tuner.ui", "tui_tuner.cli", "tui_tuner.sim", "subprocess"),
     "adapters": ("textual", "tui_tuner.ui", "tui_tuner.cli", "tui_tuner.engine", "tui_tuner.sim"),
-    "sim": ("textual", "optuna", "tui_tuner.engine", "tui_tuner.adapters", "tui_tuner.ui",
-            "tui_tuner.cli", "subprocess"),
-}  # fmt: skip
+    "sim": (
+        "textual",
+        "optuna",
+        "tui_tuner.engine",
+        "tui_tuner.adapters",
+        "tui_tuner.ui",
+        "tui_tuner.cli",
+        "subprocess",
+    ),
+}
 
 
 def _imports(path: Path) -> set[str]:

@@ -15,13 +15,26 @@ from tui_tuner.sim.profiles import get_profile
 from tui_tuner.sim.scheduler import KVCache, Scheduler, SimRequest, block_hashes
 
 
-def run(*flags: str, profile: str = "llama-8b-h100", concurrency: int = 32, prompt: int = 512,
-        output: int = 128, duration: float = 30.0, prefix: int = 0) -> Prediction:  # fmt: skip
+def run(
+    *flags: str,
+    profile: str = "llama-8b-h100",
+    concurrency: int = 32,
+    prompt: int = 512,
+    output: int = 128,
+    duration: float = 30.0,
+    prefix: int = 0,
+) -> Prediction:
     args, _, _ = parse(["m", *flags])
     return predict_closed_loop(
-        args, get_profile(profile), concurrency=concurrency, prompt_tokens=prompt,
-        output_tokens=output, duration_s=duration, warmup_s=5.0, shared_prefix_tokens=prefix,
-    )  # fmt: skip
+        args,
+        get_profile(profile),
+        concurrency=concurrency,
+        prompt_tokens=prompt,
+        output_tokens=output,
+        duration_s=duration,
+        warmup_s=5.0,
+        shared_prefix_tokens=prefix,
+    )
 
 
 def test_small_max_num_seqs_caps_throughput() -> None:
@@ -50,7 +63,10 @@ def test_more_kv_room_helps_until_memory_runs_out() -> None:
 
 
 def test_eager_is_slower_than_cuda_graphs() -> None:
-    graphs, eager = run(concurrency=8, output=256), run("--enforce-eager", concurrency=8, output=256)
+    graphs, eager = (
+        run(concurrency=8, output=256),
+        run("--enforce-eager", concurrency=8, output=256),
+    )
     assert eager.itl_mean_s > 1.05 * graphs.itl_mean_s
     o0 = run("-O0", concurrency=8, output=256)
     assert o0.itl_mean_s == pytest.approx(eager.itl_mean_s, rel=0.02)

@@ -25,12 +25,22 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 @pytest.fixture
 def api(start_sim: Callable[..., SimProcess], tiny_model: Path) -> SimProcess:
     return start_sim(
-        "--api-key", KEY, "--sim-time-scale", "20", "--sim-profile-file", str(FAST_PROFILE),
-        "--served-model-name", "tiny", model=str(tiny_model), env={"VLLM_SERVER_DEV_MODE": "1"},
-    )  # fmt: skip
+        "--api-key",
+        KEY,
+        "--sim-time-scale",
+        "20",
+        "--sim-profile-file",
+        str(FAST_PROFILE),
+        "--served-model-name",
+        "tiny",
+        model=str(tiny_model),
+        env={"VLLM_SERVER_DEV_MODE": "1"},
+    )
 
 
-async def _post(url: str, body: dict[str, object], headers: dict[str, str] = AUTH) -> tuple[int, str]:
+async def _post(
+    url: str, body: dict[str, object], headers: dict[str, str] = AUTH
+) -> tuple[int, str]:
     async with aiohttp.ClientSession() as s, s.post(url, json=body, headers=headers) as r:
         return r.status, await r.text()
 
@@ -44,7 +54,7 @@ def _events(text: str) -> list[dict[str, object] | str]:
     out: list[dict[str, object] | str] = []
     for block in text.strip().split("\n\n"):
         assert block.startswith("data: "), block
-        payload = block[len("data: "):]
+        payload = block[len("data: ") :]
         out.append(payload if payload == "[DONE]" else json.loads(payload))
     return out
 
@@ -61,10 +71,13 @@ async def test_models_health_and_auth(api: SimProcess) -> None:
     assert status == 401
 
 
-async def test_completion_counts_tokens_with_the_model_tokenizer(api: SimProcess, tiny_model: Path) -> None:
+async def test_completion_counts_tokens_with_the_model_tokenizer(
+    api: SimProcess, tiny_model: Path
+) -> None:
     prompt = "The quick brown fox jumps over the lazy dog near the river bank."
-    status, body = await _post(api.url + "/v1/completions",
-                               {"model": "tiny", "prompt": prompt, "max_tokens": 7})  # fmt: skip
+    status, body = await _post(
+        api.url + "/v1/completions", {"model": "tiny", "prompt": prompt, "max_tokens": 7}
+    )
     assert status == 200
     data = json.loads(body)
     assert data["object"] == "text_completion"
@@ -74,8 +87,14 @@ async def test_completion_counts_tokens_with_the_model_tokenizer(api: SimProcess
 
 
 async def test_streaming_completion_and_chat(api: SimProcess) -> None:
-    body = {"model": "tiny", "prompt": list(range(40, 140)), "max_tokens": 12, "stream": True,
-            "stream_options": {"include_usage": True}, "ignore_eos": True}  # fmt: skip
+    body = {
+        "model": "tiny",
+        "prompt": list(range(40, 140)),
+        "max_tokens": 12,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "ignore_eos": True,
+    }
     status, text = await _post(api.url + "/v1/completions", body)
     events = _events(text)
     assert status == 200 and events[-1] == "[DONE]"
@@ -83,26 +102,35 @@ async def test_streaming_completion_and_chat(api: SimProcess) -> None:
     assert len(tokens) == 12
     usage = events[-2]
     assert isinstance(usage, dict) and usage["usage"] == {
-        "prompt_tokens": 100, "total_tokens": 112, "completion_tokens": 12,
+        "prompt_tokens": 100,
+        "total_tokens": 112,
+        "completion_tokens": 12,
         "prompt_tokens_details": {"cached_tokens": 0},
-    }  # fmt: skip
-    chat = {"model": "tiny", "messages": [{"role": "user", "content": "Say something."}],
-            "max_completion_tokens": 5, "stream": True}  # fmt: skip
+    }
+    chat = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "Say something."}],
+        "max_completion_tokens": 5,
+        "stream": True,
+    }
     status, text = await _post(api.url + "/v1/chat/completions", chat)
     events = _events(text)
     first, last = events[0], events[-2]
     assert isinstance(first, dict) and first["object"] == "chat.completion.chunk"
     assert first["choices"][0]["delta"]["role"] == "assistant"
     assert isinstance(last, dict) and last["choices"][0]["finish_reason"] == "length"
-    contents = [e["choices"][0]["delta"].get("content") for e in events[1:-2] if isinstance(e, dict)]
+    contents = [
+        e["choices"][0]["delta"].get("content") for e in events[1:-2] if isinstance(e, dict)
+    ]
     assert len([c for c in contents if c]) == 5
 
 
 async def test_request_errors_match_vllm(api: SimProcess) -> None:
     status, body = await _post(api.url + "/v1/completions", {"model": "nope", "prompt": "x"})
     assert status == 404 and "The model `nope` does not exist." in body
-    status, body = await _post(api.url + "/v1/completions",
-                               {"model": "tiny", "prompt": [1] * 10, "max_tokens": 131070})  # fmt: skip
+    status, body = await _post(
+        api.url + "/v1/completions", {"model": "tiny", "prompt": [1] * 10, "max_tokens": 131070}
+    )
     assert status == 400 and "maximum context length is 131072 tokens" in body
     status, body = await _post(api.url + "/v1/chat/completions", {"model": "tiny", "messages": []})
     assert status == 400
@@ -111,19 +139,31 @@ async def test_request_errors_match_vllm(api: SimProcess) -> None:
 async def test_metrics_use_vllm_names_and_count_prefix_hits(api: SimProcess) -> None:
     prompt = list(range(1000, 1400))
     for _ in range(2):
-        status, _ = await _post(api.url + "/v1/completions",
-                                {"model": "tiny", "prompt": prompt, "max_tokens": 2})  # fmt: skip
+        status, _ = await _post(
+            api.url + "/v1/completions", {"model": "tiny", "prompt": prompt, "max_tokens": 2}
+        )
         assert status == 200
     _, text = await _get(api.url + "/metrics", {})
-    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
-                 "vllm:kv_cache_usage_perc", "vllm:num_preemptions_total",
-                 "vllm:prompt_tokens_total", "vllm:generation_tokens_total",
-                 "vllm:time_to_first_token_seconds_bucket", "vllm:inter_token_latency_seconds_sum",
-                 "vllm:e2e_request_latency_seconds_count", "vllm:cache_config_info",
-                 "vllm:prefix_cache_hits_total", "tui_tuner:simulated_info"):  # fmt: skip
+    for name in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:num_preemptions_total",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+        "vllm:time_to_first_token_seconds_bucket",
+        "vllm:inter_token_latency_seconds_sum",
+        "vllm:e2e_request_latency_seconds_count",
+        "vllm:cache_config_info",
+        "vllm:prefix_cache_hits_total",
+        "tui_tuner:simulated_info",
+    ):
         assert name in text, name
-    values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1])
-              for line in text.splitlines() if line.startswith("vllm:") and "_bucket" not in line}  # fmt: skip
+    values = {
+        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("vllm:") and "_bucket" not in line
+    }
     assert values["vllm:generation_tokens_total"] == 4
     assert values["vllm:prefix_cache_hits_total"] == 384  # 24 full blocks of 16 reused
     assert (await _post(api.url + "/reset_prefix_cache", {}))[0] == 200
@@ -151,11 +191,16 @@ def test_sigterm_shuts_down_cleanly(start_sim: Callable[..., SimProcess]) -> Non
     assert "Shutting down" in sim.log()
 
 
-async def test_out_of_memory_under_load_kills_the_server(start_sim: Callable[..., SimProcess]) -> None:
+async def test_out_of_memory_under_load_kills_the_server(
+    start_sim: Callable[..., SimProcess],
+) -> None:
     # 0.989 starts (eager needs little capture memory) but leaves too little for a full batch.
-    sim = start_sim("--gpu-memory-utilization", "0.989", "--enforce-eager", "--sim-time-scale", "100")
-    status, body = await _post(sim.url + "/v1/completions",
-                               {"prompt": list(range(5000)), "max_tokens": 4}, {})  # fmt: skip
+    sim = start_sim(
+        "--gpu-memory-utilization", "0.989", "--enforce-eager", "--sim-time-scale", "100"
+    )
+    status, body = await _post(
+        sim.url + "/v1/completions", {"prompt": list(range(5000)), "max_tokens": 4}, {}
+    )
     assert status == 500 and "EngineCore encountered an issue" in body
     assert sim.wait() == 1
     log = sim.log()
@@ -167,10 +212,14 @@ def test_startup_logs_have_vllm_shapes(start_sim: Callable[..., SimProcess]) -> 
     sim = start_sim("--sim-time-scale", "50", "--sim-profile-file", str(FAST_PROFILE))
     log = sim.log()
     assert "SIMULATED" in log.splitlines()[0]
-    for pattern in ("Model loading took ", "Available KV cache memory: ",
-                    "GPU KV cache size: 452,080 tokens, Maximum concurrency for 131,072 tokens per "
-                    "request: 3.45x", "Starting vLLM server on http://127.0.0.1:",
-                    "Application startup complete."):  # fmt: skip
+    for pattern in (
+        "Model loading took ",
+        "Available KV cache memory: ",
+        "GPU KV cache size: 452,080 tokens, Maximum concurrency for 131,072 tokens per "
+        "request: 3.45x",
+        "Starting vLLM server on http://127.0.0.1:",
+        "Application startup complete.",
+    ):
         assert pattern in log, pattern
     assert "(EngineCore_DP0 pid=" in log and "] Available KV cache memory" in log
 
@@ -186,8 +235,9 @@ def test_startup_time_depends_on_compilation(start_sim: Callable[..., SimProcess
     assert compiled > eager + 1.0
 
 
-async def _closed_loop(url: str, streams: int, prompt: int, output: int, warmup: float,
-                       window: float) -> int:  # fmt: skip
+async def _closed_loop(
+    url: str, streams: int, prompt: int, output: int, warmup: float, window: float
+) -> int:
     start = time.monotonic()
     t0, t1 = start + warmup, start + warmup + window
     tokens, counter = 0, 0
@@ -201,8 +251,12 @@ async def _closed_loop(url: str, streams: int, prompt: int, output: int, warmup:
                 body = {"prompt": ids, "max_tokens": output, "stream": True, "ignore_eos": True}
                 async with session.post(url + "/v1/completions", json=body) as r:
                     async for line in r.content:
-                        if line.startswith(b"data: {") and t0 <= time.monotonic() <= t1:
+                        now = time.monotonic()
+                        if now > t1:
+                            break  # closing the stream aborts the request on the server
+                        if line.startswith(b"data: {") and now >= t0:
                             tokens += b'"text":""' not in line
+
         await asyncio.gather(*(client() for _ in range(streams)))
     return tokens
 
@@ -215,7 +269,12 @@ async def test_live_server_delivers_the_predicted_throughput(
     sim = start_sim(*flags, "--sim-profile-file", str(FAST_PROFILE), "--disable-log-stats")
     tokens = await _closed_loop(sim.url, streams=32, prompt=256, output=64, warmup=2.0, window=4.0)
     predicted = predict_closed_loop(
-        parse(["m", *flags])[0], load_profile_file(FAST_PROFILE), concurrency=32,
-        prompt_tokens=256, output_tokens=64, duration_s=4.0, warmup_s=2.0,
-    )  # fmt: skip
+        parse(["m", *flags])[0],
+        load_profile_file(FAST_PROFILE),
+        concurrency=32,
+        prompt_tokens=256,
+        output_tokens=64,
+        duration_s=4.0,
+        warmup_s=2.0,
+    )
     assert tokens / 4.0 == pytest.approx(predicted.output_tok_s, rel=0.10)

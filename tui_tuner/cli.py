@@ -21,8 +21,10 @@ def _make_tiny_model(ns: argparse.Namespace) -> int:
 
     info = write_tiny_model(Path(ns.directory), seed=ns.seed, overwrite=ns.overwrite)
     verb = "up to date" if info.reused else "written"
-    print(f"tiny model {verb}: {info.path} ({info.num_parameters:,} parameters, "
-          f"vocab {info.vocab_size}, seed {info.seed})")  # fmt: skip
+    print(
+        f"tiny model {verb}: {info.path} ({info.num_parameters:,} parameters, "
+        f"vocab {info.vocab_size}, seed {info.seed})"
+    )
     return 0
 
 
@@ -30,9 +32,12 @@ def _demo(ns: argparse.Namespace) -> int:
     from tui_tuner.demo import run_demo
 
     return run_demo(
-        guidellm=ns.guidellm, duration_s=ns.duration, streams=ns.streams,
-        time_scale=ns.time_scale, work_dir=Path(ns.work_dir) if ns.work_dir else None,
-    )  # fmt: skip
+        guidellm=ns.guidellm,
+        duration_s=ns.duration,
+        streams=ns.streams,
+        time_scale=ns.time_scale,
+        work_dir=Path(ns.work_dir) if ns.work_dir else None,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,9 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tui-tuner {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub.add_parser(
-        "sim-serve", add_help=False,
+        "sim-serve",
+        add_help=False,
         help="a SIMULATED vLLM server: `vllm serve`'s flags and API, no GPU (see sim-serve --help)",
-    )  # fmt: skip
+    )
     tiny = sub.add_parser("make-tiny-model", help="write a tiny random Llama model directory")
     tiny.add_argument("directory")
     tiny.add_argument("--seed", type=int, default=0)
@@ -54,12 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="headless demo: the simulated server measured by a short GuideLLM run"
     )
-    demo.add_argument("--guidellm", default=None,
-                      help="GuideLLM executable (default: $TUI_TUNER_GUIDELLM, then PATH)")  # fmt: skip
+    demo.add_argument(
+        "--guidellm",
+        default=None,
+        help="GuideLLM executable (default: $TUI_TUNER_GUIDELLM, then PATH)",
+    )
     demo.add_argument("--duration", type=float, default=10.0, help="seconds of load per run")
     demo.add_argument("--streams", type=int, default=32, help="concurrent request streams")
-    demo.add_argument("--time-scale", type=float, default=1.0,
-                      help="simulated seconds per wall second")  # fmt: skip
+    demo.add_argument(
+        "--time-scale", type=float, default=1.0, help="simulated seconds per wall second"
+    )
     demo.add_argument("--work-dir", default=None, help="where the model and reports go")
     demo.set_defaults(func=_demo)
     return parser

@@ -180,17 +180,31 @@ def build_guidellm_command(
     options: list[tuple[str, str, dict[str, _Scalar]]] = [
         ("--backend", "openai_http", {**backend, "api_key": api_key}),
         # Only the fields relevant to the profile are set (the workload validates that).
-        ("--profile", w.profile, {"streams": w.streams, "rate": w.rate,
-                                  "max_concurrency": w.max_concurrency,
-                                  "warmup": w.warmup, "cooldown": w.cooldown}),
+        (
+            "--profile",
+            w.profile,
+            {
+                "streams": w.streams,
+                "rate": w.rate,
+                "max_concurrency": w.max_concurrency,
+                "warmup": w.warmup,
+                "cooldown": w.cooldown,
+            },
+        ),
         ("--constraint", "max_duration", {"seconds": w.max_duration_s}),
-    ]  # fmt: skip
+    ]
     if w.max_errors is not None:
         options.append(("--constraint", "max_errors", {"count": w.max_errors}))
     if w.max_requests is not None:
         options.append(("--constraint", "max_requests", {"count": w.max_requests}))
-    data = ("prompt_tokens", "prompt_tokens_stdev", "output_tokens", "output_tokens_stdev",
-            "prefix_tokens", "prefix_count")  # fmt: skip
+    data = (
+        "prompt_tokens",
+        "prompt_tokens_stdev",
+        "output_tokens",
+        "output_tokens_stdev",
+        "prefix_tokens",
+        "prefix_count",
+    )
     options.append(("--data", "synthetic_text", {k: getattr(w, k) for k in data}))
     if tokenizer is not None:
         options.append(("--tokenizer", "huggingface_auto", {"model": str(tokenizer)}))
@@ -279,8 +293,10 @@ def parse_guidellm_report(path: Path, index: int = -1) -> Measurement:
     i = index % len(benchmarks)
     bench, pre = benchmarks[i], f"benchmarks[{i}]"
     totals = _get(bench, "metrics.request_totals", path, pre)
-    counts = {k: int(_num(totals, k, path, f"{pre}.metrics.request_totals")) for k in
-              ("successful", "errored", "incomplete")}  # fmt: skip
+    counts = {
+        k: int(_num(totals, k, path, f"{pre}.metrics.request_totals"))
+        for k in ("successful", "errored", "incomplete")
+    }
     if counts["successful"] == 0:
         raise GuidellmReportError(
             f"GuideLLM report {path}: {pre} recorded zero successful requests "

@@ -95,8 +95,9 @@ async def wait_healthy(server: RunningServer, timeout_s: float, poll_s: float = 
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(server._pump), 2)
     code = server.process.returncode
-    raise ServerStartError("exited", f"server exited with code {code} before it was healthy",
-                           code, server.tail[-40:])  # fmt: skip
+    raise ServerStartError(
+        "exited", f"server exited with code {code} before it was healthy", code, server.tail[-40:]
+    )
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
@@ -127,17 +128,27 @@ async def stop_server(server: RunningServer, grace_s: float = 10.0) -> None:
 
 @contextlib.asynccontextmanager
 async def launch_server(
-    command: Sequence[str], *, host: str, port: int, log_path: Path, startup_timeout_s: float,
-    env: dict[str, str] | None = None, on_line: Callable[[str], None] = lambda _: None,
-) -> AsyncIterator[RunningServer]:  # fmt: skip
+    command: Sequence[str],
+    *,
+    host: str,
+    port: int,
+    log_path: Path,
+    startup_timeout_s: float,
+    env: dict[str, str] | None = None,
+    on_line: Callable[[str], None] = lambda _: None,
+) -> AsyncIterator[RunningServer]:
     """Start the server, wait until healthy, yield it, and always stop it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         proc = await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent,
-        )  # fmt: skip
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            preexec_fn=_die_with_parent,
+        )
     except FileNotFoundError:
         raise UserError(f"server command not found: {command[0]!r}") from None
     server = RunningServer(proc, f"http://{host}:{port}", list(command), log_path)

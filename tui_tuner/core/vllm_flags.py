@@ -60,26 +60,28 @@ class RemovedFlag:
         if self.replaced_by:
             what = " and ".join(self.replaced_by)
             return f"{self.name} was removed in vLLM {self.removed_in}; use {what} instead"
-        return f"{self.name} was removed in vLLM {self.removed_in}; {self.note or 'nothing replaces it'}"
+        instead = self.note or "nothing replaces it"
+        return f"{self.name} was removed in vLLM {self.removed_in}; {instead}"
 
 
+# fmt: off
 KV_CACHE_DTYPES = (
     "auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla",
     "nvfp4_ds_mla", "int8_per_token_head", "int4_per_token_head", "fp8_per_token_head", "nvfp4",
     "nvfp4_4over6",
-)  # fmt: skip
+)
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 QUANTIZATIONS = (
     "awq", "awq_marlin", "fp8", "gptq", "gptq_marlin", "compressed-tensors", "bitsandbytes",
     "gguf", "mxfp4", "modelopt", "modelopt_fp4", "fp8_per_block", "fp8_per_tensor",
-)  # fmt: skip
+)
 CUDAGRAPH_MODES = ("NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE")
 PERFORMANCE_MODES = ("balanced", "interactivity", "throughput")
 
 _S, _C, _M, _P, _O, _F = (
     "SchedulerConfig", "CacheConfig", "ModelConfig", "ParallelConfig", "CompilationConfig",
     "Frontend",
-)  # fmt: skip
+)
 
 FLAGS: tuple[Flag, ...] = (
     # -- scheduler --------------------------------------------------------------------------
@@ -168,18 +170,21 @@ FLAGS: tuple[Flag, ...] = (
          _F, choices=("debug", "info", "warning", "error", "critical", "trace"), tunable=False),
     Flag("--disable-log-stats", "disable_log_stats", "bool", False,
          "Turn off the periodic throughput log line.", _F, tunable=False),
-)  # fmt: skip
+)
 
 REMOVED_FLAGS: tuple[RemovedFlag, ...] = (
     RemovedFlag("--max-seq-len-to-capture", "0.11", note="nothing replaces it"),
-    RemovedFlag("--max-num-partial-prefills", "0.11", note="vLLM V1 schedules partial prefills itself"),
-    RemovedFlag("--max-long-partial-prefills", "0.11", note="vLLM V1 schedules partial prefills itself"),
+    RemovedFlag("--max-num-partial-prefills", "0.11",
+                note="vLLM V1 schedules partial prefills itself"),
+    RemovedFlag("--max-long-partial-prefills", "0.11",
+                note="vLLM V1 schedules partial prefills itself"),
     RemovedFlag("--cuda-graph-sizes", "0.11",
                 replaced_by=("--cudagraph-capture-sizes", "--max-cudagraph-capture-size")),
     RemovedFlag("--swap-space", "0.11", note="preemption always recomputes now"),
     RemovedFlag("--preemption-mode", "0.11", note="preemption always recomputes now"),
     RemovedFlag("--num-scheduler-steps", "0.11", note="use --async-scheduling"),
-)  # fmt: skip
+)
+# fmt: on
 
 FLAGS_BY_DEST: dict[str, Flag] = {f.dest: f for f in FLAGS}
 FLAGS_BY_OPTION: dict[str, Flag] = {o: f for f in FLAGS for o in f.option_strings}
@@ -233,10 +238,14 @@ class BatchDefaults:
 
 
 def batch_defaults(
-    *, device_memory_gib: float, device_name: str, performance_mode: str = "balanced",
-    on_cpu: bool = False, world_size: int = 1,
-) -> BatchDefaults:  # fmt: skip
-    """The run-time defaults of `get_batch_defaults` (vLLM 0.33 `arg_utils.py`) for the API server."""
+    *,
+    device_memory_gib: float,
+    device_name: str,
+    performance_mode: str = "balanced",
+    on_cpu: bool = False,
+    world_size: int = 1,
+) -> BatchDefaults:
+    """Run-time defaults of vLLM 0.33's `get_batch_defaults` (`arg_utils.py`), API server."""
     if on_cpu:
         seqs, tokens = 128 * world_size, 2048
     elif device_memory_gib >= 70 and "A100" not in device_name and "GB10" not in device_name:

@@ -27,12 +27,20 @@ class Violation:
 
 def _bound_violation(flag: Flag, value: float, config_class: str) -> Violation | None:
     checks: list[tuple[float | None, bool, str, str]] = [
-        (flag.ge, flag.ge is not None and value < flag.ge, "greater than or equal to",
-         "greater_than_equal"),
+        (
+            flag.ge,
+            flag.ge is not None and value < flag.ge,
+            "greater than or equal to",
+            "greater_than_equal",
+        ),
         (flag.gt, flag.gt is not None and value <= flag.gt, "greater than", "greater_than"),
-        (flag.le, flag.le is not None and value > flag.le, "less than or equal to",
-         "less_than_equal"),
-    ]  # fmt: skip
+        (
+            flag.le,
+            flag.le is not None and value > flag.le,
+            "less than or equal to",
+            "less_than_equal",
+        ),
+    ]
     for bound, broken, words, kind in checks:
         if bound is not None and broken:
             shown = int(bound) if float(bound).is_integer() and flag.kind != "float" else bound
@@ -61,66 +69,85 @@ def bound_violations(values: dict[str, object]) -> list[Violation]:
 
 
 def cross_field_violations(
-    *, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int,
-    chunked_prefill: bool, long_prefill_token_threshold: int, derived_max_model_len: int,
-    user_set_max_model_len: bool, user_set_batched_tokens: bool, allow_long_max_model_len: bool,
-) -> list[Violation]:  # fmt: skip
+    *,
+    max_num_seqs: int,
+    max_num_batched_tokens: int,
+    max_model_len: int,
+    chunked_prefill: bool,
+    long_prefill_token_threshold: int,
+    derived_max_model_len: int,
+    user_set_max_model_len: bool,
+    user_set_batched_tokens: bool,
+    allow_long_max_model_len: bool,
+) -> list[Violation]:
     """The ValueErrors of vLLM's SchedulerConfig and ModelConfig, in the order vLLM raises them."""
     found: list[Violation] = []
-    if user_set_max_model_len and max_model_len > derived_max_model_len:
-        if not allow_long_max_model_len:
-            found.append(Violation("max_model_len", (
-                f"User-specified max_model_len ({max_model_len}) is greater than the derived "
-                f"max_model_len (max_position_embeddings={derived_max_model_len} or "
-                "model_max_length=None in model's config.json). To allow overriding this maximum, "
-                "set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1. VLLM_ALLOW_LONG_MAX_MODEL_LEN "
-                "must be used with extreme caution. If the model uses relative position encoding "
-                "(RoPE), positions exceeding derived_max_model_len lead to nan. If the model uses "
-                "absolute position encoding, positions exceeding derived_max_model_len will cause "
-                "a CUDA array out-of-bounds error."
-            )))  # fmt: skip
+    too_long = user_set_max_model_len and max_model_len > derived_max_model_len
+    if too_long and not allow_long_max_model_len:
+        msg = (
+            f"User-specified max_model_len ({max_model_len}) is greater than the derived "
+            f"max_model_len (max_position_embeddings={derived_max_model_len} or "
+            "model_max_length=None in model's config.json). To allow overriding this "
+            "maximum, set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1. "
+            "VLLM_ALLOW_LONG_MAX_MODEL_LEN must be used with extreme caution. If the model "
+            "uses relative position encoding (RoPE), positions exceeding derived_max_model_len "
+            "lead to nan. If the model uses absolute position encoding, positions exceeding "
+            "derived_max_model_len will cause a CUDA array out-of-bounds error."
+        )
+        found.append(Violation("max_model_len", msg))
     if not chunked_prefill and user_set_batched_tokens and max_num_batched_tokens < max_model_len:
-        found.append(Violation("max_num_batched_tokens", (
+        msg = (
             f"max_num_batched_tokens ({max_num_batched_tokens}) is smaller than max_model_len "
             f"({max_model_len}). This effectively limits the maximum sequence length to "
             "max_num_batched_tokens and makes vLLM reject longer sequences. Please increase "
             "max_num_batched_tokens or decrease max_model_len."
-        )))  # fmt: skip
+        )
+        found.append(Violation("max_num_batched_tokens", msg))
     if max_num_batched_tokens < max_num_seqs:
-        found.append(Violation("max_num_batched_tokens", (
-            f"max_num_batched_tokens ({max_num_batched_tokens}) must be greater than or equal to "
-            f"max_num_seqs ({max_num_seqs})."
-        )))  # fmt: skip
+        msg = (
+            f"max_num_batched_tokens ({max_num_batched_tokens}) must be greater than or equal "
+            f"to max_num_seqs ({max_num_seqs})."
+        )
+        found.append(Violation("max_num_batched_tokens", msg))
     if long_prefill_token_threshold > max_model_len:
-        found.append(Violation("long_prefill_token_threshold", (
+        msg = (
             f"long_prefill_token_threshold ({long_prefill_token_threshold}) cannot be greater "
             f"than the max_model_len ({max_model_len})."
-        )))  # fmt: skip
+        )
+        found.append(Violation("long_prefill_token_threshold", msg))
     return found
 
 
 def parallel_violations(
-    *, tensor_parallel: int, pipeline_parallel: int, data_parallel: int, num_gpus: int,
-    num_attention_heads: int, num_layers: int,
-) -> list[Violation]:  # fmt: skip
+    *,
+    tensor_parallel: int,
+    pipeline_parallel: int,
+    data_parallel: int,
+    num_gpus: int,
+    num_attention_heads: int,
+    num_layers: int,
+) -> list[Violation]:
     """Parallel degrees the model or the machine cannot take."""
     found: list[Violation] = []
     if num_attention_heads % tensor_parallel:
-        found.append(Violation("tensor_parallel_size", (
+        msg = (
             f"Total number of attention heads ({num_attention_heads}) must be divisible by "
             f"tensor parallel size ({tensor_parallel})."
-        )))  # fmt: skip
+        )
+        found.append(Violation("tensor_parallel_size", msg))
     if num_layers < pipeline_parallel:
-        found.append(Violation("pipeline_parallel_size", (
+        msg = (
             f"Pipeline parallel size ({pipeline_parallel}) is larger than the number of hidden "
             f"layers ({num_layers})."
-        )))  # fmt: skip
+        )
+        found.append(Violation("pipeline_parallel_size", msg))
     world = tensor_parallel * pipeline_parallel * data_parallel
     if world > num_gpus:
-        found.append(Violation("tensor_parallel_size", (
-            f"The number of required GPUs exceeds the total number of available GPUs in the "
-            f"placement group. World size ({world}) = tensor_parallel_size ({tensor_parallel}) x "
-            f"pipeline_parallel_size ({pipeline_parallel}) x data_parallel_size "
+        msg = (
+            "The number of required GPUs exceeds the total number of available GPUs in the "
+            f"placement group. World size ({world}) = tensor_parallel_size ({tensor_parallel})"
+            f" x pipeline_parallel_size ({pipeline_parallel}) x data_parallel_size "
             f"({data_parallel}) > available GPUs ({num_gpus})."
-        )))  # fmt: skip
+        )
+        found.append(Violation("tensor_parallel_size", msg))
     return found

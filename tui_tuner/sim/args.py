@@ -59,11 +59,18 @@ class _EnableDisable(argparse.Action):
     """`--enable-x` sets True; `--disable-x` and the hidden `--no-enable-x` set False."""
 
     def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
-        hidden = [o.replace("--enable-", "--no-enable-") for o in option_strings if "--enable-" in o]
+        hidden = [
+            o.replace("--enable-", "--no-enable-") for o in option_strings if "--enable-" in o
+        ]
         super().__init__([*option_strings, *hidden], dest, nargs=0, **kwargs)  # type: ignore[arg-type]
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: object, option_string: str | None = None) -> None:  # fmt: skip
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
         setattr(namespace, self.dest, bool(option_string and option_string.startswith("--enable-")))
 
 
@@ -96,18 +103,38 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in FLAGS:
         _add_flag(parser, flag)
     sim = parser.add_argument_group("simulator (not vLLM flags)")
-    sim.add_argument("--sim-profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
-                     help="simulated GPU and model")  # fmt: skip
+    sim.add_argument(
+        "--sim-profile",
+        default=DEFAULT_PROFILE,
+        choices=sorted(PROFILES),
+        help="simulated GPU and model",
+    )
     sim.add_argument("--sim-profile-file", type=Path, help="YAML overrides of a profile")
-    sim.add_argument("--sim-time-scale", type=float, default=1.0,
-                     help="simulated seconds per wall second (10 = ten times faster)")  # fmt: skip
-    sim.add_argument("--sim-startup-scale", type=float, default=None,
-                     help="speed-up of the start-up phases only (default: --sim-time-scale)")  # fmt: skip
+    sim.add_argument(
+        "--sim-time-scale",
+        type=float,
+        default=1.0,
+        help="simulated seconds per wall second (10 = ten times faster)",
+    )
+    sim.add_argument(
+        "--sim-startup-scale",
+        type=float,
+        default=None,
+        help="speed-up of the start-up phases only (default: --sim-time-scale)",
+    )
     sim.add_argument("--sim-seed", type=int, default=0, help="seed for generated text and noise")
-    sim.add_argument("--sim-gpu-busy-gib", type=float, default=0.0,
-                     help="memory already used on each GPU by other processes")  # fmt: skip
-    sim.add_argument("--sim-noise", type=float, default=0.0,
-                     help="relative standard deviation of step times (0 = exact)")  # fmt: skip
+    sim.add_argument(
+        "--sim-gpu-busy-gib",
+        type=float,
+        default=0.0,
+        help="memory already used on each GPU by other processes",
+    )
+    sim.add_argument(
+        "--sim-noise",
+        type=float,
+        default=0.0,
+        help="relative standard deviation of step times (0 = exact)",
+    )
     return parser
 
 
@@ -138,8 +165,10 @@ def _normalise(argv: Sequence[str]) -> list[str]:
             except json.JSONDecodeError:
                 parsed = value
             if append:
-                parsed = [json.loads(v) if v.strip().lstrip("-").isdigit() else v
-                          for v in value.split(",")]  # fmt: skip
+                parsed = [
+                    json.loads(v) if v.strip().lstrip("-").isdigit() else v
+                    for v in value.split(",")
+                ]
             dotted[key] = parsed
             continue
         if arg.startswith("--") and "_" in arg.split("=", 1)[0]:

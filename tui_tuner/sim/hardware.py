@@ -16,10 +16,23 @@ from tui_tuner.core.vllm_flags import ServeArgs, batch_defaults, default_cudagra
 from tui_tuner.sim.profiles import Profile
 
 GIB = 2**30
-_KV_BYTES = {"auto": 2.0, "float16": 2.0, "bfloat16": 2.0, "nvfp4": 0.5625,
-             "nvfp4_4over6": 0.5625, "int4_per_token_head": 0.5625}  # fmt: skip
-_WEIGHT_BYTES = {None: 2.0, "fp8": 1.0, "fp8_per_block": 1.0, "fp8_per_tensor": 1.0,
-                 "modelopt": 1.0, "mxfp4": 0.53, "modelopt_fp4": 0.56}  # fmt: skip
+_KV_BYTES = {
+    "auto": 2.0,
+    "float16": 2.0,
+    "bfloat16": 2.0,
+    "nvfp4": 0.5625,
+    "nvfp4_4over6": 0.5625,
+    "int4_per_token_head": 0.5625,
+}
+_WEIGHT_BYTES = {
+    None: 2.0,
+    "fp8": 1.0,
+    "fp8_per_block": 1.0,
+    "fp8_per_tensor": 1.0,
+    "modelopt": 1.0,
+    "mxfp4": 0.53,
+    "modelopt_fp4": 0.56,
+}
 
 
 @dataclass(frozen=True)
@@ -93,8 +106,9 @@ def resolve(args: ServeArgs, profile: Profile) -> EngineConfig:
     mode, graph_mode, cc_sizes = _compilation(args)
     compiled = not eager and level >= 1 and mode != 0
     if graph_mode is None:
-        graph_mode = "NONE" if eager or level == 0 else (
-            "PIECEWISE" if level == 1 else "FULL_AND_PIECEWISE")  # fmt: skip
+        graph_mode = (
+            "NONE" if eager or level == 0 else ("PIECEWISE" if level == 1 else "FULL_AND_PIECEWISE")
+        )
     if eager:
         graph_mode = "NONE"
     piecewise = compiled and graph_mode in ("PIECEWISE", "FULL_AND_PIECEWISE")
@@ -112,8 +126,11 @@ def resolve(args: ServeArgs, profile: Profile) -> EngineConfig:
     kv_bytes = _KV_BYTES.get(kv_dtype, 1.0)
     dtype = str(args.get("dtype"))
     quant = args.get("quantization")
-    weight_bytes = 4.0 if dtype in ("float", "float32") else _WEIGHT_BYTES.get(
-        quant if isinstance(quant, str) else None, 0.56)  # fmt: skip
+    weight_bytes = (
+        4.0
+        if dtype in ("float", "float32")
+        else _WEIGHT_BYTES.get(quant if isinstance(quant, str) else None, 0.56)
+    )
     speedup = {1.0: 1.6, 4.0: 0.5}.get(weight_bytes, 1.0 if weight_bytes >= 2 else 0.85)
     if kv_dtype == "auto" and dtype in ("float", "float32"):
         kv_bytes = 4.0
@@ -203,9 +220,15 @@ def plan_memory(cfg: EngineConfig, profile: Profile, busy_gib: float = 0.0) -> M
 
 
 def step_seconds(
-    cfg: EngineConfig, profile: Profile, *, tokens: int, num_seqs: int, attended: float,
-    context_sum: int, pure_decode: bool,
-) -> float:  # fmt: skip
+    cfg: EngineConfig,
+    profile: Profile,
+    *,
+    tokens: int,
+    num_seqs: int,
+    attended: float,
+    context_sum: int,
+    pure_decode: bool,
+) -> float:
     """Duration of one scheduler step on one replica, in simulated seconds.
 
     tokens: tokens computed this step (decodes + prefill chunks); attended: sum over sequences of
@@ -237,10 +260,14 @@ def step_seconds(
     if cfg.tp > 1:
         link = (gpu.interconnect_gb_s or 25.0) * 1e9
         msg = tokens * model.hidden * 2
-        comm = 2 * layers * (gpu.allreduce_latency_us * 1e-6 + 2 * (cfg.tp - 1) / cfg.tp * msg / link)
+        comm = (
+            2 * layers * (gpu.allreduce_latency_us * 1e-6 + 2 * (cfg.tp - 1) / cfg.tp * msg / link)
+        )
     stage = (gpu_t + launch + comm) * cfg.pp
     if cfg.pp > 1:
-        stage += (cfg.pp - 1) * (20e-6 + tokens * model.hidden * 2 / ((gpu.interconnect_gb_s or 25) * 1e9))
+        stage += (cfg.pp - 1) * (
+            20e-6 + tokens * model.hidden * 2 / ((gpu.interconnect_gb_s or 25) * 1e9)
+        )
     cpu = (eff.cpu_step_us + (eff.cpu_us_per_seq + eff.sampler_us_per_seq) * num_seqs) * 1e-6
     return max(stage, cpu) if cfg.async_scheduling else stage + cpu
 

@@ -49,11 +49,20 @@ class LoadCrash:
 
 class LiveReplica:
     def __init__(
-        self, index: int, cfg: EngineConfig, profile: Profile, num_blocks: int, *,
-        time_scale: float, noise: float, seed: int, next_piece: Callable[[random.Random], str],
-        on_stats: Callable[[LiveReplica], None], on_fatal: Callable[[str], None],
+        self,
+        index: int,
+        cfg: EngineConfig,
+        profile: Profile,
+        num_blocks: int,
+        *,
+        time_scale: float,
+        noise: float,
+        seed: int,
+        next_piece: Callable[[random.Random], str],
+        on_stats: Callable[[LiveReplica], None],
+        on_fatal: Callable[[str], None],
         load_crash: LoadCrash | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.index, self.cfg = index, cfg
         self.scheduler = Scheduler(cfg, profile, num_blocks)
         self.metrics = EngineMetrics()
@@ -86,7 +95,9 @@ class LiveReplica:
 
     def submit(self, handle: Handle) -> None:
         if self.dead:
-            raise EngineDeadError("EngineCore encountered an issue. See stack trace for the root cause.")
+            raise EngineDeadError(
+                "EngineCore encountered an issue. See stack trace for the root cause."
+            )
         handle.request.arrival = self.clock()
         self._handles[handle.request] = handle
         self.scheduler.add(handle.request)
@@ -129,8 +140,9 @@ class LiveReplica:
                 self._next_stats = self.sim_now + 10.0
                 self._on_stats(self)
 
-    def _deliver(self, emitted: list[SimRequest], finished: list[SimRequest], tokens: int,
-                 prompt_tokens: int) -> None:  # fmt: skip
+    def _deliver(
+        self, emitted: list[SimRequest], finished: list[SimRequest], tokens: int, prompt_tokens: int
+    ) -> None:
         m, now, interval = self.metrics, self.sim_now, self.cfg.stream_interval
         m.iteration_tokens.observe(tokens)
         m.prompt_tokens += prompt_tokens
@@ -170,7 +182,9 @@ class LiveReplica:
 
     def _die(self, message: str) -> None:
         self.dead = True
-        error = EngineDeadError("EngineCore encountered an issue. See stack trace for the root cause.")
+        error = EngineDeadError(
+            "EngineCore encountered an issue. See stack trace for the root cause."
+        )
         for handle in list(self._handles.values()):
             handle.error = error
             handle.done = True

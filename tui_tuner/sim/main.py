@@ -50,15 +50,16 @@ def _traceback(violation: Violation, where: str) -> str:
 
 def _engine_failure(message: str, where: str = "vllm/v1/engine/core.py") -> StartupFailure:
     return StartupFailure(
-        f"Traceback (most recent call last):\n  File \"{where}\", line 1, in run_engine_core\n"
+        f'Traceback (most recent call last):\n  File "{where}", line 1, in run_engine_core\n'
         f"{message}\nRuntimeError: Engine core initialization failed. See root cause above. "
         "Failed core proc(s): {}"
     )
 
 
 class SimServer:
-    def __init__(self, args: ServeArgs, sim: sim_args.SimOptions, given: set[str],
-                 profile: Profile) -> None:  # fmt: skip
+    def __init__(
+        self, args: ServeArgs, sim: sim_args.SimOptions, given: set[str], profile: Profile
+    ) -> None:
         self.args, self.sim, self.given, self.profile = args, sim, given, profile
         self.log = VllmLog()
         self.scale = sim.time_scale
@@ -90,19 +91,24 @@ class SimServer:
         found = bound_violations(self.args.values)
         model = self.profile.model
         found += parallel_violations(
-            tensor_parallel=cfg.tp, pipeline_parallel=cfg.pp, data_parallel=cfg.dp,
-            num_gpus=self.profile.gpu.count, num_attention_heads=model.heads,
+            tensor_parallel=cfg.tp,
+            pipeline_parallel=cfg.pp,
+            data_parallel=cfg.dp,
+            num_gpus=self.profile.gpu.count,
+            num_attention_heads=model.heads,
             num_layers=model.layers,
-        )  # fmt: skip
+        )
         found += cross_field_violations(
-            max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens,
-            max_model_len=cfg.max_model_len, chunked_prefill=cfg.chunked_prefill,
+            max_num_seqs=cfg.max_num_seqs,
+            max_num_batched_tokens=cfg.max_num_batched_tokens,
+            max_model_len=cfg.max_model_len,
+            chunked_prefill=cfg.chunked_prefill,
             long_prefill_token_threshold=cfg.long_prefill_token_threshold,
             derived_max_model_len=model.max_position,
             user_set_max_model_len="max_model_len" in self.given,
             user_set_batched_tokens="max_num_batched_tokens" in self.given,
             allow_long_max_model_len=os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") == "1",
-        )  # fmt: skip
+        )
         if found:
             raise StartupFailure(_traceback(found[0], "vllm/config/vllm.py"))
 
@@ -120,21 +126,29 @@ class SimServer:
             )
 
     def _fail_load(self, plan: MemoryPlan) -> StartupFailure:
-        self.log.error("gpu_model_runner.py:5079", (
-            "Failed to load model - not enough GPU memory. Try lowering "
-            "--gpu-memory-utilization to free memory for weights, increasing "
-            "--tensor-parallel-size, or using --quantization."
-        ), ENGINE.format(dp=0))  # fmt: skip
+        self.log.error(
+            "gpu_model_runner.py:5079",
+            (
+                "Failed to load model - not enough GPU memory. Try lowering "
+                "--gpu-memory-utilization to free memory for weights, increasing "
+                "--tensor-parallel-size, or using --quantization."
+            ),
+            ENGINE.format(dp=0),
+        )
         return _engine_failure(
-            f"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.96 GiB. GPU 0 has a "
-            f"total capacity of {plan.total_gib:.2f} GiB of which {plan.free_at_start_gib % 1.96:.2f} GiB is free."
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.96 GiB. GPU 0 has a "
+            f"total capacity of {plan.total_gib:.2f} GiB of which "
+            f"{plan.free_at_start_gib % 1.96:.2f} GiB is free."
         )
 
     async def start(self) -> tuple[EngineConfig, MemoryPlan, socket.socket]:
         log, profile = self.log, self.profile
-        log.info("api_server.py:1870", f"vLLM API server version 0.33.0 (SIMULATED by tui-tuner "
-                 f"{__version__}: no GPU is used; profile {profile.name}, time scale "
-                 f"{self.scale:g}x, start-up {self.sim.startup_scale:g}x)")  # fmt: skip
+        log.info(
+            "api_server.py:1870",
+            f"vLLM API server version 0.33.0 (SIMULATED by tui-tuner "
+            f"{__version__}: no GPU is used; profile {profile.name}, time scale "
+            f"{self.scale:g}x, start-up {self.sim.startup_scale:g}x)",
+        )
         log.info("utils.py:253", f"non-default args: {json.dumps(self.args.values, default=str)}")
         sock = self._bind()
         cfg = resolve(self.args, profile)
@@ -145,22 +159,32 @@ class SimServer:
         log.info("model.py:1745", f"Resolved architecture: LlamaForCausalLM ({profile.model.name})")
         await self._phase(phases["process"] * 0.4)
         eng = ENGINE.format(dp=0)
-        log.info("core.py:98", f"Initializing a V1 LLM engine (v0.33.0) with config: "
-                 f"model='{self.args.model}', max_seq_len={cfg.max_model_len}, "
-                 f"tensor_parallel_size={cfg.tp}, pipeline_parallel_size={cfg.pp}, "
-                 f"data_parallel_size={cfg.dp}, enforce_eager={not cfg.compiled}, "
-                 f"max_num_seqs={cfg.max_num_seqs}, max_num_batched_tokens="
-                 f"{cfg.max_num_batched_tokens}, block_size={cfg.block_size}", eng)  # fmt: skip
+        log.info(
+            "core.py:98",
+            f"Initializing a V1 LLM engine (v0.33.0) with config: "
+            f"model='{self.args.model}', max_seq_len={cfg.max_model_len}, "
+            f"tensor_parallel_size={cfg.tp}, pipeline_parallel_size={cfg.pp}, "
+            f"data_parallel_size={cfg.dp}, enforce_eager={not cfg.compiled}, "
+            f"max_num_seqs={cfg.max_num_seqs}, max_num_batched_tokens="
+            f"{cfg.max_num_batched_tokens}, block_size={cfg.block_size}",
+            eng,
+        )
         self._check_memory(cfg, plan)
         if plan.weights_gib > plan.free_at_start_gib:
             await self._phase(phases["load_weights"] * plan.free_at_start_gib / plan.weights_gib)
             raise self._fail_load(plan)
         await self._phase(phases["load_weights"])
-        log.info("gpu_model_runner.py:5089", f"Model loading took {plan.weights_gib:.4f} GiB "
-                 f"memory and {phases['load_weights']:.6f} seconds", eng)  # fmt: skip
+        log.info(
+            "gpu_model_runner.py:5089",
+            f"Model loading took {plan.weights_gib:.4f} GiB "
+            f"memory and {phases['load_weights']:.6f} seconds",
+            eng,
+        )
         if phases["compile"]:
             await self._phase(phases["compile"])
-            log.info("monitor.py:34", f"torch.compile takes {phases['compile']:.2f} s in total", eng)
+            log.info(
+                "monitor.py:34", f"torch.compile takes {phases['compile']:.2f} s in total", eng
+            )
         await self._phase(phases["profile"])
         if plan.kv_cache_gib <= 0 or plan.num_blocks == 0:
             raise _engine_failure(
@@ -168,7 +192,9 @@ class SimServer:
                 "`gpu_memory_utilization` when initializing the engine.",
                 "vllm/v1/core/kv_cache_planning.py",
             )
-        log.info("gpu_worker.py:772", f"Available KV cache memory: {plan.kv_cache_gib:.2f} GiB", eng)
+        log.info(
+            "gpu_worker.py:772", f"Available KV cache memory: {plan.kv_cache_gib:.2f} GiB", eng
+        )
         if cfg.max_model_len > plan.kv_tokens:
             need = cfg.max_model_len * plan.kv_bytes_per_token / 2**30
             raise _engine_failure(
@@ -180,9 +206,13 @@ class SimServer:
                 "initializing the engine.",
                 "vllm/v1/core/kv_cache_planning.py",
             )
-        log.info("kv_cache_utils.py:1147", f"GPU KV cache size: {plan.kv_tokens:,} tokens, "
-                 f"Maximum concurrency for {cfg.max_model_len:,} tokens per request: "
-                 f"{plan.kv_tokens / cfg.max_model_len:.2f}x", eng)  # fmt: skip
+        log.info(
+            "kv_cache_utils.py:1147",
+            f"GPU KV cache size: {plan.kv_tokens:,} tokens, "
+            f"Maximum concurrency for {cfg.max_model_len:,} tokens per request: "
+            f"{plan.kv_tokens / cfg.max_model_len:.2f}x",
+            eng,
+        )
         await self._phase(phases["capture"])
         if plan.startup_headroom_gib < plan.startup_transient_gib:
             free_mib = max(0.0, plan.startup_headroom_gib) * 1024
@@ -196,11 +226,19 @@ class SimServer:
                 "vllm/v1/worker/gpu_model_runner.py",
             )
         if cfg.capture_sizes:
-            log.info("gpu_model_runner.py:6517", f"Graph capturing finished in "
-                     f"{phases['capture']:.0f} secs, took {plan.graph_pool_gib:.2f} GiB", eng)  # fmt: skip
+            log.info(
+                "gpu_model_runner.py:6517",
+                f"Graph capturing finished in "
+                f"{phases['capture']:.0f} secs, took {plan.graph_pool_gib:.2f} GiB",
+                eng,
+            )
         total = sum(phases.values())
-        log.info("core.py:395", f"init engine (profile, create kv cache, warmup model) took "
-                 f"{total - phases['process']:.2f} s (compilation: {phases['compile']:.2f} s)", eng)  # fmt: skip
+        log.info(
+            "core.py:395",
+            f"init engine (profile, create kv cache, warmup model) took "
+            f"{total - phases['process']:.2f} s (compilation: {phases['compile']:.2f} s)",
+            eng,
+        )
         return cfg, plan, sock
 
     def _load_crash(self, cfg: EngineConfig, plan: MemoryPlan) -> LoadCrash | None:
@@ -226,24 +264,37 @@ class SimServer:
         gen_rate = (m.generation_tokens - last[1]) / dt
         hits = (m.prefix_hits - last[3]) / max(1, m.prefix_queries - last[4])
         self._last_logged[replica.index] = (
-            m.prompt_tokens, m.generation_tokens, replica.sim_now, m.prefix_hits, m.prefix_queries
-        )  # fmt: skip
-        text = (f"Engine {replica.index:03d}: Avg prompt throughput: {prompt_rate:.1f} tokens/s, "
-                f"Avg generation throughput: {gen_rate:.1f} tokens/s, Running: {g.running} reqs, "
-                f"Waiting: {g.waiting} reqs, GPU KV cache usage: {g.kv_usage * 100:.1f}%, "
-                f"Prefix cache hit rate: {hits * 100:.1f}%")  # fmt: skip
+            m.prompt_tokens,
+            m.generation_tokens,
+            replica.sim_now,
+            m.prefix_hits,
+            m.prefix_queries,
+        )
+        text = (
+            f"Engine {replica.index:03d}: Avg prompt throughput: {prompt_rate:.1f} tokens/s, "
+            f"Avg generation throughput: {gen_rate:.1f} tokens/s, Running: {g.running} reqs, "
+            f"Waiting: {g.waiting} reqs, GPU KV cache usage: {g.kv_usage * 100:.1f}%, "
+            f"Prefix cache hit rate: {hits * 100:.1f}%"
+        )
         self.log.info("loggers.py:275", text)
         if replica.lag_s > 1.0:
-            self.log.warning("sim/live.py:1", (
-                f"SIMULATOR LAG: {replica.lag_s:.1f} s behind schedule at time scale "
-                f"{self.scale:g}x; this machine cannot keep up, measured figures are distorted"
-            ))  # fmt: skip
+            self.log.warning(
+                "sim/live.py:1",
+                (
+                    f"SIMULATOR LAG: {replica.lag_s:.1f} s behind schedule at time scale "
+                    f"{self.scale:g}x; this machine cannot keep up, measured figures are distorted"
+                ),
+            )
 
     def _fatal(self, message: str) -> None:
-        self.log.raw(f"Traceback (most recent call last):\n  File \"vllm/v1/engine/core.py\", "
-                     f"line 1, in step\n{message}")  # fmt: skip
-        self.log.error("core_client.py:610", "Engine core proc EngineCore_DP0 died unexpectedly, "
-                       "shutting down client.")  # fmt: skip
+        self.log.raw(
+            f'Traceback (most recent call last):\n  File "vllm/v1/engine/core.py", '
+            f"line 1, in step\n{message}"
+        )
+        self.log.error(
+            "core_client.py:610",
+            "Engine core proc EngineCore_DP0 died unexpectedly, shutting down client.",
+        )
         self.exit_code = 1
         self._state.healthy = False
         asyncio.get_running_loop().call_later(0.2 / max(1.0, self.scale) + 0.1, self._stop.set)
@@ -260,31 +311,58 @@ class SimServer:
         codec = TokenCodec(self.args.model, self.sim.seed)
         crash = self._load_crash(cfg, plan)
         replicas = [
-            LiveReplica(i, cfg, self.profile, plan.num_blocks, time_scale=self.scale,
-                        noise=self.sim.noise, seed=self.sim.seed, next_piece=codec.next_piece,
-                        on_stats=self._stats_line, on_fatal=self._fatal, load_crash=crash)
+            LiveReplica(
+                i,
+                cfg,
+                self.profile,
+                plan.num_blocks,
+                time_scale=self.scale,
+                noise=self.sim.noise,
+                seed=self.sim.seed,
+                next_piece=codec.next_piece,
+                on_stats=self._stats_line,
+                on_fatal=self._fatal,
+                load_crash=crash,
+            )
             for i in range(cfg.dp)
-        ]  # fmt: skip
+        ]
         name = str(self.args.get("served_model_name") or self.args.model)
         api_key = self.args.get("api_key") or os.environ.get("VLLM_API_KEY")
-        sim_info = {"simulated": "true", "profile": self.profile.name,
-                    "time_scale": f"{self.scale:g}", "seed": str(self.sim.seed)}  # fmt: skip
-        cache_info = {"block_size": str(cfg.block_size), "num_gpu_blocks": str(plan.num_blocks),
-                      "gpu_memory_utilization": str(cfg.gpu_memory_utilization),
-                      "kv_cache_size_tokens": str(plan.kv_tokens),
-                      "kv_cache_max_concurrency": f"{plan.kv_tokens / cfg.max_model_len:.2f}",
-                      "enable_prefix_caching": str(cfg.prefix_caching)}  # fmt: skip
+        sim_info = {
+            "simulated": "true",
+            "profile": self.profile.name,
+            "time_scale": f"{self.scale:g}",
+            "seed": str(self.sim.seed),
+        }
+        cache_info = {
+            "block_size": str(cfg.block_size),
+            "num_gpu_blocks": str(plan.num_blocks),
+            "gpu_memory_utilization": str(cfg.gpu_memory_utilization),
+            "kv_cache_size_tokens": str(plan.kv_tokens),
+            "kv_cache_max_concurrency": f"{plan.kv_tokens / cfg.max_model_len:.2f}",
+            "enable_prefix_caching": str(cfg.prefix_caching),
+        }
         self._state = ServerState(
-            name, self.args.model, cfg.max_model_len, str(api_key) if api_key else None,
-            os.environ.get("VLLM_SERVER_DEV_MODE") == "1", codec, replicas, sim_info, cache_info,
-        )  # fmt: skip
+            name,
+            self.args.model,
+            cfg.max_model_len,
+            str(api_key) if api_key else None,
+            os.environ.get("VLLM_SERVER_DEV_MODE") == "1",
+            codec,
+            replicas,
+            sim_info,
+            cache_info,
+        )
         tasks = [asyncio.create_task(r.run()) for r in replicas]
         runner = await serve(SimApi(self._state), sock)
         host, port = sock.getsockname()[:2]
         self.log.info("api_server.py:1971", f"Starting vLLM server on http://{host}:{port}")
-        self.log.info("launcher.py:46", "Available routes are: /health, /v1/models, "
-                      "/v1/completions, /v1/chat/completions, /metrics, /version")  # fmt: skip
-        self.log.raw("INFO:     Started server process [%d]" % os.getpid())
+        self.log.info(
+            "launcher.py:46",
+            "Available routes are: /health, /v1/models, "
+            "/v1/completions, /v1/chat/completions, /metrics, /version",
+        )
+        self.log.raw(f"INFO:     Started server process [{os.getpid()}]")
         self.log.raw("INFO:     Waiting for application startup.")
         self.log.raw("INFO:     Application startup complete.")
         await self._stop.wait()
@@ -299,16 +377,23 @@ class SimServer:
 def main(argv: Sequence[str]) -> int:
     serve_args, sim, given = sim_args.parse(argv)
     try:
-        profile = load_profile_file(sim.profile_file) if sim.profile_file else get_profile(sim.profile)
+        profile = (
+            load_profile_file(sim.profile_file) if sim.profile_file else get_profile(sim.profile)
+        )
     except ProfileError as err:
         print(f"vllm serve: error: argument --sim-profile-file: {err}", file=sys.stderr)
         return 2
     if sim.time_scale <= 0 or sim.startup_scale <= 0:
-        print("vllm serve: error: --sim-time-scale and --sim-startup-scale must be positive",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "vllm serve: error: --sim-time-scale and --sim-startup-scale must be positive",
+            file=sys.stderr,
+        )
         return 2
-    print(f"tui-tuner SIMULATED vLLM server: {profile.description}; no GPU is used; "
-          f"time scale {sim.time_scale:g}x", flush=True)  # fmt: skip
+    print(
+        f"tui-tuner SIMULATED vLLM server: {profile.description}; no GPU is used; "
+        f"time scale {sim.time_scale:g}x",
+        flush=True,
+    )
     try:
         return asyncio.run(SimServer(serve_args, sim, given, profile).run())
     except KeyboardInterrupt:

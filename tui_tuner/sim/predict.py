@@ -27,10 +27,16 @@ class Prediction:
 
 
 def predict_closed_loop(
-    args: ServeArgs, profile: Profile, *, concurrency: int, prompt_tokens: int,
-    output_tokens: int, duration_s: float = 60.0, warmup_s: float = 10.0,
+    args: ServeArgs,
+    profile: Profile,
+    *,
+    concurrency: int,
+    prompt_tokens: int,
+    output_tokens: int,
+    duration_s: float = 60.0,
+    warmup_s: float = 10.0,
     shared_prefix_tokens: int = 0,
-) -> Prediction:  # fmt: skip
+) -> Prediction:
     """Simulate `concurrency` clients for `duration_s` simulated seconds after `warmup_s`.
 
     Prompts are distinct token sequences except for `shared_prefix_tokens` leading tokens.

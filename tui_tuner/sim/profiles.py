@@ -90,28 +90,56 @@ PROFILES: dict[str, Profile] = {
             "llama-8b-h100",
             "Llama 3.1 8B (BF16) on one H100 80GB",
             H100,
-            ModelSpec("meta-llama/Llama-3.1-8B-Instruct", 8.03, 32, 4096, 32, 8, 128, 128256,
-                      131072, 14336),
+            ModelSpec(
+                "meta-llama/Llama-3.1-8B-Instruct",
+                8.03,
+                32,
+                4096,
+                32,
+                8,
+                128,
+                128256,
+                131072,
+                14336,
+            ),
         ),
         Profile(
             "llama-70b-4xh100",
             "Llama 3.1 70B (BF16) on four NVLink H100 80GB; needs -tp 4 (or -tp 2 -pp 2)",
             dataclasses.replace(H100, count=4, interconnect_gb_s=450.0, load_transient_gib=0.45),
-            ModelSpec("meta-llama/Llama-3.1-70B-Instruct", 70.6, 80, 8192, 64, 8, 128, 128256,
-                      131072, 28672),
+            ModelSpec(
+                "meta-llama/Llama-3.1-70B-Instruct",
+                70.6,
+                80,
+                8192,
+                64,
+                8,
+                128,
+                128256,
+                131072,
+                28672,
+            ),
             startup=Startup(process_s=12.0, profile_s=5.0, compile_s=55.0),
         ),
         Profile(
             "llama-7b-24gb",
             "Llama 2 7B (BF16, no GQA) on one 24 GB card (RTX 4090 class)",
-            GpuSpec("NVIDIA GeForce RTX 4090", memory_gib=23.99, bandwidth_gb_s=1008,
-                    bf16_tflops=165, context_gib=0.5, load_transient_gib=0.2, disk_gb_s=1.5),
-            ModelSpec("meta-llama/Llama-2-7b-chat-hf", 6.74, 32, 4096, 32, 32, 128, 32000, 4096,
-                      11008),
+            GpuSpec(
+                "NVIDIA GeForce RTX 4090",
+                memory_gib=23.99,
+                bandwidth_gb_s=1008,
+                bf16_tflops=165,
+                context_gib=0.5,
+                load_transient_gib=0.2,
+                disk_gb_s=1.5,
+            ),
+            ModelSpec(
+                "meta-llama/Llama-2-7b-chat-hf", 6.74, 32, 4096, 32, 32, 128, 32000, 4096, 11008
+            ),
             efficiency=Efficiency(memory=0.78, compute=0.50),
         ),
     )
-}  # fmt: skip
+}
 
 DEFAULT_PROFILE = "llama-8b-h100"
 

@@ -52,7 +52,11 @@ class KVCache:
     """Block accounting with reference-counted, LRU-evicted prefix blocks."""
 
     def __init__(self, num_blocks: int, block_size: int, prefix_caching: bool) -> None:
-        self.num_blocks, self.block_size, self.prefix_caching = num_blocks, block_size, prefix_caching
+        self.num_blocks, self.block_size, self.prefix_caching = (
+            num_blocks,
+            block_size,
+            prefix_caching,
+        )
         self.used = 0
         self._refs: dict[int, int] = {}
         self._evictable: OrderedDict[int, None] = OrderedDict()
@@ -238,7 +242,9 @@ class Scheduler:
             budget -= n
         return self._execute(plan, preempted, now)
 
-    def _execute(self, plan: list[tuple[SimRequest, int]], preempted: int, now: float) -> StepOutcome:
+    def _execute(
+        self, plan: list[tuple[SimRequest, int]], preempted: int, now: float
+    ) -> StepOutcome:
         tokens = sum(n for _, n in plan)
         attended = sum(n * (r.num_computed + (n + 1) / 2) for r, n in plan)
         context = sum(r.num_computed for r, _ in plan)
@@ -246,9 +252,14 @@ class Scheduler:
         duration = 0.0
         if plan:
             duration = step_seconds(
-                self.cfg, self.profile, tokens=tokens, num_seqs=len(plan), attended=attended,
-                context_sum=context, pure_decode=pure_decode,
-            )  # fmt: skip
+                self.cfg,
+                self.profile,
+                tokens=tokens,
+                num_seqs=len(plan),
+                attended=attended,
+                context_sum=context,
+                pure_decode=pure_decode,
+            )
         end = now + duration
         emitted, finished, prompt_tokens = [], [], 0
         for req, n in plan:

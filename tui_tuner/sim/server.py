@@ -65,9 +65,9 @@ class SimApi:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         key = self.s.api_key
-        if key and request.path.startswith("/v1"):
-            if request.headers.get("Authorization", "") != f"Bearer {key}":
-                return web.json_response({"error": "Unauthorized"}, status=401)
+        denied = request.headers.get("Authorization", "") != f"Bearer {key}"
+        if key and request.path.startswith("/v1") and denied:
+            return web.json_response({"error": "Unauthorized"}, status=401)
         return await handler(request)
 
     async def health(self, request: web.Request) -> web.Response:
@@ -84,10 +84,15 @@ class SimApi:
 
     async def models(self, request: web.Request) -> web.Response:
         card = {
-            "id": self.s.served_name, "object": "model", "created": int(time.time()),
-            "owned_by": "vllm", "root": self.s.model, "parent": None,
-            "max_model_len": self.s.max_model_len, "simulated": self.s.sim_info,
-        }  # fmt: skip
+            "id": self.s.served_name,
+            "object": "model",
+            "created": int(time.time()),
+            "owned_by": "vllm",
+            "root": self.s.model,
+            "parent": None,
+            "max_model_len": self.s.max_model_len,
+            "simulated": self.s.sim_info,
+        }
         return web.json_response({"object": "list", "data": [card]})
 
     async def reset_prefix_cache(self, request: web.Request) -> web.Response:
@@ -144,15 +149,24 @@ class SimApi:
         if isinstance(body, web.Response):
             return body
         messages = body.get("messages")
-        if not isinstance(messages, list) or not messages or not all(
-            isinstance(m, dict) for m in messages
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not all(isinstance(m, dict) for m in messages)
         ):
             return _error(400, "messages must be a non-empty list of message objects.")
         ids = self.s.codec.encode_chat(messages)
         return await self._generate(request, body, ids, chat=True, default_max=None)
 
-    async def _generate(self, request: web.Request, body: dict[str, Any], ids: list[int], *,
-                        chat: bool, default_max: int | None) -> web.StreamResponse:  # fmt: skip
+    async def _generate(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        ids: list[int],
+        *,
+        chat: bool,
+        default_max: int | None,
+    ) -> web.StreamResponse:
         if body.get("n", 1) != 1:
             return _error(400, "The simulated server supports n=1 only.")
         number = next(self._ids)
@@ -185,8 +199,12 @@ class SimApi:
     def _usage(self, handle: Handle) -> dict[str, Any]:
         p, c = handle.request.prompt_len, handle.request.output_len
         details = {"cached_tokens": handle.request.cached_tokens}
-        return {"prompt_tokens": p, "total_tokens": p + c, "completion_tokens": c,
-                "prompt_tokens_details": details}  # fmt: skip
+        return {
+            "prompt_tokens": p,
+            "total_tokens": p + c,
+            "completion_tokens": c,
+            "prompt_tokens_details": details,
+        }
 
     async def _whole(self, handle: Handle, rid: str, chat: bool) -> web.Response:
         while not handle.done:
@@ -198,21 +216,39 @@ class SimApi:
         created, name = int(time.time()), self.s.served_name
         if chat:
             choice: dict[str, Any] = {
-                "index": 0, "message": {"role": "assistant", "content": text},
-                "logprobs": None, "finish_reason": handle.finish_reason, "stop_reason": None,
-            }  # fmt: skip
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": handle.finish_reason,
+                "stop_reason": None,
+            }
             obj = "chat.completion"
         else:
-            choice = {"index": 0, "text": text, "logprobs": None,
-                      "finish_reason": handle.finish_reason, "stop_reason": None}  # fmt: skip
+            choice = {
+                "index": 0,
+                "text": text,
+                "logprobs": None,
+                "finish_reason": handle.finish_reason,
+                "stop_reason": None,
+            }
             obj = "text_completion"
-        return web.json_response({"id": rid, "object": obj, "created": created, "model": name,
-                                  "choices": [choice], "usage": self._usage(handle)})  # fmt: skip
+        return web.json_response(
+            {
+                "id": rid,
+                "object": obj,
+                "created": created,
+                "model": name,
+                "choices": [choice],
+                "usage": self._usage(handle),
+            }
+        )
 
-    async def _stream(self, request: web.Request, handle: Handle, rid: str, chat: bool,
-                      include_usage: bool) -> web.StreamResponse:  # fmt: skip
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                               "Cache-Control": "no-cache"})  # fmt: skip
+    async def _stream(
+        self, request: web.Request, handle: Handle, rid: str, chat: bool, include_usage: bool
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await response.prepare(request)
         created, name = int(time.time()), json.dumps(self.s.served_name)
         obj = "chat.completion.chunk" if chat else "text_completion"
@@ -227,8 +263,13 @@ class SimApi:
             await handle.ready.wait()
             handle.ready.clear()
             if handle.error is not None:
-                error = {"error": {"message": str(handle.error), "type": "InternalServerError",
-                                   "code": 500}}  # fmt: skip
+                error = {
+                    "error": {
+                        "message": str(handle.error),
+                        "type": "InternalServerError",
+                        "code": 500,
+                    }
+                }
                 await response.write(f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode())
                 return response
             pieces, handle.pieces = handle.pieces, []

@@ -21,8 +21,8 @@ reused instead of rewritten.
 from __future__ import annotations
 
 import json
-import sys
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -13,12 +13,105 @@ from pathlib import Path
 from typing import Any
 
 _FALLBACK_WORDS = (
-    "the of and to in is that for it as was with be by on not he this are or his from at which "
-    "but have an they you were her she there been one all we their has would when if so no what "
-    "up out about who into them more can only other new some could time these two may then do "
-    "first any my now such like our over man me even most made after also did many before must "
-    "through back years where much your way well down should because each just those people"
-).split()
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "was",
+    "with",
+    "be",
+    "by",
+    "on",
+    "not",
+    "he",
+    "this",
+    "are",
+    "or",
+    "his",
+    "from",
+    "at",
+    "which",
+    "but",
+    "have",
+    "an",
+    "they",
+    "you",
+    "were",
+    "her",
+    "she",
+    "there",
+    "been",
+    "one",
+    "all",
+    "we",
+    "their",
+    "has",
+    "would",
+    "when",
+    "if",
+    "so",
+    "no",
+    "what",
+    "up",
+    "out",
+    "about",
+    "who",
+    "into",
+    "them",
+    "more",
+    "can",
+    "only",
+    "other",
+    "new",
+    "some",
+    "could",
+    "time",
+    "these",
+    "two",
+    "may",
+    "then",
+    "do",
+    "first",
+    "any",
+    "my",
+    "now",
+    "such",
+    "like",
+    "our",
+    "over",
+    "man",
+    "me",
+    "even",
+    "most",
+    "made",
+    "after",
+    "also",
+    "did",
+    "many",
+    "before",
+    "must",
+    "through",
+    "back",
+    "years",
+    "where",
+    "much",
+    "your",
+    "way",
+    "well",
+    "down",
+    "should",
+    "because",
+    "each",
+    "just",
+    "those",
+    "people",
+)
 
 
 class TokenCodec:
@@ -66,8 +159,8 @@ class TokenCodec:
                 content = " ".join(
                     str(part.get("text", "")) for part in content if isinstance(part, dict)
                 )
-            ids += [1, 2, 3] + self.encode(str(content))[1 if self._tok is not None else 0 :]
-        return ids + [1, 4]
+            ids += [1, 2, 3, *self.encode(str(content))[1 if self._tok is not None else 0 :]]
+        return [*ids, 1, 4]
 
     def generator(self, request_seed: int) -> random.Random:
         return random.Random(self._seed * 1_000_003 + request_seed)
