@@ -278,3 +278,19 @@ async def test_live_server_delivers_the_predicted_throughput(
         warmup_s=2.0,
     )
     assert tokens / 4.0 == pytest.approx(predicted.output_tok_s, rel=0.10)
+
+
+async def test_generated_text_is_deterministic_for_a_seed(
+    start_sim: Callable[..., SimProcess],
+) -> None:
+    async def first_text(seed: str) -> str:
+        sim = start_sim("--sim-seed", seed, "--sim-time-scale", "50", "--sim-profile-file",
+                        str(FAST_PROFILE))  # fmt: skip
+        _, body = await _post(sim.url + "/v1/completions",
+                              {"prompt": "Tell me a story.", "max_tokens": 16}, {})  # fmt: skip
+        sim.process.terminate()
+        sim.wait()
+        return str(json.loads(body)["choices"][0]["text"])
+
+    a, b, c = await first_text("7"), await first_text("7"), await first_text("8")
+    assert a == b and a != c

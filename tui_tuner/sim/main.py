@@ -17,43 +17,23 @@ from collections.abc import Sequence
 
 from tui_tuner import __version__
 from tui_tuner.core.vllm_flags import ServeArgs
-from tui_tuner.core.vllm_rules import (
-    Violation,
-    bound_violations,
-    cross_field_violations,
-    parallel_violations,
-)
 from tui_tuner.sim import args as sim_args
+from tui_tuner.sim.failures import (
+    StartupFailure,
+    check_args,
+    check_device,
+    check_kv_capacity,
+    check_kv_memory,
+    check_warmup_memory,
+    load_crash,
+    load_failure,
+)
 from tui_tuner.sim.hardware import EngineConfig, MemoryPlan, plan_memory, resolve, startup_seconds
-from tui_tuner.sim.live import LiveReplica, LoadCrash
+from tui_tuner.sim.live import LiveReplica
 from tui_tuner.sim.logs import ENGINE, VllmLog
 from tui_tuner.sim.profiles import Profile, ProfileError, get_profile, load_profile_file
 from tui_tuner.sim.server import ServerState, SimApi, serve, stop
 from tui_tuner.sim.tokens import TokenCodec
-
-
-class StartupFailure(Exception):
-    """vLLM would exit here; `text` is what it prints, `code` its exit status."""
-
-    def __init__(self, text: str, code: int = 1) -> None:
-        super().__init__(text)
-        self.text, self.code = text, code
-
-
-def _traceback(violation: Violation, where: str) -> str:
-    return (
-        "Traceback (most recent call last):\n"
-        f'  File "{where}", line 1, in <module>\n'
-        f"{violation.render()}"
-    )
-
-
-def _engine_failure(message: str, where: str = "vllm/v1/engine/core.py") -> StartupFailure:
-    return StartupFailure(
-        f'Traceback (most recent call last):\n  File "{where}", line 1, in run_engine_core\n'
-        f"{message}\nRuntimeError: Engine core initialization failed. See root cause above. "
-        "Failed core proc(s): {}"
-    )
 
 
 class SimServer:
@@ -87,60 +67,6 @@ class SimServer:
             ) from None
         return sock
 
-    def _check_args(self, cfg: EngineConfig) -> None:
-        found = bound_violations(self.args.values)
-        model = self.profile.model
-        found += parallel_violations(
-            tensor_parallel=cfg.tp,
-            pipeline_parallel=cfg.pp,
-            data_parallel=cfg.dp,
-            num_gpus=self.profile.gpu.count,
-            num_attention_heads=model.heads,
-            num_layers=model.layers,
-        )
-        found += cross_field_violations(
-            max_num_seqs=cfg.max_num_seqs,
-            max_num_batched_tokens=cfg.max_num_batched_tokens,
-            max_model_len=cfg.max_model_len,
-            chunked_prefill=cfg.chunked_prefill,
-            long_prefill_token_threshold=cfg.long_prefill_token_threshold,
-            derived_max_model_len=model.max_position,
-            user_set_max_model_len="max_model_len" in self.given,
-            user_set_batched_tokens="max_num_batched_tokens" in self.given,
-            allow_long_max_model_len=os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") == "1",
-        )
-        if found:
-            raise StartupFailure(_traceback(found[0], "vllm/config/vllm.py"))
-
-    def _check_memory(self, cfg: EngineConfig, plan: MemoryPlan) -> None:
-        gpu = self.profile.gpu
-        if cfg.block_size % gpu.block_size_multiple:
-            raise _engine_failure(f"ValueError: No common block size for {cfg.block_size}. ")
-        if plan.requested_gib > plan.free_at_start_gib:
-            raise _engine_failure(
-                f"ValueError: Free memory on device cuda:0 ({plan.free_at_start_gib:.2f}/"
-                f"{gpu.memory_gib:.2f} GiB) on startup is less than desired GPU memory "
-                f"utilization ({cfg.gpu_memory_utilization}, {plan.requested_gib:.2f} GiB). "
-                "Decrease GPU memory utilization or reduce GPU memory used by other processes.",
-                "vllm/v1/worker/utils.py",
-            )
-
-    def _fail_load(self, plan: MemoryPlan) -> StartupFailure:
-        self.log.error(
-            "gpu_model_runner.py:5079",
-            (
-                "Failed to load model - not enough GPU memory. Try lowering "
-                "--gpu-memory-utilization to free memory for weights, increasing "
-                "--tensor-parallel-size, or using --quantization."
-            ),
-            ENGINE.format(dp=0),
-        )
-        return _engine_failure(
-            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.96 GiB. GPU 0 has a "
-            f"total capacity of {plan.total_gib:.2f} GiB of which "
-            f"{plan.free_at_start_gib % 1.96:.2f} GiB is free."
-        )
-
     async def start(self) -> tuple[EngineConfig, MemoryPlan, socket.socket]:
         log, profile = self.log, self.profile
         log.info(
@@ -153,7 +79,7 @@ class SimServer:
         sock = self._bind()
         cfg = resolve(self.args, profile)
         await self._phase(profile.startup.process_s * 0.6)
-        self._check_args(cfg)
+        check_args(self.args, self.given, cfg, profile)
         plan = plan_memory(cfg, profile, self.sim.gpu_busy_gib)
         phases = startup_seconds(cfg, profile, plan)
         log.info("model.py:1745", f"Resolved architecture: LlamaForCausalLM ({profile.model.name})")
@@ -169,10 +95,10 @@ class SimServer:
             f"{cfg.max_num_batched_tokens}, block_size={cfg.block_size}",
             eng,
         )
-        self._check_memory(cfg, plan)
+        check_device(cfg, plan, profile)
         if plan.weights_gib > plan.free_at_start_gib:
             await self._phase(phases["load_weights"] * plan.free_at_start_gib / plan.weights_gib)
-            raise self._fail_load(plan)
+            raise load_failure(plan, self.log)
         await self._phase(phases["load_weights"])
         log.info(
             "gpu_model_runner.py:5089",
@@ -186,26 +112,11 @@ class SimServer:
                 "monitor.py:34", f"torch.compile takes {phases['compile']:.2f} s in total", eng
             )
         await self._phase(phases["profile"])
-        if plan.kv_cache_gib <= 0 or plan.num_blocks == 0:
-            raise _engine_failure(
-                "ValueError: No available memory for the cache blocks. Try increasing "
-                "`gpu_memory_utilization` when initializing the engine.",
-                "vllm/v1/core/kv_cache_planning.py",
-            )
+        check_kv_memory(plan)
         log.info(
             "gpu_worker.py:772", f"Available KV cache memory: {plan.kv_cache_gib:.2f} GiB", eng
         )
-        if cfg.max_model_len > plan.kv_tokens:
-            need = cfg.max_model_len * plan.kv_bytes_per_token / 2**30
-            raise _engine_failure(
-                f"ValueError: To serve at least one request with the model's max seq len "
-                f"({cfg.max_model_len}), ({need:.2f} GiB KV cache is needed, which is larger than "
-                f"the available KV cache memory ({plan.kv_cache_gib:.2f} GiB). Based on the "
-                f"available memory, the estimated maximum model length is {plan.kv_tokens}. Try "
-                "increasing `gpu_memory_utilization` or decreasing `max_model_len` when "
-                "initializing the engine.",
-                "vllm/v1/core/kv_cache_planning.py",
-            )
+        check_kv_capacity(cfg, plan)
         log.info(
             "kv_cache_utils.py:1147",
             f"GPU KV cache size: {plan.kv_tokens:,} tokens, "
@@ -214,17 +125,7 @@ class SimServer:
             eng,
         )
         await self._phase(phases["capture"])
-        if plan.startup_headroom_gib < plan.startup_transient_gib:
-            free_mib = max(0.0, plan.startup_headroom_gib) * 1024
-            raise _engine_failure(
-                f"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate "
-                f"{plan.startup_transient_gib * 1024:.2f} MiB. GPU 0 has a total capacity of "
-                f"{plan.total_gib:.2f} GiB of which {free_mib:.2f} MiB is free. Of the allocated "
-                "memory, most is reserved by PyTorch. CUDA out of memory occurred when warming up "
-                f"sampler with {cfg.max_num_seqs} dummy requests. Please try lowering "
-                "`max_num_seqs` or `gpu_memory_utilization` when initializing the engine.",
-                "vllm/v1/worker/gpu_model_runner.py",
-            )
+        check_warmup_memory(cfg, plan)
         if cfg.capture_sizes:
             log.info(
                 "gpu_model_runner.py:6517",
@@ -240,19 +141,6 @@ class SimServer:
             eng,
         )
         return cfg, plan, sock
-
-    def _load_crash(self, cfg: EngineConfig, plan: MemoryPlan) -> LoadCrash | None:
-        spare = plan.startup_headroom_gib - plan.startup_transient_gib
-        if spare >= plan.load_transient_gib:
-            return None
-        return LoadCrash(
-            min_tokens=max(1, cfg.max_num_batched_tokens // 2),
-            message=(
-                "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate "
-                f"{plan.load_transient_gib * 1024:.2f} MiB. GPU 0 has a total capacity of "
-                f"{plan.total_gib:.2f} GiB of which {max(0.0, spare) * 1024:.2f} MiB is free."
-            ),
-        )
 
     def _stats_line(self, replica: LiveReplica) -> None:
         if self.args.get("disable_log_stats"):
@@ -309,7 +197,7 @@ class SimServer:
             self.log.raw(failure.text)
             return failure.code
         codec = TokenCodec(self.args.model, self.sim.seed)
-        crash = self._load_crash(cfg, plan)
+        crash = load_crash(cfg, plan)
         replicas = [
             LiveReplica(
                 i,
