@@ -29,7 +29,12 @@ from tui_tuner.adapters.guidellm import (
 from tui_tuner.adapters.guidellm_runner import run_guidellm
 from tui_tuner.adapters.vllm_server import ServerStartError, free_port, launch_server
 from tui_tuner.core.errors import UserError
-from tui_tuner.core.measurement import Measurement, client_limited
+from tui_tuner.core.measurement import (
+    CLIENT_LIMIT_WARNING_CODES,
+    Measurement,
+    client_limited,
+    warning_code,
+)
 from tui_tuner.sim.args import parse
 from tui_tuner.sim.predict import predict_closed_loop
 from tui_tuner.sim.profiles import get_profile
@@ -168,9 +173,11 @@ def _table(
             gain = (m.output_tok_s / base.output_tok_s - 1) * 100
             notes.append(f"{result.label}: {gain:+.0f}% output tok/s against the baseline")
         if client_limited(m, streams):
+            codes = sorted({warning_code(w) for w in m.warnings} & CLIENT_LIMIT_WARNING_CODES)
+            why = f"GuideLLM warned {', '.join(codes)}; " if codes else ""
             notes.append(
-                f"{result.label}: [yellow]client-limited[/]: GuideLLM reports it could "
-                f"not keep {streams} streams busy (achieved {m.achieved_concurrency:.1f})"
+                f"{result.label}: [yellow]the client may have limited this figure[/] ({why}"
+                f"achieved concurrency {m.achieved_concurrency:.1f} of {streams})"
             )
         table.add_row(
             result.label,
