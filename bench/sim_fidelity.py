@@ -26,6 +26,7 @@ import aiohttp
 
 from tui_tuner.sim.args import parse
 from tui_tuner.sim.predict import predict_closed_loop
+from tui_tuner.sim.probe import closed_loop
 from tui_tuner.sim.profiles import get_profile
 
 
@@ -47,36 +48,6 @@ async def wait_ready(url: str, timeout: float) -> None:
                 pass
             await asyncio.sleep(0.1)
     raise TimeoutError("sim-serve did not become healthy")
-
-
-async def drive(
-    url: str, streams: int, prompt: int, output: int, warmup: float, duration: float
-) -> tuple[int, int]:
-    """Return (tokens that arrived inside the window, requests finished inside it)."""
-    start = time.monotonic()
-    t0, t1 = start + warmup, start + warmup + duration
-    tokens = finished = 0
-    counter = 0
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def client(k: int) -> None:
-            nonlocal tokens, finished, counter
-            while time.monotonic() < t1:
-                counter += 1
-                ids = [(counter * 7919 + i * 104729) % 120000 + 100 for i in range(prompt)]
-                body = {"prompt": ids, "max_tokens": output, "stream": True, "ignore_eos": True}
-                async with session.post(url + "/v1/completions", json=body) as r:
-                    async for line in r.content:
-                        if line.startswith(b"data: {"):
-                            now = time.monotonic()
-                            if t0 <= now <= t1 and b'"text":""' not in line:
-                                tokens += 1
-                    if t0 <= time.monotonic() <= t1:
-                        finished += 1
-
-        await asyncio.gather(*(client(k) for k in range(streams)))
-    return tokens, finished
 
 
 def main() -> int:
@@ -114,8 +85,15 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}"
         asyncio.run(wait_ready(url, 60))
         cpu0 = os.times()
-        tokens, finished = asyncio.run(
-            drive(url, ns.streams, ns.prompt_tokens, ns.output_tokens, ns.warmup, ns.duration)
+        probe = asyncio.run(
+            closed_loop(
+                url,
+                streams=ns.streams,
+                prompt_tokens=ns.prompt_tokens,
+                output_tokens=ns.output_tokens,
+                warmup_s=ns.warmup,
+                window_s=ns.duration,
+            )
         )
         cpu1 = os.times()
         metrics = asyncio.run(_lag(url))
@@ -132,7 +110,7 @@ def main() -> int:
         duration_s=ns.duration * ns.time_scale,
         warmup_s=ns.warmup * ns.time_scale,
     )
-    measured = tokens / ns.duration / ns.time_scale
+    measured = probe.output_tok_s / ns.time_scale
     client_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (ns.warmup + ns.duration)
     result = {
         "profile": ns.profile,
@@ -143,7 +121,7 @@ def main() -> int:
         "predicted_output_tok_s": round(pred.output_tok_s, 1),
         "measured_output_tok_s": round(measured, 1),
         "ratio_measured_over_predicted": round(measured / pred.output_tok_s, 4),
-        "requests_finished_in_window": finished,
+        "requests_finished_in_window": probe.finished,
         "client_cpu_cores": round(client_cpu, 2),
         "sim_lag_s_at_end": metrics,
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import time
@@ -15,6 +14,7 @@ import pytest
 from tests.conftest import FAST_PROFILE, SimProcess
 from tui_tuner.sim.args import parse
 from tui_tuner.sim.predict import predict_closed_loop
+from tui_tuner.sim.probe import closed_loop
 from tui_tuner.sim.profiles import load_profile_file
 from tui_tuner.sim.tokens import TokenCodec
 
@@ -235,39 +235,15 @@ def test_startup_time_depends_on_compilation(start_sim: Callable[..., SimProcess
     assert compiled > eager + 1.0
 
 
-async def _closed_loop(
-    url: str, streams: int, prompt: int, output: int, warmup: float, window: float
-) -> int:
-    start = time.monotonic()
-    t0, t1 = start + warmup, start + warmup + window
-    tokens, counter = 0, 0
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-
-        async def client() -> None:
-            nonlocal tokens, counter
-            while time.monotonic() < t1:
-                counter += 1
-                ids = [(counter * 7919 + i * 104729) % 120000 + 100 for i in range(prompt)]
-                body = {"prompt": ids, "max_tokens": output, "stream": True, "ignore_eos": True}
-                async with session.post(url + "/v1/completions", json=body) as r:
-                    async for line in r.content:
-                        now = time.monotonic()
-                        if now > t1:
-                            break  # closing the stream aborts the request on the server
-                        if line.startswith(b"data: {") and now >= t0:
-                            tokens += b'"text":""' not in line
-
-        await asyncio.gather(*(client() for _ in range(streams)))
-    return tokens
-
-
 @pytest.mark.parametrize("seqs", [4, 64])
 async def test_live_server_delivers_the_predicted_throughput(
     start_sim: Callable[..., SimProcess], seqs: int
 ) -> None:
     flags = ["--max-num-seqs", str(seqs), "--enforce-eager"]
     sim = start_sim(*flags, "--sim-profile-file", str(FAST_PROFILE), "--disable-log-stats")
-    tokens = await _closed_loop(sim.url, streams=32, prompt=256, output=64, warmup=2.0, window=4.0)
+    probe = await closed_loop(
+        sim.url, streams=32, prompt_tokens=256, output_tokens=64, warmup_s=2.0, window_s=4.0
+    )
     predicted = predict_closed_loop(
         parse(["m", *flags])[0],
         load_profile_file(FAST_PROFILE),
@@ -277,7 +253,7 @@ async def test_live_server_delivers_the_predicted_throughput(
         duration_s=4.0,
         warmup_s=2.0,
     )
-    assert tokens / 4.0 == pytest.approx(predicted.output_tok_s, rel=0.10)
+    assert probe.output_tok_s == pytest.approx(predicted.output_tok_s, rel=0.10)
 
 
 async def test_generated_text_is_deterministic_for_a_seed(
