@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -191,6 +192,16 @@ def test_sigterm_shuts_down_cleanly(start_sim: Callable[..., SimProcess]) -> Non
     assert "Shutting down" in sim.log()
 
 
+def test_sigterm_during_startup_stops_at_once(start_sim: Callable[..., SimProcess]) -> None:
+    sim = start_sim(wait=False)  # time scale 1: a 50 s start-up
+    time.sleep(1.0)
+    sim.process.terminate()
+    t0 = time.monotonic()
+    assert sim.wait(timeout=10) == 0
+    assert time.monotonic() - t0 < 3
+    assert "Shutting down during start-up." in sim.log()
+
+
 async def test_out_of_memory_under_load_kills_the_server(
     start_sim: Callable[..., SimProcess],
 ) -> None:
@@ -270,3 +281,18 @@ async def test_generated_text_is_deterministic_for_a_seed(
 
     a, b, c = await first_text("7"), await first_text("7"), await first_text("8")
     assert a == b and a != c
+
+
+async def test_periodic_stats_lines_like_vllm(start_sim: Callable[..., SimProcess]) -> None:
+    sim = start_sim("--sim-time-scale", "100", "--sim-profile-file", str(FAST_PROFILE))
+    await asyncio.sleep(0.2)  # 20 simulated seconds: the next busy step logs the stats line
+    status, _ = await _post(
+        sim.url + "/v1/completions", {"prompt": "hi " * 50, "max_tokens": 8}, {}
+    )
+    assert status == 200
+    await asyncio.sleep(0.2)
+    lines = [line for line in sim.log().splitlines() if "Avg prompt throughput:" in line]
+    assert lines, sim.log()
+    assert "[loggers.py:" in lines[0] and "Avg generation throughput:" in lines[0]
+    assert "Running: " in lines[0] and "GPU KV cache usage: " in lines[0]
+    assert "Prefix cache hit rate: " in lines[0]

@@ -191,8 +191,17 @@ class SimServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        starting = asyncio.create_task(self.start())
+        stopping = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():  # SIGTERM or SIGINT during start-up: stop at once
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            self.log.info("launcher.py:110", "Shutting down during start-up.")
+            return 0
+        stopping.cancel()
         try:
-            cfg, plan, sock = await self.start()
+            cfg, plan, sock = starting.result()
         except StartupFailure as failure:
             self.log.raw(failure.text)
             return failure.code

@@ -192,6 +192,9 @@ class SimApi:
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 return await self._stream(request, handle, rid, chat, include_usage)
             return await self._whole(handle, rid, chat)
+        except ConnectionResetError:
+            # The client went away mid-stream: vLLM aborts the request (done below) and moves on.
+            return web.Response(status=499)
         finally:
             if not handle.done:
                 replica.abort(handle)
