@@ -136,6 +136,7 @@ async def launch_server(
     startup_timeout_s: float,
     env: dict[str, str] | None = None,
     on_line: Callable[[str], None] = lambda _: None,
+    stop_grace_s: float = 10.0,
 ) -> AsyncIterator[RunningServer]:
     """Start the server, wait until healthy, yield it, and always stop it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,4 +158,4 @@ async def launch_server(
         await wait_healthy(server, startup_timeout_s)
         yield server
     finally:
-        await stop_server(server)
+        await stop_server(server, stop_grace_s)

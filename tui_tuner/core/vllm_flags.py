@@ -162,7 +162,9 @@ FLAGS: tuple[Flag, ...] = (
          "Preset: throughput doubles the default max-num-seqs and max-num-batched-tokens.", _O,
          choices=PERFORMANCE_MODES, config_class="VllmConfig"),
     # -- frontend (not tuned) --------------------------------------------------------------------
-    Flag("--host", "host", "str", None, "Address to listen on.", _F, tunable=False),
+    Flag("--host", "host", "str", None,
+         "Address to listen on (vLLM: every interface; sim-serve: 127.0.0.1).", _F,
+         tunable=False),
     Flag("--port", "port", "int", 8000, "Port to listen on.", _F, tunable=False),
     Flag("--api-key", "api_key", "str", None, "Require this bearer key on /v1 routes.", _F,
          tunable=False),
