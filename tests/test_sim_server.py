@@ -296,3 +296,14 @@ async def test_periodic_stats_lines_like_vllm(start_sim: Callable[..., SimProces
     assert "[loggers.py:" in lines[0] and "Avg generation throughput:" in lines[0]
     assert "Running: " in lines[0] and "GPU KV cache usage: " in lines[0]
     assert "Prefix cache hit rate: " in lines[0]
+
+
+async def test_max_model_len_auto_takes_what_the_kv_cache_holds(
+    start_sim: Callable[..., SimProcess],
+) -> None:
+    # 256 MiB of KV at 128 KiB per token holds 2048 tokens
+    sim = start_sim("--kv-cache-memory-bytes", "256M", "--max-model-len", "auto",
+                    "--sim-time-scale", "100")  # fmt: skip
+    _, body = await _get(sim.url + "/v1/models", {})
+    assert json.loads(body)["data"][0]["max_model_len"] == 2048
+    assert "Auto-fit max_model_len: 2048" in sim.log()

@@ -164,6 +164,8 @@ def test_kv_capacity_error_names_the_largest_length_that_fits(
         ),
         (["--cudagraph-capture-sizes", "1", "8", "16"], "cudagraph_capture_sizes", [1, 8, 16]),
         (["-q", "fp8"], "quantization", "fp8"),
+        (["--max-model-len", "auto"], "max_model_len", -1),
+        (["--max-model-len", "-1"], "max_model_len", -1),
     ],
 )
 def test_vllm_argument_forms(argv: list[str], dest: str, value: object) -> None:
@@ -231,3 +233,10 @@ def test_resolved_config_applies_vllm_defaults() -> None:
     assert no_chunk.max_num_batched_tokens == 32768
     small_card = resolve(parse(["m"])[0], get_profile("llama-7b-24gb"))
     assert (small_card.max_num_seqs, small_card.max_num_batched_tokens) == (256, 2048)
+
+
+def test_api_key_never_reaches_the_log(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["sim-serve", "m", "--api-key", "sk-very-secret", "--max-num-seqs", "0", *FAST])
+    out = capsys.readouterr()
+    assert "sk-very-secret" not in out.out + out.err
+    assert '"api_key": "***"' in out.out

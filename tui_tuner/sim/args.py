@@ -45,6 +45,11 @@ def _human_readable_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"invalid human_readable_int value: {text!r}") from None
 
 
+def _max_model_len(text: str) -> int:
+    """max-model-len also takes `auto` (= -1): the longest length that fits in memory."""
+    return -1 if text.strip().lower() == "auto" else _human_readable_int(text)
+
+
 def _json_arg(text: str) -> dict[str, object]:
     try:
         value = json.loads(text)
@@ -90,6 +95,8 @@ def _add_flag(parser: argparse.ArgumentParser, flag: Flag) -> None:
     else:
         kind = {"int": int, "float": float, "str": str}[flag.kind]
         conv = _human_readable_int if flag.human_int else kind
+        if flag.dest == "max_model_len":
+            conv = _max_model_len
         parser.add_argument(*names, type=conv, choices=flag.choices, **common)  # type: ignore[arg-type]
 
 

@@ -8,6 +8,7 @@ and fails where vLLM would fail, with vLLM's messages and exit codes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -75,7 +76,8 @@ class SimServer:
             f"{__version__}: no GPU is used; profile {profile.name}, time scale "
             f"{self.scale:g}x, start-up {self.sim.startup_scale:g}x)",
         )
-        log.info("utils.py:253", f"non-default args: {json.dumps(self.args.values, default=str)}")
+        shown = {k: "***" if k == "api_key" else v for k, v in self.args.values.items()}
+        log.info("utils.py:253", f"non-default args: {json.dumps(shown, default=str)}")
         sock = self._bind()
         cfg = resolve(self.args, profile)
         await self._phase(profile.startup.process_s * 0.6)
@@ -116,6 +118,10 @@ class SimServer:
         log.info(
             "gpu_worker.py:772", f"Available KV cache memory: {plan.kv_cache_gib:.2f} GiB", eng
         )
+        if self.args.get("max_model_len") == -1:  # -1 / auto: the longest that fits
+            fitted = min(profile.model.max_position, plan.kv_tokens)
+            log.info("model.py:1010", f"Auto-fit max_model_len: {fitted}", eng)
+            cfg = dataclasses.replace(cfg, max_model_len=fitted)
         check_kv_capacity(cfg, plan)
         log.info(
             "kv_cache_utils.py:1147",
