@@ -189,7 +189,8 @@ class SimApi:
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.UUID(int=rng.getrandbits(128)).hex}"
         try:
             if body.get("stream"):
-                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                options = body.get("stream_options")
+                include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
                 return await self._stream(request, handle, rid, chat, include_usage)
             return await self._whole(handle, rid, chat)
         except ConnectionResetError:
