@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 from tui_tuner.sim.args import parse
 from tui_tuner.sim.predict import predict_closed_loop
@@ -85,6 +86,7 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}"
         asyncio.run(wait_ready(url, 60))
         cpu0 = os.times()
+        server_cpu0 = psutil.Process(server.pid).cpu_times()
         probe = asyncio.run(
             closed_loop(
                 url,
@@ -96,6 +98,7 @@ def main() -> int:
             )
         )
         cpu1 = os.times()
+        server_cpu1 = psutil.Process(server.pid).cpu_times()
         metrics = asyncio.run(_lag(url))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -111,7 +114,11 @@ def main() -> int:
         warmup_s=ns.warmup * ns.time_scale,
     )
     measured = probe.output_tok_s / ns.time_scale
-    client_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (ns.warmup + ns.duration)
+    wall = ns.warmup + ns.duration
+    client_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall
+    server_cpu = (
+        server_cpu1.user + server_cpu1.system - server_cpu0.user - server_cpu0.system
+    ) / wall
     result = {
         "profile": ns.profile,
         "streams": ns.streams,
@@ -123,6 +130,7 @@ def main() -> int:
         "ratio_measured_over_predicted": round(measured / pred.output_tok_s, 4),
         "requests_finished_in_window": probe.finished,
         "client_cpu_cores": round(client_cpu, 2),
+        "server_cpu_cores": round(server_cpu, 2),
         "sim_lag_s_at_end": metrics,
     }
     print(json.dumps(result, indent=2))
