@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tui_tuner.adapters.guidellm import GuidellmNotFound
+from tui_tuner.adapters.guidellm_runner import find_guidellm
 from tui_tuner.adapters.vllm_server import free_port
 from tui_tuner.sim.tiny_model import ensure_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST_PROFILE = ROOT / "sample_configs" / "sim-profile-fast-start.yaml"
-DEFAULT_GUIDELLM = Path.home() / ".cache/tui-tuner/venvs/guidellm-0.8.1/bin/guidellm"
 
 
 @pytest.fixture(scope="session")
@@ -37,17 +37,12 @@ def guidellm_exe() -> Path:
 
     Missing is a failure under CI (the Makefile installs it) and a skip elsewhere.
     """
-    for candidate in (
-        os.environ.get("TUI_TUNER_GUIDELLM"),
-        str(DEFAULT_GUIDELLM),
-        shutil.which("guidellm"),
-    ):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    message = "GuideLLM 0.8.1 not found: run `make guidellm` or set TUI_TUNER_GUIDELLM"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    try:
+        return find_guidellm(None)
+    except GuidellmNotFound as err:
+        if os.environ.get("CI"):
+            pytest.fail(str(err))
+        pytest.skip(str(err))
 
 
 @dataclass

@@ -30,14 +30,13 @@ from tui_tuner.adapters.guidellm import (
     parse_progress_line,
     redact_command,
 )
-from tui_tuner.adapters.guidellm_runner import run_guidellm
+from tui_tuner.adapters.guidellm_runner import find_guidellm, run_guidellm
 from tui_tuner.adapters.processes import group_alive
 from tui_tuner.core.measurement import Measurement, client_limited
 
 FIXTURES = Path(__file__).parent / "fixtures" / "guidellm"
 REPORT = FIXTURES / "report_concurrent.json"
 PROGRESS_LOG = FIXTURES / "progress.log"
-GUIDELLM_PYTHON = Path.home() / ".cache/tui-tuner/venvs/guidellm-0.8.1/bin/python"
 
 
 def _workload(**kw: Any) -> GuidellmWorkload:
@@ -205,8 +204,7 @@ def test_target_concurrency() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not GUIDELLM_PYTHON.exists(), reason="GuideLLM 0.8.1 venv not installed")
-def test_options_parse_with_guidellms_own_parser() -> None:
+def test_options_parse_with_guidellms_own_parser(guidellm_exe: Path) -> None:
     """Every option string round-trips through GuideLLM's real ``parse_arguments``."""
     cmd = _cmd(
         _workload(seed=3, prefix_tokens=16, prefix_count=2),
@@ -220,7 +218,7 @@ def test_options_parse_with_guidellms_own_parser() -> None:
         "print(json.dumps([parse_arguments(None, None, v) for v in json.load(sys.stdin)]))"
     )
     out = subprocess.run(
-        [str(GUIDELLM_PYTHON), "-c", script],
+        [str(guidellm_exe.parent / "python"), "-c", script],
         input=json.dumps(values),
         capture_output=True,
         text=True,
@@ -607,3 +605,18 @@ async def test_runner_not_executable_or_not_on_path(tmp_path: Path) -> None:
             log_path=tmp_path / "b",
             timeout_s=5,
         )
+
+
+def test_find_guidellm_honours_an_explicit_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exe = tmp_path / "guidellm"
+    exe.write_text("#!/bin/sh\n")
+    monkeypatch.setenv("TUI_TUNER_GUIDELLM", str(exe))
+    assert find_guidellm(None) == exe
+    assert find_guidellm(str(exe)) == exe
+    with pytest.raises(GuidellmNotFound, match="missing"):
+        find_guidellm(str(tmp_path / "missing"))  # never silently another one
+    monkeypatch.setenv("TUI_TUNER_GUIDELLM", str(tmp_path / "gone"))
+    with pytest.raises(GuidellmNotFound, match="make guidellm"):
+        find_guidellm(None)

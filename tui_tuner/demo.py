@@ -9,9 +9,7 @@ UI replaces this as the main job once it exists.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -26,9 +24,8 @@ from tui_tuner.adapters.guidellm import (
     parse_guidellm_report,
     parse_progress_line,
 )
-from tui_tuner.adapters.guidellm_runner import run_guidellm
+from tui_tuner.adapters.guidellm_runner import find_guidellm, run_guidellm
 from tui_tuner.adapters.vllm_server import ServerStartError, free_port, launch_server
-from tui_tuner.core.errors import UserError
 from tui_tuner.core.measurement import (
     CLIENT_LIMIT_WARNING_CODES,
     Measurement,
@@ -48,22 +45,6 @@ CONFIGS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("max-num-seqs 8", ("--max-num-seqs", "8")),
 )
 PROFILE = "llama-8b-h100"
-
-
-def find_guidellm(explicit: str | None) -> Path:
-    for candidate in (
-        explicit,
-        os.environ.get("TUI_TUNER_GUIDELLM"),
-        str(DEFAULT_GUIDELLM),
-        shutil.which("guidellm"),
-    ):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    where = explicit or os.environ.get("TUI_TUNER_GUIDELLM") or str(DEFAULT_GUIDELLM)
-    raise UserError(
-        f"GuideLLM 0.8.1 not found (looked for {where} and `guidellm` on PATH). Install it into "
-        "its own environment with `make guidellm`, or pass --guidellm PATH."
-    )
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from tui_tuner.core.errors import UserError
 from tui_tuner.core.measurement import Measurement
 
 __all__ = [
@@ -42,7 +43,7 @@ class GuidellmReportError(ValueError):
     """The report is missing, unreadable or holds no usable measurement."""
 
 
-class GuidellmNotFound(FileNotFoundError):
+class GuidellmNotFound(UserError, FileNotFoundError):
     """The configured GuideLLM executable does not exist or cannot be run."""
 
 

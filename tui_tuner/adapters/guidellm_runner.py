@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,10 @@ from pathlib import Path
 from tui_tuner.adapters.guidellm import GUIDELLM_VERSION, GuidellmNotFound, GuidellmTimeout
 from tui_tuner.adapters.processes import group_alive, pump_lines, terminate_group
 
-__all__ = ["run_guidellm"]
+__all__ = ["DEFAULT_GUIDELLM", "find_guidellm", "run_guidellm"]
+
+# Where `make guidellm` installs it: its own venv, shared by every checkout on the machine.
+DEFAULT_GUIDELLM = Path.home() / ".cache/tui-tuner/venvs/guidellm-0.8.1/bin/guidellm"
 
 
 _INSTALL_HINT = (
@@ -29,6 +33,24 @@ _INSTALL_HINT = (
 def _not_found(executable: str, why: str) -> GuidellmNotFound:
     return GuidellmNotFound(
         f"GuideLLM executable {executable!r} {why}. " + _INSTALL_HINT.format(v=GUIDELLM_VERSION)
+    )
+
+
+def find_guidellm(explicit: str | None) -> Path:
+    """The GuideLLM executable: `explicit` if given (it must exist), else $TUI_TUNER_GUIDELLM,
+    else the venv `make guidellm` installs, else `guidellm` on PATH."""
+    if explicit:
+        candidates: tuple[str | None, ...] = (explicit,)
+    else:
+        env = os.environ.get("TUI_TUNER_GUIDELLM")
+        candidates = (env,) if env else (str(DEFAULT_GUIDELLM), shutil.which("guidellm"))
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    where = " or ".join(c for c in candidates if c)
+    raise GuidellmNotFound(
+        f"GuideLLM 0.8.1 not found (looked for {where or '`guidellm` on PATH'}). Install it into "
+        "its own environment with `make guidellm`, or pass --guidellm PATH."
     )
 
 
