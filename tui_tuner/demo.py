@@ -37,9 +37,6 @@ from tui_tuner.sim.predict import predict_closed_loop
 from tui_tuner.sim.profiles import get_profile
 from tui_tuner.sim.tiny_model import ensure_tiny_model
 
-DEFAULT_GUIDELLM = (
-    Path.home() / ".cache" / "tui-tuner" / "venvs" / "guidellm-0.8.1" / "bin" / "guidellm"
-)
 CONFIGS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("baseline", ()),
     ("max-num-seqs 8", ("--max-num-seqs", "8")),
@@ -68,26 +65,11 @@ async def _measure(
     port, key = free_port(), secrets.token_urlsafe(16)
     slug = "baseline" if not flags else "-".join(f.strip("-") for f in flags)
     trial_dir = work / slug
-    command = [
-        sys.executable,
-        "-m",
-        "tui_tuner",
-        "sim-serve",
-        str(model),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--api-key",
-        key,
-        "--sim-profile",
-        PROFILE,
-        "--sim-time-scale",
-        f"{time_scale:g}",
-        "--sim-startup-scale",
-        "25",
-        *flags,
-    ]
+    server_flags = {"--host": "127.0.0.1", "--port": str(port), "--api-key": key,
+                    "--sim-profile": PROFILE, "--sim-time-scale": f"{time_scale:g}",
+                    "--sim-startup-scale": "25"}  # fmt: skip
+    command = [sys.executable, "-m", "tui_tuner", "sim-serve", str(model),
+               *(part for pair in server_flags.items() for part in pair), *flags]  # fmt: skip
     console.print(f"[bold]{label}[/]: starting the simulated server …")
     try:
         async with launch_server(
