@@ -34,6 +34,7 @@ class SimRequest:
     cached_tokens: int = 0
     blocks: list[int | None] = field(default_factory=list)  # block hash, or None if private
     hashes: list[int] = field(default_factory=list)  # chained hashes of full prompt blocks
+    registered: int = 0  # prompt blocks already offered to the prefix cache
 
     @property
     def prompt_len(self) -> int:
@@ -95,6 +96,7 @@ class KVCache:
                 break
             req.blocks.append(h)
             hits += 1
+        req.registered = hits
         return hits * bs
 
     def allocate(self, req: SimRequest, tokens_after: int) -> bool:
@@ -111,9 +113,11 @@ class KVCache:
         """Give hashes to prompt blocks that became full, so later requests can reuse them."""
         if not self.prefix_caching:
             return
-        full = min(req.num_computed, req.prompt_len) // self.block_size
-        for i in range(full):
-            if req.blocks[i] is not None or i >= len(req.hashes):
+        full = min(req.num_computed, req.prompt_len, len(req.hashes) * self.block_size)
+        full //= self.block_size
+        for i in range(req.registered, full):
+            req.registered = i + 1
+            if req.blocks[i] is not None:
                 continue
             h = req.hashes[i]
             if h in self._refs or h in self._evictable:
@@ -190,7 +194,7 @@ class Scheduler:
     def _preempt_last(self) -> SimRequest:
         victim = self.running.pop()
         self.kv.release(victim)
-        victim.num_computed = 0
+        victim.num_computed = victim.registered = 0
         victim.preemptions += 1
         self.waiting.appendleft(victim)
         self.stats.preemptions += 1
