@@ -150,23 +150,25 @@ class ProfileError(ValueError):
 
 def _merge(obj: Any, overrides: dict[str, Any], where: str) -> Any:
     if not isinstance(overrides, dict):
-        raise ProfileError(f"{where}: expected a mapping, got {type(overrides).__name__}")
+        raise ProfileError(
+            f"{where.rstrip('. ')}: expected a mapping, got {type(overrides).__name__}"
+        )
     known = {f.name: f for f in dataclasses.fields(obj)}
     changes: dict[str, Any] = {}
     for key, value in overrides.items():
         if key not in known:
             allowed = ", ".join(sorted(known))
-            raise ProfileError(f"{where}.{key}: unknown field (allowed: {allowed})")
+            raise ProfileError(f"{where}{key}: unknown field (allowed: {allowed})")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
-            changes[key] = _merge(current, value, f"{where}.{key}")
+            changes[key] = _merge(current, value, f"{where}{key}.")
         elif isinstance(current, str):
             changes[key] = str(value)
         else:
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ProfileError(f"{where}.{key}: expected a number, got {value!r}")
+                raise ProfileError(f"{where}{key}: expected a number, got {value!r}")
             if value < 0:
-                raise ProfileError(f"{where}.{key}: must not be negative, got {value!r}")
+                raise ProfileError(f"{where}{key}: must not be negative, got {value!r}")
             changes[key] = type(current)(value)
     return dataclasses.replace(obj, **changes)
 
@@ -183,7 +185,8 @@ def get_profile(name: str) -> Profile:
 def load_profile_file(path: Path) -> Profile:
     """Load `base: <profile>` plus overrides of `gpu`, `model`, `efficiency`, `startup` fields."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open(encoding="utf-8") as stream:
+            data = yaml.safe_load(stream)
     except (OSError, UnicodeDecodeError) as err:
         raise ProfileError(f"{path}: cannot read: {err}") from None
     except yaml.YAMLError as err:
@@ -191,9 +194,12 @@ def load_profile_file(path: Path) -> Profile:
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: expected a mapping with `base:` and overrides")
     data = dict(data)
-    base = get_profile(str(data.pop("base", DEFAULT_PROFILE)))
+    try:
+        base = get_profile(str(data.pop("base", DEFAULT_PROFILE)))
+    except ProfileError as err:
+        raise ProfileError(f"{path}: base: {err}") from None
     data.setdefault("name", f"{base.name}+{path.stem}")
-    profile: Profile = _merge(base, data, str(path))
+    profile: Profile = _merge(base, data, f"{path}: ")
     if profile.gpu.count < 1 or profile.gpu.memory_gib <= 0 or profile.model.layers < 1:
         raise ProfileError(f"{path}: gpu.count, gpu.memory_gib and model.layers must be positive")
     return profile

@@ -30,9 +30,23 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-__all__ = ["MARKER_FILE", "TinyModelInfo", "ensure_tiny_model", "write_tiny_model"]
+from tui_tuner.core.errors import UserError
+
+__all__ = [
+    "MARKER_FILE",
+    "TinyModelError",
+    "TinyModelInfo",
+    "ensure_tiny_model",
+    "write_tiny_model",
+]
 
 GENERATOR_VERSION = 1
+
+
+class TinyModelError(UserError, ValueError):
+    """The target directory cannot take a tiny model; the message names it and why."""
+
+
 MARKER_FILE = "tui_tuner_tiny_model.json"
 _PYTHON = "{}.{}".format(*sys.version_info[:2])
 _GENERATOR = "tui_tuner.sim.tiny_model"
@@ -234,10 +248,10 @@ def write_tiny_model(directory: Path, *, seed: int = 0, overwrite: bool = False)
     marker = _read_marker(directory)
     if directory.exists():
         if not directory.is_dir():
-            raise ValueError(f"{directory} exists and is not a directory")
+            raise TinyModelError(f"{directory} exists and is not a directory")
         # Ours if it has our marker, or holds only our file names (an interrupted write).
         if marker is None and any(not _ours(p.name) for p in directory.iterdir()):
-            raise ValueError(
+            raise TinyModelError(
                 f"{directory} is a non-empty directory that is not a tui-tuner tiny model; "
                 "refusing to overwrite it (choose an empty or new directory)"
             )
