@@ -52,3 +52,19 @@ def test_make_tiny_model_refuses_a_foreign_directory(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "is a non-empty directory that is not a tui-tuner tiny model" in result.stderr
     assert "Traceback" not in result.stderr and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--duration", "0"], "argument --duration: must be positive, got 0"),
+        (["demo", "--streams", "2.5"], "argument --streams: not a whole number: '2.5'"),
+        (["demo", "--time-scale", "-1"], "argument --time-scale: must be positive, got -1"),
+    ],
+)
+def test_demo_rejects_bad_numbers(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tui_tuner import __version__
@@ -40,6 +40,20 @@ def _demo(ns: argparse.Namespace) -> int:
     )
 
 
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return convert
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tui-tuner",
@@ -65,10 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="GuideLLM executable (default: $TUI_TUNER_GUIDELLM, then PATH)",
     )
-    demo.add_argument("--duration", type=float, default=10.0, help="seconds of load per run")
-    demo.add_argument("--streams", type=int, default=32, help="concurrent request streams")
     demo.add_argument(
-        "--time-scale", type=float, default=1.0, help="simulated seconds per wall second"
+        "--duration", type=_positive(float), default=10.0, help="seconds of load per run"
+    )
+    demo.add_argument(
+        "--streams", type=_positive(int), default=32, help="concurrent request streams"
+    )
+    demo.add_argument(
+        "--time-scale", type=_positive(float), default=1.0, help="simulated seconds per wall second"
     )
     demo.add_argument("--work-dir", default=None, help="where the model and reports go")
     demo.set_defaults(func=_demo)
