@@ -68,3 +68,13 @@ def test_demo_rejects_bad_numbers(
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--sim-time-scale", "0"], ["--sim-startup-scale", "-2"], ["--sim-noise", "-0.1"],
+     ["--sim-gpu-busy-gib", "-1"]],
+)  # fmt: skip
+def test_sim_options_must_make_sense(flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sim-serve", "m", *flags]) == 2
+    assert "vllm serve: error: --sim-" in capsys.readouterr().err

@@ -286,6 +286,10 @@ def main(argv: Sequence[str]) -> int:
     except ProfileError as err:
         print(f"vllm serve: error: argument --sim-profile-file: {err}", file=sys.stderr)
         return 2
+    if sim.noise < 0 or sim.gpu_busy_gib < 0:
+        print("vllm serve: error: --sim-noise and --sim-gpu-busy-gib must not be negative",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if sim.time_scale <= 0 or sim.startup_scale <= 0:
         print(
             "vllm serve: error: --sim-time-scale and --sim-startup-scale must be positive",
