@@ -158,6 +158,7 @@ async def test_metrics_use_vllm_names_and_count_prefix_hits(api: SimProcess) -> 
         "vllm:cache_config_info",
         "vllm:prefix_cache_hits_total",
         "tui_tuner:simulated_info",
+        "tui_tuner:sim_max_lag_seconds",
     ):
         assert name in text, name
     values = {

@@ -139,6 +139,7 @@ def render(
     cache_info: dict[str, str],
     sim_info: dict[str, str],
     sim_lag_s: float,
+    sim_max_lag_s: float,
 ) -> str:
     lines: list[str] = []
 
@@ -161,6 +162,13 @@ def render(
         "Wall seconds the simulator fell behind its schedule (0 = figures undistorted).",
     )
     lines.append(f"tui_tuner:sim_lag_seconds {_fmt(sim_lag_s)}")
+    family(
+        "tui_tuner:sim_max_lag_seconds",
+        "gauge",
+        "The largest lag since start: above a few step times, a measurement over that period "
+        "is not the model's figure.",
+    )
+    lines.append(f"tui_tuner:sim_max_lag_seconds {_fmt(sim_max_lag_s)}")
     per_engine(
         "vllm:num_requests_running",
         "gauge",

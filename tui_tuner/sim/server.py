@@ -79,7 +79,8 @@ class SimApi:
     async def metrics(self, request: web.Request) -> web.Response:
         engines = [(r.metrics, r.gauges) for r in self.s.replicas]
         lag = max((r.lag_s for r in self.s.replicas), default=0.0)
-        text = render(self.s.served_name, engines, self.s.cache_info, self.s.sim_info, lag)
+        worst = max((r.max_lag_s for r in self.s.replicas), default=0.0)
+        text = render(self.s.served_name, engines, self.s.cache_info, self.s.sim_info, lag, worst)
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def models(self, request: web.Request) -> web.Response:
