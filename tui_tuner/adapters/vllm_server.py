@@ -116,7 +116,7 @@ async def stop_server(server: RunningServer, grace_s: float = 10.0) -> None:
     for child in stragglers + _descendants(pid):
         with contextlib.suppress(psutil.Error):
             child.kill()
-    psutil.wait_procs(stragglers, timeout=5)
+    await asyncio.to_thread(psutil.wait_procs, stragglers, timeout=5)
     if server._pump is not None:
         done, _ = await asyncio.wait({server._pump}, timeout=5)
         if not done:
@@ -152,7 +152,8 @@ async def launch_server(
         )
     except FileNotFoundError:
         raise UserError(f"server command not found: {command[0]!r}") from None
-    server = RunningServer(proc, f"http://{host}:{port}", list(command), log_path)
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    server = RunningServer(proc, f"http://{netloc}", list(command), log_path)
     server._pump = asyncio.create_task(_pump_output(server, on_line, keep=200))
     try:
         await wait_healthy(server, startup_timeout_s)
