@@ -135,21 +135,14 @@ class LiveReplica:
             if self._crash and out.tokens >= self._crash.min_tokens:
                 self._die(self._crash.message)
                 return
-            self._deliver(out.emitted, out.finished, out.tokens, out.prompt_tokens)
+            self._deliver(out.emitted, out.finished, out.tokens)
             if self.sim_now >= self._next_stats:
                 self._next_stats = self.sim_now + 10.0
                 self._on_stats(self)
 
-    def _deliver(
-        self, emitted: list[SimRequest], finished: list[SimRequest], tokens: int, prompt_tokens: int
-    ) -> None:
+    def _deliver(self, emitted: list[SimRequest], finished: list[SimRequest], tokens: int) -> None:
         m, now, interval = self.metrics, self.sim_now, self.cfg.stream_interval
         m.iteration_tokens.observe(tokens)
-        m.prompt_tokens += prompt_tokens
-        m.generation_tokens += len(emitted)
-        m.preemptions = self.scheduler.stats.preemptions
-        m.prefix_queries = self.scheduler.stats.prefix_queries
-        m.prefix_hits = self.scheduler.stats.prefix_hits
         done = set(finished)
         for req in emitted:
             handle = self._handles.get(req)

@@ -151,7 +151,7 @@ class SimServer:
     def _stats_line(self, replica: LiveReplica) -> None:
         if self.args.get("disable_log_stats"):
             return
-        m, g = replica.metrics, replica.gauges
+        m, g = replica.scheduler.stats, replica.gauges
         last = self._last_logged.get(replica.index, (0, 0, 0.0, 0, 0))
         dt = max(1e-9, replica.sim_now - last[2])
         prompt_rate = (m.prompt_tokens - last[0]) / dt

@@ -10,6 +10,8 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tui_tuner.sim.scheduler import SchedulerStats
+
 TTFT_BUCKETS = (
     0.001,
     0.005,
@@ -99,13 +101,9 @@ class Histogram:
 
 @dataclass
 class EngineMetrics:
-    """Counters of one engine (data-parallel replica); the server renders all replicas."""
+    """Histograms and outcomes of one engine (data-parallel replica). Token, preemption and
+    prefix-cache counters are the scheduler's own (`SchedulerStats`), not copied here."""
 
-    prompt_tokens: int = 0
-    generation_tokens: int = 0
-    preemptions: int = 0
-    prefix_queries: int = 0
-    prefix_hits: int = 0
     success: dict[str, int] = field(default_factory=lambda: {"length": 0, "stop": 0, "abort": 0})
     ttft: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
     itl: Histogram = field(default_factory=lambda: Histogram(ITL_BUCKETS))
@@ -135,7 +133,7 @@ def _labels(base: dict[str, str], **extra: str) -> str:
 
 def render(
     model_name: str,
-    engines: Sequence[tuple[EngineMetrics, EngineGauges]],
+    engines: Sequence[tuple[EngineMetrics, EngineGauges, SchedulerStats]],
     cache_info: dict[str, str],
     sim_info: dict[str, str],
     sim_lag_s: float,
@@ -152,8 +150,9 @@ def render(
         for i, v in enumerate(values):
             lines.append(f"{name}{_labels({'engine': str(i), 'model_name': model_name})} {_fmt(v)}")
 
-    gauges = [g for _, g in engines]
-    metrics = [m for m, _ in engines]
+    metrics = [m for m, _, _ in engines]
+    gauges = [g for _, g, _ in engines]
+    stats = [st for _, _, st in engines]
     family("tui_tuner:simulated_info", "gauge", "This server is SIMULATED by tui-tuner: no GPU.")
     lines.append(f"tui_tuner:simulated_info{_labels(sim_info)} 1.0")
     family(
@@ -195,27 +194,27 @@ def render(
         (
             "vllm:num_preemptions_total",
             "Cumulative number of preemption from the engine.",
-            [m.preemptions for m in metrics],
+            [st.preemptions for st in stats],
         ),
         (
             "vllm:prompt_tokens_total",
             "Number of prefill tokens processed.",
-            [m.prompt_tokens for m in metrics],
+            [st.prompt_tokens for st in stats],
         ),
         (
             "vllm:generation_tokens_total",
             "Number of generation tokens processed.",
-            [m.generation_tokens for m in metrics],
+            [st.generation_tokens for st in stats],
         ),
         (
             "vllm:prefix_cache_queries_total",
             "Prefix cache queries, in terms of number of queried tokens.",
-            [m.prefix_queries for m in metrics],
+            [st.prefix_queries for st in stats],
         ),
         (
             "vllm:prefix_cache_hits_total",
             "Prefix cache hits, in terms of number of cached tokens.",
-            [m.prefix_hits for m in metrics],
+            [st.prefix_hits for st in stats],
         ),
     )
     for name, help_text, values in counters:

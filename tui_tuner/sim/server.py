@@ -77,7 +77,7 @@ class SimApi:
         return web.json_response({"version": "0.33.0", "simulated": True})
 
     async def metrics(self, request: web.Request) -> web.Response:
-        engines = [(r.metrics, r.gauges) for r in self.s.replicas]
+        engines = [(r.metrics, r.gauges, r.scheduler.stats) for r in self.s.replicas]
         lag = max((r.lag_s for r in self.s.replicas), default=0.0)
         worst = max((r.max_lag_s for r in self.s.replicas), default=0.0)
         text = render(self.s.served_name, engines, self.s.cache_info, self.s.sim_info, lag, worst)
