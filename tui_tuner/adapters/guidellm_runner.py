@@ -15,7 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tui_tuner.adapters.guidellm import GUIDELLM_VERSION, GuidellmNotFound, GuidellmTimeout
-from tui_tuner.adapters.processes import group_alive, pump_lines, terminate_group
+from tui_tuner.adapters.processes import (
+    group_alive,
+    pump_lines,
+    spawn_in_session,
+    terminate_group,
+)
 
 __all__ = ["DEFAULT_GUIDELLM", "find_guidellm", "run_guidellm"]
 
@@ -78,18 +83,10 @@ async def run_guidellm(
     exe = cmd[0]
     if os.sep in exe and not Path(exe).exists():
         raise _not_found(exe, "does not exist")
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w", encoding="utf-8") as log:
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=full_env,
-                start_new_session=True,
-            )
+            proc = await spawn_in_session(cmd, {"PYTHONUNBUFFERED": "1", **(env or {})})
         except FileNotFoundError:
             raise _not_found(exe, "was not found") from None
         except PermissionError:

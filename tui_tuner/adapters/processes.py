@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["group_alive", "pump_lines", "signal_group", "terminate_group", "wait_group_gone"]
+__all__ = [
+    "group_alive",
+    "pump_lines",
+    "signal_group",
+    "spawn_in_session",
+    "terminate_group",
+    "wait_group_gone",
+]
 
 
 def group_alive(pgid: int) -> bool:
@@ -93,3 +102,27 @@ async def pump_lines(
         log.write(line + "\n")
         log.flush()
         on_line(line)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+async def spawn_in_session(
+    cmd: Sequence[str], env: Mapping[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """Start `cmd` (an argument list, never a shell) as the leader of a new session and process
+    group, stdout and stderr merged into one pipe. On Linux the child is killed if the tuner
+    dies, even by SIGKILL (PR_SET_PDEATHSIG; it covers the child, not its own children).
+    `env` is layered over the current environment."""
+    return await asyncio.create_subprocess_exec(
+        *cmd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+        preexec_fn=_die_with_parent,
+    )

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import os
-import signal
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from tui_tuner.adapters.processes import pump_lines, terminate_group
+from tui_tuner.adapters.processes import pump_lines, spawn_in_session, terminate_group
 from tui_tuner.core.errors import UserError
 
 
@@ -40,12 +36,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -141,15 +131,7 @@ async def launch_server(
     """Start the server, wait until healthy, yield it, and always stop it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *command,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, **(env or {})},
-            preexec_fn=_die_with_parent,
-        )
+        proc = await spawn_in_session(command, env)
     except FileNotFoundError:
         raise UserError(f"server command not found: {command[0]!r}") from None
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
