@@ -10,7 +10,6 @@ machine cannot keep up, the replica falls behind its schedule; that lag is measu
 from __future__ import annotations
 
 import asyncio
-import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -166,8 +165,7 @@ class LiveReplica:
         decode = now - first
         if req.output_len > 1:
             m.tpot.observe(decode / (req.output_len - 1))
-            for _ in itertools.repeat(None, min(req.output_len - 1, 64)):
-                m.itl.observe(decode / (req.output_len - 1))
+            m.itl.observe(decode / (req.output_len - 1), count=req.output_len - 1)
         m.e2e.observe(max(0.0, now - req.arrival))
         m.queue.observe(max(0.0, (req.scheduled_time or now) - req.arrival))
         m.prompt_len.observe(req.prompt_len)

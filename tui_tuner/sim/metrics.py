@@ -93,10 +93,10 @@ class Histogram:
     def __post_init__(self) -> None:
         self.counts = [0] * (len(self.buckets) + 1)
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-        self.n += 1
+    def observe(self, value: float, count: int = 1) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += count
+        self.total += value * count
+        self.n += count
 
 
 @dataclass

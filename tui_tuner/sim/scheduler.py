@@ -211,12 +211,13 @@ class Scheduler:
             n = min(req.pending, budget)
             if cfg.long_prefill_token_threshold and req.pending > 1:
                 n = min(n, cfg.long_prefill_token_threshold)
+            preempted_self = False
             while not self.kv.allocate(req, req.num_computed + n):
-                victim = self._preempt_last()
                 preempted += 1
-                if victim is req:
+                if self._preempt_last() is req:
+                    preempted_self = True
                     break
-            if req not in self.running:
+            if preempted_self:
                 break
             plan.append((req, n))
             budget -= n
