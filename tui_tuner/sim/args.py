@@ -81,7 +81,9 @@ class _EnableDisable(argparse.Action):
 
 def _add_flag(parser: argparse.ArgumentParser, flag: Flag) -> None:
     names = list(flag.option_strings)
-    common: dict[str, object] = {"dest": flag.dest, "default": None, "help": flag.help}
+    shown = flag.runtime_default or (None if flag.default is None else str(flag.default))
+    text = f"{flag.help} Default: {shown}." if shown else flag.help
+    common: dict[str, object] = {"dest": flag.dest, "default": None, "help": text}
     if flag.kind == "enable_disable":
         parser.add_argument(*names, action=_EnableDisable, **common)  # type: ignore[arg-type]
     elif flag.kind == "bool":

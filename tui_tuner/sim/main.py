@@ -212,6 +212,7 @@ class SimServer:
             self.log.raw(failure.text)
             return failure.code
         codec = TokenCodec(self.args.model, self.sim.seed)
+        self.log.info("tokens.py:1", f"Counting prompt tokens with {codec.source}")
         crash = load_crash(cfg, plan)
         replicas = [
             LiveReplica(
