@@ -1,8 +1,9 @@
 """The `tui-tuner` command: the composition root.
 
 `sim-serve` hands its whole command line to the simulated server, whose parser mimics
-`vllm serve`; the other subcommands are parsed here. Heavy modules are imported inside each
-command so that `tui-tuner --help` stays fast and headless commands never import Textual.
+`vllm serve`; the other subcommands are parsed here and run by `headless.py`. Heavy modules
+are imported inside each command so that `tui-tuner --help` stays fast and headless commands
+never import Textual.
 """
 
 from __future__ import annotations
@@ -28,15 +29,79 @@ def _make_tiny_model(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(ns: argparse.Namespace) -> int:
-    from tui_tuner.demo import run_demo
+def _overrides(ns: argparse.Namespace) -> dict[str, object]:
+    out: dict[str, object] = {}
+    if getattr(ns, "model", None):
+        out["server.model"] = ns.model
+    if getattr(ns, "study_name", None):
+        out["study.name"] = ns.study_name
+    return out
 
-    return run_demo(
+
+def _path(text: str | None) -> Path | None:
+    return Path(text) if text else None
+
+
+def _tune(ns: argparse.Namespace) -> int:
+    from tui_tuner.headless import tune_headless
+
+    return tune_headless(
+        Path(ns.config),
+        study_dir=_path(ns.study_dir),
+        n_trials=ns.trials,
+        events_jsonl=_path(ns.events_jsonl),
         guidellm=ns.guidellm,
-        duration_s=ns.duration,
-        streams=ns.streams,
-        time_scale=ns.time_scale,
-        work_dir=Path(ns.work_dir) if ns.work_dir else None,
+        overrides=_overrides(ns),
+    )
+
+
+def _resume(ns: argparse.Namespace) -> int:
+    from tui_tuner.headless import resume_headless
+
+    return resume_headless(
+        Path(ns.study_dir),
+        n_trials=ns.trials,
+        events_jsonl=_path(ns.events_jsonl),
+        guidellm=ns.guidellm,
+    )
+
+
+def _validate(ns: argparse.Namespace) -> int:
+    from tui_tuner.headless import validate
+
+    return validate(Path(ns.config), dry_run=ns.dry_run, overrides=_overrides(ns))
+
+
+def _demo(ns: argparse.Namespace) -> int:
+    from tui_tuner.headless import demo_headless
+
+    return demo_headless(
+        study_dir=_path(ns.study_dir),
+        n_trials=ns.trials,
+        events_jsonl=_path(ns.events_jsonl),
+        guidellm=ns.guidellm,
+    )
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--headless",
+        action="store_true",
+        help="no terminal UI: a progress display, then the results (the only mode until the "
+        "TUI lands)",
+    )
+    parser.add_argument(
+        "--trials",
+        type=_positive(int),
+        default=None,
+        help="finish when the study has N trials, baseline included (overrides study.n_trials)",
+    )
+    parser.add_argument("--events-jsonl", default=None, help="also write every event to FILE")
+    parser.add_argument(
+        "--guidellm",
+        default=None,
+        help="GuideLLM executable (default: workload.guidellm, $TUI_TUNER_GUIDELLM, the venv "
+        "`make guidellm` builds, PATH)",
     )
 
 
@@ -71,24 +136,30 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--overwrite", action="store_true", help="rewrite even if up to date")
     tiny.set_defaults(func=_make_tiny_model)
+    tune = sub.add_parser("tune", help="run (or continue) the study a configuration describes")
+    tune.add_argument("config", help="the study's YAML configuration")
+    tune.add_argument("--study-dir", default=None, help="default: studies/STUDY_NAME")
+    tune.add_argument("--model", default=None, help="set server.model (predecessor configs)")
+    tune.add_argument("--study-name", default=None, help="set study.name (predecessor configs)")
+    _run_options(tune)
+    tune.set_defaults(func=_tune)
+    resume = sub.add_parser("resume", help="continue a study from its directory")
+    resume.add_argument("study_dir")
+    _run_options(resume)
+    resume.set_defaults(func=_resume)
+    validate = sub.add_parser("validate", help="check a configuration; starts nothing")
+    validate.add_argument("config")
+    validate.add_argument(
+        "--dry-run", action="store_true", help="also print the commands a study would run"
+    )
+    validate.add_argument("--model", default=None, help="set server.model (predecessor configs)")
+    validate.add_argument("--study-name", default=None, help="set study.name")
+    validate.set_defaults(func=_validate)
     demo = sub.add_parser(
-        "demo", help="headless demo: the simulated server measured by a short GuideLLM run"
+        "demo", help="a short study on the SIMULATED vLLM server, measured by GuideLLM (no GPU)"
     )
-    demo.add_argument(
-        "--guidellm",
-        default=None,
-        help="GuideLLM executable (default: $TUI_TUNER_GUIDELLM, then PATH)",
-    )
-    demo.add_argument(
-        "--duration", type=_positive(float), default=10.0, help="seconds of load per run"
-    )
-    demo.add_argument(
-        "--streams", type=_positive(int), default=32, help="concurrent request streams"
-    )
-    demo.add_argument(
-        "--time-scale", type=_positive(float), default=1.0, help="simulated seconds per wall second"
-    )
-    demo.add_argument("--work-dir", default=None, help="where the model and reports go")
+    demo.add_argument("--study-dir", default=None, help="default: studies/demo-TIMESTAMP")
+    _run_options(demo)
     demo.set_defaults(func=_demo)
     return parser
 

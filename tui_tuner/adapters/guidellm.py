@@ -94,6 +94,9 @@ class GuidellmWorkload:
     prefix_count: int | None = None
     seed: int | None = None
     request_format: RequestFormat = "/v1/completions"
+    #: A prompt file (JSON/JSONL, CSV, text, Parquet) used instead of synthetic prompts; each
+    #: request then asks for ``output_tokens`` new tokens.
+    dataset: str | None = None
 
     def __post_init__(self) -> None:
         # Fail here, not 20 s into a GuideLLM start-up, and never let an option be silently
@@ -177,7 +180,13 @@ def build_guidellm_command(
     :func:`redact_command` before showing or logging the command.
     """
     w = workload
-    backend = {"target": target, "model": model, "request_format": w.request_format}
+    backend: dict[str, _Scalar] = {
+        "target": target,
+        "model": model,
+        "request_format": w.request_format,
+    }
+    if w.dataset is not None:
+        backend["max_tokens"] = w.output_tokens
     options: list[tuple[str, str, dict[str, _Scalar]]] = [
         ("--backend", "openai_http", {**backend, "api_key": api_key}),
         # Only the fields relevant to the profile are set (the workload validates that).
@@ -206,7 +215,10 @@ def build_guidellm_command(
         "prefix_tokens",
         "prefix_count",
     )
-    options.append(("--data", "synthetic_text", {k: getattr(w, k) for k in data}))
+    if w.dataset is not None:
+        options.append(("--data", _dataset_kind(w.dataset), {"path": w.dataset}))
+    else:
+        options.append(("--data", "synthetic_text", {k: getattr(w, k) for k in data}))
     if tokenizer is not None:
         options.append(("--tokenizer", "huggingface_auto", {"model": str(tokenizer)}))
     if w.seed is not None:
@@ -217,6 +229,25 @@ def build_guidellm_command(
     for flag, kind, fields in options:
         cmd += [flag, _option(kind, fields)]
     return [*cmd, "--disable-console-interactive"]
+
+
+_DATASET_KINDS = {
+    ".json": "json_file",
+    ".jsonl": "json_file",
+    ".csv": "csv_file",
+    ".txt": "text_file",
+    ".parquet": "parquet_file",
+    ".arrow": "arrow_file",
+}
+
+
+def _dataset_kind(path: str) -> str:
+    """GuideLLM's file deserializer for ``path``, by its suffix (JSON Lines is ``json_file``)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in _DATASET_KINDS:
+        allowed = ", ".join(sorted(_DATASET_KINDS))
+        raise ValueError(f"dataset {path}: unknown file type {suffix!r}; use one of {allowed}")
+    return _DATASET_KINDS[suffix]
 
 
 _KEY_KV = re.compile(r"(?<![A-Za-z0-9_])api_key=[^,]*")

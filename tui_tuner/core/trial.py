@@ -1,0 +1,79 @@
+"""What the tuner knows about one trial, independent of how it is stored.
+
+The engine builds these from Optuna's trials; reports, the headless console and the UI read only
+these, so none of them depends on Optuna.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tui_tuner.core.measurement import Measurement
+
+__all__ = ["PHASES", "Phase", "TrialRecord", "TrialState"]
+
+TrialState = Literal["waiting", "running", "complete", "pruned", "failed"]
+Phase = Literal["launching", "ready", "warmup", "measuring", "teardown"]
+PHASES: tuple[Phase, ...] = ("launching", "ready", "warmup", "measuring", "teardown")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as the study stores it.
+
+    ``state`` is the tuner's view: a configuration that crashed the server is ``failed`` here even
+    though Optuna holds it as a complete, infeasible trial (so that its sampler learns to avoid
+    the region). ``feasible`` is None until the trial has a measurement.
+    """
+
+    number: int
+    state: TrialState
+    params: Mapping[str, object] = field(default_factory=dict)
+    baseline: bool = False
+    measurement: Measurement | None = None
+    #: Objective values as told to the optimiser (one or two), in the objective's order.
+    values: tuple[float, ...] | None = None
+    #: Constraint values by name; <= 0 is satisfied.
+    constraints: Mapping[str, float] = field(default_factory=dict)
+    #: FailureClass value and the failure's details (message, exit code, tail, phase).
+    failure: Mapping[str, object] | None = None
+    #: Seconds per phase (launching, ready, warmup, measuring, teardown, total).
+    timings: Mapping[str, float] = field(default_factory=dict)
+    #: The server command exactly as run (API key redacted).
+    command: tuple[str, ...] = ()
+    #: Where its files are: server.log, guidellm.log, report.json, command.txt.
+    files: Mapping[str, str] = field(default_factory=dict)
+    #: Number of the trial whose result this one repeats instead of measuring again.
+    duplicate_of: int | None = None
+    #: Why it was pruned or interrupted (by the user, a stop, a dead tuner).
+    note: str = ""
+    #: What the load generator had seen when a trial was pruned or interrupted mid-load.
+    partial: Mapping[str, float] = field(default_factory=dict)
+    #: The load generator said it could not drive the load (the figure may be the client's).
+    client_limited: bool = False
+    #: Output tok/s of each repeat, when there were several.
+    repeats_output_tok_s: tuple[float, ...] = ()
+    #: Seconds since the epoch when it started and finished.
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def feasible(self) -> bool | None:
+        if self.measurement is None or self.failure is not None:
+            return None if self.failure is None else False
+        return all(v <= 0 for v in self.constraints.values())
+
+    @property
+    def failure_class(self) -> str | None:
+        return None if self.failure is None else str(self.failure.get("class", ""))
+
+    @property
+    def label(self) -> str:
+        """State as a user reads it: ``complete``, ``infeasible``, ``failed(oom_startup)``..."""
+        if self.state == "failed" and self.failure_class:
+            return f"failed({self.failure_class})"
+        if self.state == "complete" and self.feasible is False:
+            return "infeasible"
+        return self.state

@@ -1,0 +1,128 @@
+"""What the engine needs from the outside world, as Protocols; `adapters/` implements them.
+
+The engine never starts a process, opens a socket or loads NVML itself. The composition root
+(`cli.py`) hands it a launcher, a benchmarker and a GPU watcher; tests hand it fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from tui_tuner.core.config import WorkloadSettings
+from tui_tuner.core.measurement import Measurement
+
+__all__ = [
+    "BenchRequest",
+    "BenchmarkFailed",
+    "Benchmarker",
+    "GpuWatcher",
+    "LaunchRequest",
+    "ProgressCallback",
+    "ServerHandle",
+    "ServerLauncher",
+    "ServerStartFailed",
+]
+
+
+class ServerStartFailed(Exception):
+    """The server exited or never became healthy. ``reason``: ``exited`` or ``startup_timeout``."""
+
+    def __init__(self, reason: str, message: str, exit_code: int | None, tail: list[str]) -> None:
+        super().__init__(message)
+        self.reason, self.exit_code, self.tail = reason, exit_code, tail
+
+
+class BenchmarkFailed(Exception):
+    """The load generator produced no usable measurement.
+
+    ``errored``/``successful`` are the request counts when a report was read (a report with
+    only errors means the server failed every request, not that the benchmark broke).
+    """
+
+    def __init__(
+        self, message: str, tail: list[str], *, successful: int = 0, errored: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.tail, self.successful, self.errored = tail, successful, errored
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    argv: list[str]
+    env: dict[str, str]
+    host: str
+    port: int
+    log_path: Path
+    startup_timeout_s: float
+    stop_grace_s: float
+
+
+class ServerHandle(Protocol):
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def returncode(self) -> int | None:
+        """None while the server runs."""
+
+    @property
+    def tail(self) -> list[str]:
+        """The last lines it printed."""
+
+    @property
+    def pids_seen(self) -> Collection[int]:
+        """Every process of the server seen so far (leader and descendants)."""
+
+    async def wait_exit(self) -> int:
+        """Return the exit code once the server process has exited."""
+
+
+class ServerLauncher(Protocol):
+    def free_port(self, host: str) -> int: ...
+
+    def launch(
+        self, request: LaunchRequest, on_line: Callable[[str], None]
+    ) -> AbstractAsyncContextManager[ServerHandle]:
+        """Start the server and wait until it is healthy (else raise ServerStartFailed); on exit
+        stop it and everything it started, whatever happened inside."""
+
+    async def smoke_test(self, server: ServerHandle, model: str, api_key: str | None) -> None:
+        """Send one real completion; raise BenchmarkFailed if the server cannot answer it."""
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    target: str
+    model: str
+    api_key: str | None
+    workload: WorkloadSettings
+    #: The load actually applied (the workload's, or a searched value).
+    streams: int | None
+    rate: float | None
+    tokenizer: str | None
+    report_path: Path
+    log_path: Path
+    timeout_s: float
+
+
+ProgressCallback = Callable[[str, float, int, int, float], None]
+"""(status, elapsed_s, successful, errored, output_tok_s) from the load generator's progress."""
+
+
+class Benchmarker(Protocol):
+    async def run(
+        self,
+        request: BenchRequest,
+        on_line: Callable[[str], None],
+        on_progress: ProgressCallback,
+    ) -> Measurement:
+        """Apply the load and return the measurement, or raise BenchmarkFailed."""
+
+
+class GpuWatcher(Protocol):
+    async def wait_released(self, pids: Collection[int], timeout_s: float) -> tuple[bool, float]:
+        """Wait until no GPU memory is held by ``pids``: (released, seconds waited)."""

@@ -1,0 +1,282 @@
+"""One trial, start to finish: launch, check readiness, measure, always tear down.
+
+``LAUNCHING -> READY -> WARMUP -> MEASURING -> teardown``. Whatever happens (a failure, a prune,
+a stop, a cancelled task), the server is stopped through its launcher's context and the GPU memory
+its processes held is awaited before the trial returns. Failures come back as results
+(``TrialOutcome.failure``), never as exceptions; cancellation is the one exception that passes
+through, after the teardown, and the outcome gathered so far stays readable in ``progress``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from tui_tuner.core.commands import load_for, redact, server_argv
+from tui_tuner.core.config import StudyConfig
+from tui_tuner.core.events import BenchProgress, Event, LogLine, TrialPhaseChanged
+from tui_tuner.core.failures import (
+    Failure,
+    benchmark_failure,
+    classify_startup,
+    classify_under_load,
+    too_many_errors,
+)
+from tui_tuner.core.measurement import Measurement, client_limited
+from tui_tuner.core.trial import Phase
+from tui_tuner.engine.ports import (
+    Benchmarker,
+    BenchmarkFailed,
+    BenchRequest,
+    GpuWatcher,
+    LaunchRequest,
+    ServerHandle,
+    ServerLauncher,
+    ServerStartFailed,
+)
+from tui_tuner.engine.study import TrialPlan
+
+__all__ = ["TrialProgress", "TrialRunner"]
+
+
+@dataclass
+class TrialProgress:
+    """What is known about a trial so far; readable after it was cancelled."""
+
+    number: int
+    argv: list[str] = field(default_factory=list)
+    phase: Phase | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    partial: dict[str, float] = field(default_factory=dict)
+    measurement: Measurement | None = None
+    repeats_output_tok_s: list[float] = field(default_factory=list)
+    failure: Failure | None = None
+    client_limited: bool = False
+    gpu_released: bool = True
+    #: The phase a prune or stop cut short (None if the trial ran to its end).
+    stopped_in: Phase | None = None
+    started_at: float = field(default_factory=time.time)
+    _t0: float = field(default_factory=time.monotonic)
+    _phase_t: float = field(default_factory=time.monotonic)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._t0
+
+
+class TrialRunner:
+    """Runs trials of one study with the adapters it is given."""
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        study_dir: Path,
+        launcher: ServerLauncher,
+        bench: Benchmarker,
+        gpu: GpuWatcher,
+        emit: Callable[[Event], None],
+    ) -> None:
+        self.config, self.study_dir = config, study_dir
+        self.launcher, self.bench, self.gpu, self.emit = launcher, bench, gpu, emit
+
+    def trial_dir(self, number: int) -> Path:
+        return self.study_dir / "trials" / f"{number:04d}"
+
+    def prepare(self, plan: TrialPlan) -> tuple[TrialProgress, str | None, int]:
+        """Pick the port and the API key and build the command; writes command.txt."""
+        server = self.config.server
+        key = secrets.token_urlsafe(24) if server.api_key else None
+        port = self.launcher.free_port(server.host)
+        progress = TrialProgress(plan.number)
+        progress.argv = server_argv(server, plan.params, host=server.host, port=port, api_key=key)
+        directory = self.trial_dir(plan.number)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "command.txt").write_text(_quote(redact(progress.argv)) + "\n")
+        return progress, key, port
+
+    def files(self, number: int) -> dict[str, str]:
+        d = self.trial_dir(number)
+        names = ("server.log", "guidellm.log", "command.txt")
+        out = {name: str(d / name) for name in names if (d / name).exists()}
+        out.update({p.name: str(p) for p in sorted(d.glob("report*.json"))})
+        return out
+
+    def _enter(self, progress: TrialProgress, phase: Phase) -> None:
+        now = time.monotonic()
+        if progress.phase is not None:
+            progress.timings[progress.phase] = (
+                progress.timings.get(progress.phase, 0.0) + now - progress._phase_t
+            )
+        progress.phase, progress._phase_t = phase, now
+        self.emit(TrialPhaseChanged(progress.number, phase, progress.elapsed()))
+
+    async def run(
+        self, plan: TrialPlan, progress: TrialProgress, key: str | None, port: int
+    ) -> None:
+        """Run the trial; the outcome is left in ``progress``."""
+        cfg = self.config.server
+        request = LaunchRequest(
+            argv=progress.argv,
+            env=dict(cfg.env),
+            host=cfg.host,
+            port=port,
+            log_path=self.trial_dir(plan.number) / "server.log",
+            startup_timeout_s=cfg.startup_timeout_s,
+            stop_grace_s=cfg.stop_grace_s,
+        )
+        number = plan.number
+
+        def server_line(text: str) -> None:
+            self.emit(LogLine(number, "server", text))
+
+        stack = contextlib.AsyncExitStack()
+        server: ServerHandle | None = None
+        self._enter(progress, "launching")
+        try:
+            try:
+                server = await stack.enter_async_context(self.launcher.launch(request, server_line))
+            except ServerStartFailed as err:
+                timed_out = err.reason == "startup_timeout"
+                progress.failure = classify_startup(err.exit_code, err.tail, timed_out=timed_out)
+                return
+            self._enter(progress, "ready")
+            if not await self._smoke(server, progress, key):
+                return
+            await self._measure(plan, server, progress, key)
+        finally:
+            self._enter(progress, "teardown")
+            pids = list(server.pids_seen) if server is not None else []
+            await stack.aclose()
+            if pids:
+                released, _ = await self.gpu.wait_released(pids, cfg.gpu_release_timeout_s)
+                progress.gpu_released = released
+            now = time.monotonic()
+            progress.timings["teardown"] = now - progress._phase_t
+            progress.timings["total"] = progress.elapsed()
+
+    def _model_name(self) -> str:
+        served = self.config.server.flags.get("served_model_name")
+        return str(served) if served else self.config.server.model
+
+    async def _smoke(self, server: ServerHandle, progress: TrialProgress, key: str | None) -> bool:
+        """One real completion before measuring: /health alone does not prove the engine works."""
+        try:
+            await self.launcher.smoke_test(server, self._model_name(), key)
+        except BenchmarkFailed as err:
+            await _settle(server)
+            if server.returncode is not None:
+                failure = classify_under_load(server.returncode, server.tail)
+            else:
+                failure = too_many_errors(1, 1, 0.0, [*server.tail, str(err)])
+            progress.failure = _in_phase(failure, "ready")
+            return False
+        return True
+
+    async def _measure(
+        self, plan: TrialPlan, server: ServerHandle, progress: TrialProgress, key: str | None
+    ) -> None:
+        workload = self.config.workload
+        streams, rate = load_for(workload, plan.params)
+        directory = self.trial_dir(plan.number)
+        runs: list[Measurement] = []
+        for repeat in range(workload.repeats):
+            name = "report.json" if workload.repeats == 1 else f"report-{repeat + 1}.json"
+            request = BenchRequest(
+                target=server.base_url,
+                model=self._model_name(),
+                api_key=key,
+                workload=workload,
+                streams=streams,
+                rate=rate,
+                tokenizer=workload.tokenizer or _local_tokenizer(self.config.server.model),
+                report_path=directory / name,
+                log_path=directory / "guidellm.log",
+                timeout_s=workload.duration_s + workload.warmup_s + 300.0,
+            )
+            measured = await self._one_run(plan.number, repeat, server, request, progress)
+            if measured is None:
+                return
+            runs.append(measured)
+            progress.repeats_output_tok_s.append(measured.output_tok_s)
+        runs.sort(key=lambda m: m.output_tok_s)
+        m = runs[(len(runs) - 1) // 2]  # the median run (the lower middle for an even count)
+        progress.measurement = m
+        progress.client_limited = any(
+            client_limited(r, streams if workload.profile == "concurrent" else None) for r in runs
+        )
+        if m.error_rate > workload.max_error_rate:
+            progress.failure = too_many_errors(
+                m.errored_requests, m.finished_requests, workload.max_error_rate, server.tail
+            )
+
+    async def _one_run(
+        self,
+        number: int,
+        repeat: int,
+        server: ServerHandle,
+        request: BenchRequest,
+        progress: TrialProgress,
+    ) -> Measurement | None:
+        def line(text: str) -> None:
+            self.emit(LogLine(number, "guidellm", text))
+
+        def on_progress(status: str, elapsed: float, ok: int, err: int, tok_s: float) -> None:
+            if status == "warmup" and progress.phase == "ready":
+                self._enter(progress, "warmup")
+            elif status == "active" and progress.phase in ("ready", "warmup"):
+                self._enter(progress, "measuring")
+            progress.partial = {
+                "elapsed_s": elapsed,
+                "successful": ok,
+                "errored": err,
+                "output_tok_s": tok_s,
+            }
+            self.emit(BenchProgress(number, repeat, status, elapsed, ok, err, tok_s))
+
+        bench = asyncio.ensure_future(self.bench.run(request, line, on_progress))
+        death = asyncio.ensure_future(server.wait_exit())
+        try:
+            await asyncio.wait({bench, death}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (bench, death):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(bench, death, return_exceptions=True)
+        if death.done() and not death.cancelled():
+            progress.failure = classify_under_load(server.returncode, server.tail)
+            return None
+        try:
+            return bench.result()
+        except BenchmarkFailed as err:
+            await _settle(server)
+            if server.returncode is not None:
+                progress.failure = classify_under_load(server.returncode, server.tail)
+            elif err.errored and not err.successful:
+                progress.failure = too_many_errors(err.errored, err.errored, 0.0, err.tail)
+            else:
+                progress.failure = benchmark_failure(str(err), err.tail)
+            return None
+
+
+async def _settle(server: ServerHandle, wait_s: float = 2.0) -> None:
+    """Give a server that is going down a moment to exit, so its death is seen as the cause."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(server.wait_exit(), wait_s)
+
+
+def _in_phase(failure: Failure, phase: str) -> Failure:
+    return replace(failure, phase=phase)
+
+
+def _local_tokenizer(model: str) -> str | None:
+    """A model given as a local directory is also GuideLLM's tokenizer (no hub lookups)."""
+    return model if Path(model).is_dir() else None
+
+
+def _quote(argv: list[str]) -> str:
+    return shlex.join(argv)
