@@ -57,12 +57,11 @@ def test_make_tiny_model_refuses_a_foreign_directory(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["demo", "--duration", "0"], "argument --duration: must be positive, got 0"),
-        (["demo", "--streams", "2.5"], "argument --streams: not a whole number: '2.5'"),
-        (["demo", "--time-scale", "-1"], "argument --time-scale: must be positive, got -1"),
+        (["demo", "--trials", "0"], "argument --trials: must be positive, got 0"),
+        (["tune", "x.yaml", "--trials", "2.5"], "argument --trials: not a whole number: '2.5'"),
     ],
 )
-def test_demo_rejects_bad_numbers(
+def test_cli_rejects_bad_numbers(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exc:

@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -158,7 +159,9 @@ class StudyStore:
                 "Use another study name."
             )
         if not self.study.trials:
-            self.study.set_metric_names(metric_names(kind))
+            with warnings.catch_warnings():  # experimental since 3.2, and still the only way
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names(metric_names(kind))
             if config.study.baseline:
                 self.study.enqueue_trial({}, user_attrs={"baseline": True})
         self._worker = {"host": socket.gethostname(), "pid": os.getpid()}

@@ -226,9 +226,7 @@ class TrialRunner:
             self.emit(LogLine(number, "guidellm", text))
 
         def on_progress(status: str, elapsed: float, ok: int, err: int, tok_s: float) -> None:
-            if status == "warmup" and progress.phase == "ready":
-                self._enter(progress, "warmup")
-            elif status == "active" and progress.phase in ("ready", "warmup"):
+            if status == "active" and progress.phase == "warmup":
                 self._enter(progress, "measuring")
             progress.partial = {
                 "elapsed_s": elapsed,
@@ -238,6 +236,12 @@ class TrialRunner:
             }
             self.emit(BenchProgress(number, repeat, status, elapsed, ok, err, tok_s))
 
+        # "warmup" covers the load generator's own start-up and its warmup window; GuideLLM
+        # reports progress only every 10 s, so "measuring" may start late or not at all in a
+        # short run. The measured window itself is taken from the report afterwards.
+        if progress.phase != "warmup":
+            self._enter(progress, "warmup")
+        started = time.monotonic()
         bench = asyncio.ensure_future(self.bench.run(request, line, on_progress))
         death = asyncio.ensure_future(server.wait_exit())
         try:
@@ -247,11 +251,18 @@ class TrialRunner:
                 if not task.done():
                     task.cancel()
             await asyncio.gather(bench, death, return_exceptions=True)
+        progress.timings["load_generator_s"] = (
+            progress.timings.get("load_generator_s", 0.0) + time.monotonic() - started
+        )
         if death.done() and not death.cancelled():
             progress.failure = classify_under_load(server.returncode, server.tail)
             return None
         try:
-            return bench.result()
+            measured = bench.result()
+            progress.timings["load_window_s"] = (
+                progress.timings.get("load_window_s", 0.0) + measured.duration_s
+            )
+            return measured
         except BenchmarkFailed as err:
             await _settle(server)
             if server.returncode is not None:
