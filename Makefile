@@ -33,8 +33,8 @@ $(GUIDELLM_STAMP):
 
 guidellm: $(GUIDELLM_STAMP) ## install GuideLLM 0.8.1 into its own cached venv
 
-demo: $(STAMP) $(GUIDELLM_STAMP) ## the main job: simulated vLLM measured by GuideLLM, no GPU
-	$(VENV)/bin/tui-tuner demo
+demo: $(STAMP) $(GUIDELLM_STAMP) ## the main job: a short study on the simulated vLLM server, no GPU
+	$(VENV)/bin/tui-tuner demo --headless
 
 test: $(STAMP) $(GUIDELLM_STAMP) ## every test, the slow real-GuideLLM ones included
 	$(VENV)/bin/python -m pytest -q

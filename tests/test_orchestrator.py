@@ -150,7 +150,9 @@ def make_config(
         server=ServerSettings(model="m", command=("fake-serve",)),
         workload=WorkloadSettings(duration_s=1, warmup_s=0),
         objective=ObjectiveSettings(kind=kind, sla=sla),  # type: ignore[arg-type]
-        space=SearchSpace((Param("max_num_seqs", "max_num_seqs", "options", options=tuple(options)),)),
+        space=SearchSpace(
+            (Param("max_num_seqs", "max_num_seqs", "options", options=tuple(options)),)
+        ),
     )
 
 
@@ -185,7 +187,7 @@ async def test_baseline_first_then_measured_trials(tmp_path: Path) -> None:
 async def test_failures_are_results_and_classified(tmp_path: Path) -> None:
     fakes = Fakes()
     config = make_config(tmp_path, [1, 3, 5, 16], n_trials=5)
-    orch, events = build(tmp_path, config, fakes)
+    orch, _events = build(tmp_path, config, fakes)
     outcome = await orch.run()
     by_seqs = {r.params.get("max_num_seqs"): r for r in outcome.records if not r.baseline}
     assert by_seqs[1].failure_class == "invalid_args"
@@ -237,7 +239,7 @@ async def test_prune_stops_the_running_trial(tmp_path: Path) -> None:
     fakes = Fakes()
     config = replace(make_config(tmp_path, [7], n_trials=2), study=StudySettings(
         name="t", n_trials=2, seed=1, sampler="random", baseline=False))  # fmt: skip
-    orch, events = build(tmp_path, config, fakes)
+    orch, _events = build(tmp_path, config, fakes)
     task = asyncio.ensure_future(orch.run())
     await asyncio.wait_for(fakes.bench_started.wait(), 10)
     assert orch.prune(0)

@@ -35,6 +35,8 @@ def _overrides(ns: argparse.Namespace) -> dict[str, object]:
         out["server.model"] = ns.model
     if getattr(ns, "study_name", None):
         out["study.name"] = ns.study_name
+    if getattr(ns, "trials", None):
+        out["study.n_trials"] = ns.trials
     return out
 
 
@@ -48,7 +50,6 @@ def _tune(ns: argparse.Namespace) -> int:
     return tune_headless(
         Path(ns.config),
         study_dir=_path(ns.study_dir),
-        n_trials=ns.trials,
         events_jsonl=_path(ns.events_jsonl),
         guidellm=ns.guidellm,
         overrides=_overrides(ns),
@@ -60,7 +61,7 @@ def _resume(ns: argparse.Namespace) -> int:
 
     return resume_headless(
         Path(ns.study_dir),
-        n_trials=ns.trials,
+        overrides=_overrides(ns),
         events_jsonl=_path(ns.events_jsonl),
         guidellm=ns.guidellm,
     )
@@ -77,7 +78,7 @@ def _demo(ns: argparse.Namespace) -> int:
 
     return demo_headless(
         study_dir=_path(ns.study_dir),
-        n_trials=ns.trials,
+        overrides=_overrides(ns),
         events_jsonl=_path(ns.events_jsonl),
         guidellm=ns.guidellm,
     )

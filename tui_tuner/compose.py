@@ -7,11 +7,12 @@ its own event sink. Nothing here decides anything about tuning; it only wires.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tui_tuner.engine.trial_runner import TrialRunner
 __all__ = ["CONFIG_NAME", "StudySetup", "default_study_dir", "prepare", "run_study"]
 
 CONFIG_NAME = "config.yaml"
+OVERRIDES_NAME = "overrides.json"
 CACHE = Path(os.environ.get("TUI_TUNER_CACHE", Path.home() / ".cache" / "tui-tuner"))
 
 
@@ -45,8 +47,23 @@ class StudySetup:
         self.config, self.study_dir, self.store = config, study_dir, store
 
 
-def prepare(config: StudyConfig, study_dir: Path, source_text: str | None) -> StudySetup:
-    """Create or reopen the study directory (owner-only), keep its configuration, open storage."""
+def saved_overrides(study_dir: Path) -> dict[str, object]:
+    """The command-line settings a study was started with (``--model``, ``--trials``...)."""
+    path = study_dir / OVERRIDES_NAME
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return dict(data) if isinstance(data, dict) else {}
+
+
+def prepare(
+    config: StudyConfig,
+    study_dir: Path,
+    source_text: str | None,
+    overrides: Mapping[str, object] | None = None,
+) -> StudySetup:
+    """Create or reopen the study directory (owner-only), keep its configuration and the
+    command-line settings that amend it (so `resume` runs the same study), open storage."""
     server = config.server
     server = replace(server, command=_resolve_command(server.command))
     if server.simulated and not Path(server.model).exists():
@@ -61,6 +78,10 @@ def prepare(config: StudyConfig, study_dir: Path, source_text: str | None) -> St
     if source_text is not None and not kept.exists():
         kept.write_text(source_text, encoding="utf-8")
         kept.chmod(0o600)
+    if overrides:
+        saved = study_dir / OVERRIDES_NAME
+        saved.write_text(json.dumps(dict(overrides), indent=1) + "\n", encoding="utf-8")
+        saved.chmod(0o600)
     url = config.study.storage or default_storage_url(study_dir)
     store = StudyStore(config, url)
     db = study_dir / "study.db"
@@ -74,7 +95,6 @@ async def run_study(
     emit: Callable[[Event], None],
     *,
     guidellm: str | None = None,
-    n_trials: int | None = None,
     on_orchestrator: Callable[[Orchestrator], None] = lambda _: None,
 ) -> StudyOutcome:
     """Run the study with the real adapters until it finishes or a signal stops it.
@@ -109,9 +129,7 @@ async def run_study(
         _Gpu(),
         emit,
     )
-    orch = Orchestrator(
-        setup.config, setup.store, runner, emit, study_dir=setup.study_dir, n_trials=n_trials
-    )
+    orch = Orchestrator(setup.config, setup.store, runner, emit, study_dir=setup.study_dir)
     on_orchestrator(orch)
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(orch.run())

@@ -21,6 +21,7 @@ from tui_tuner.compose import (
     default_study_dir,
     prepare,
     run_study,
+    saved_overrides,
 )
 from tui_tuner.core.commands import load_for, serve_command, server_argv
 from tui_tuner.core.config import StudyConfig
@@ -35,15 +36,16 @@ __all__ = ["DEMO_CONFIG", "resume_headless", "tune_headless", "validate"]
 DEMO_CONFIG = Path(__file__).parent / "demo-sim.yaml"
 
 
-def _setup(config: StudyConfig, study_dir: Path) -> StudySetup:
+def _setup(
+    config: StudyConfig, study_dir: Path, overrides: Mapping[str, object] | None
+) -> StudySetup:
     text = config.source.read_text(encoding="utf-8") if config.source else None
-    return prepare(config, study_dir, text)
+    return prepare(config, study_dir, text, overrides)
 
 
 def run_headless(
     setup: StudySetup,
     *,
-    n_trials: int | None,
     events_jsonl: Path | None,
     guidellm: str | None,
     console: Console | None = None,
@@ -60,7 +62,7 @@ def run_headless(
                 jsonl(event)
 
         try:
-            outcome = asyncio.run(run_study(setup, emit, guidellm=guidellm, n_trials=n_trials))
+            outcome = asyncio.run(run_study(setup, emit, guidellm=guidellm))
         finally:
             if jsonl is not None:
                 jsonl.close()
@@ -79,41 +81,47 @@ def tune_headless(
     config_path: Path,
     *,
     study_dir: Path | None,
-    n_trials: int | None,
     events_jsonl: Path | None,
     guidellm: str | None,
     overrides: Mapping[str, object] | None = None,
 ) -> int:
     config = load_config(config_path, overrides)
-    setup = _setup(config, study_dir or default_study_dir(config.study.name))
-    return run_headless(setup, n_trials=n_trials, events_jsonl=events_jsonl, guidellm=guidellm)
+    setup = _setup(config, study_dir or default_study_dir(config.study.name), overrides)
+    return run_headless(setup, events_jsonl=events_jsonl, guidellm=guidellm)
 
 
 def resume_headless(
     study_dir: Path,
     *,
-    n_trials: int | None,
+    overrides: Mapping[str, object] | None,
     events_jsonl: Path | None,
     guidellm: str | None,
 ) -> int:
+    """Continue a study from its directory: its kept configuration, with the command-line
+    settings it was started with (``--model``, ``--trials``...) and any given now on top."""
     kept = study_dir / CONFIG_NAME
     if not kept.is_file():
         raise UserError(
             f"{study_dir} is not a study directory: {CONFIG_NAME} is missing "
             "(start a study with `tui-tuner tune CONFIG`)"
         )
-    config = load_config(kept)
-    setup = prepare(config, study_dir, None)
-    return run_headless(setup, n_trials=n_trials, events_jsonl=events_jsonl, guidellm=guidellm)
+    merged = {**saved_overrides(study_dir), **(overrides or {})}
+    config = load_config(kept, merged)
+    setup = prepare(config, study_dir, None, merged)
+    return run_headless(setup, events_jsonl=events_jsonl, guidellm=guidellm)
 
 
 def demo_headless(
-    *, study_dir: Path | None, n_trials: int | None, events_jsonl: Path | None, guidellm: str | None
+    *,
+    study_dir: Path | None,
+    overrides: Mapping[str, object] | None,
+    events_jsonl: Path | None,
+    guidellm: str | None,
 ) -> int:
-    config = load_config(DEMO_CONFIG)
+    config = load_config(DEMO_CONFIG, overrides)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    setup = _setup(config, study_dir or default_study_dir(f"demo-{stamp}"))
-    return run_headless(setup, n_trials=n_trials, events_jsonl=events_jsonl, guidellm=guidellm)
+    setup = _setup(config, study_dir or default_study_dir(f"demo-{stamp}"), overrides)
+    return run_headless(setup, events_jsonl=events_jsonl, guidellm=guidellm)
 
 
 def validate(config_path: Path, *, dry_run: bool, overrides: Mapping[str, object] | None) -> int:

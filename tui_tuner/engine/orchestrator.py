@@ -68,12 +68,11 @@ class Orchestrator:
         emit: Callable[[Event], None],
         *,
         study_dir: Path,
-        n_trials: int | None = None,
     ) -> None:
         self.config, self.store, self.runner, self.emit = config, store, runner, emit
         self.study_dir = study_dir
         self.space: SearchSpace = config.space
-        self.n_trials = n_trials if n_trials is not None else config.study.n_trials
+        self.n_trials = config.study.n_trials
         self._io_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="study-io")
         self._go = asyncio.Event()
         self._go.set()

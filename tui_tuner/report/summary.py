@@ -38,36 +38,35 @@ def _short(value: object) -> str:
 
 
 def best_table(config: StudyConfig, records: Sequence[TrialRecord]) -> Table:
-    """Baseline and best trial(s) with their figures and gains, units in the headers."""
+    """Baseline and best trial(s) with their figures and gains, units in the headers.
+
+    Configurations can be long, so they are the table's caption, one line per trial: the
+    numbers stay readable at 80 columns.
+    """
     sim = "SIMULATED server: " if config.server.simulated else ""
     title = f"{sim}study {config.study.name}: objective {config.objective.kind}"
-    table = Table(title=title, title_justify="left")
-    for name, right in (
-        ("trial", True),
-        ("configuration", False),
-        ("output tok/s", True),
-        ("p95 latency ms", True),
-        ("p95 TTFT ms", True),
-        ("gain tok/s", True),
-        ("gain p95", True),
-    ):
-        table.add_column(name, justify="right" if right else "left")
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    table.add_column("trial", justify="right", no_wrap=True)
+    for name in ("output tok/s", "p95 latency ms", "TTFT p95 ms", "gain tok/s", "gain p95"):
+        table.add_column(name, justify="right", no_wrap=True)
     base = baseline_of(records)
     rows = [base] if base is not None else []
     rows += [r for r in best_trials(config.objective.kind, records) if r is not base]
+    captions = []
     for r in rows:
         m = r.measurement
         assert m is not None
         gain = gain_over(base.measurement, m) if base is not None and base.measurement else None
         table.add_row(
-            str(r.number),
-            format_params(r.params, baseline=r.baseline),
+            f"{r.number}",
             f"{m.output_tok_s:,.1f}",
             f"{m.request_latency_p95_ms:,.0f}",
             f"{m.ttft_p95_ms:,.0f}",
             "-" if gain is None or r is base else f"{gain.output_tok_s_pct:+.1f}%",
             "-" if gain is None or r is base else f"{gain.request_latency_p95_pct:+.1f}%",
         )
+        captions.append(f"trial {r.number}: {format_params(r.params, baseline=r.baseline)}")
+    table.caption = "\n".join(captions) or "no measured trial yet"
     return table
 
 
@@ -80,8 +79,11 @@ def outcome_lines(config: StudyConfig, records: Sequence[TrialRecord]) -> list[s
         lines.append("no feasible measured trial yet")
         return lines
     pick = best[0]
-    what = "best" if len(best) == 1 else "highest-throughput point of the Pareto front"
-    lines.append(f"{what}: trial {pick.number}; run it with:")
+    if pick.baseline:
+        lines.append("the baseline (vLLM defaults) is still the best; run it with:")
+    else:
+        what = "best" if len(best) == 1 else "highest-throughput point of the Pareto front"
+        lines.append(f"{what}: trial {pick.number}; run it with:")
     lines.append("  " + serve_command(config.server, pick.params))
     if config.server.simulated:
         lines.append(
