@@ -91,7 +91,11 @@ def test_headless_study_on_the_simulated_server(
     if "throughput" in objective:
         by = {r.params.get("max_num_seqs"): r.measurement.output_tok_s for r in done}  # type: ignore[union-attr]
         assert by[64] > 2 * by[2]  # the simulated scheduler: 2 slots for 16 streams is slow
-        assert "--max-num-seqs 64" in out
+        # 64 slots and the defaults' 1,024 both hold all 16 streams: either may win by noise,
+        # and the command printed is the winner's.
+        winner = max(done, key=lambda r: r.measurement.output_tok_s)  # type: ignore[union-attr]
+        expected = "--max-num-seqs 64" if winner.params else f"vllm serve {tiny_model}\n"
+        assert expected in out
     # The study directory: its config, a database and the trials' files, owner-only.
     assert (study_dir / "config.yaml").is_file() and (study_dir / "study.db").is_file()
     assert oct(study_dir.stat().st_mode & 0o777) == "0o700"

@@ -12,9 +12,13 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tui_tuner import __version__
 from tui_tuner.core.errors import UserError
+
+if TYPE_CHECKING:
+    from tui_tuner.compose import StudySetup
 
 
 def _make_tiny_model(ns: argparse.Namespace) -> int:
@@ -44,27 +48,29 @@ def _path(text: str | None) -> Path | None:
     return Path(text) if text else None
 
 
-def _tune(ns: argparse.Namespace) -> int:
-    from tui_tuner.headless import tune_headless
+def _run(ns: argparse.Namespace, setup: StudySetup) -> int:
+    """Run the study headless or under the TUI."""
+    events = _path(ns.events_jsonl)
+    if ns.headless:
+        from tui_tuner.headless import run_headless
 
-    return tune_headless(
-        Path(ns.config),
-        study_dir=_path(ns.study_dir),
-        events_jsonl=_path(ns.events_jsonl),
-        guidellm=ns.guidellm,
-        overrides=_overrides(ns),
-    )
+        return run_headless(setup, events_jsonl=events, guidellm=ns.guidellm)
+    from tui_tuner.ui.run import run_tui
+
+    return run_tui(setup, guidellm=ns.guidellm, theme=ns.theme, events_jsonl=events)
+
+
+def _tune(ns: argparse.Namespace) -> int:
+    from tui_tuner.headless import tune_setup
+
+    setup = tune_setup(Path(ns.config), study_dir=_path(ns.study_dir), overrides=_overrides(ns))
+    return _run(ns, setup)
 
 
 def _resume(ns: argparse.Namespace) -> int:
-    from tui_tuner.headless import resume_headless
+    from tui_tuner.headless import resume_setup
 
-    return resume_headless(
-        Path(ns.study_dir),
-        overrides=_overrides(ns),
-        events_jsonl=_path(ns.events_jsonl),
-        guidellm=ns.guidellm,
-    )
+    return _run(ns, resume_setup(Path(ns.study_dir), overrides=_overrides(ns)))
 
 
 def _validate(ns: argparse.Namespace) -> int:
@@ -74,22 +80,21 @@ def _validate(ns: argparse.Namespace) -> int:
 
 
 def _demo(ns: argparse.Namespace) -> int:
-    from tui_tuner.headless import demo_headless
+    from tui_tuner.headless import demo_setup
 
-    return demo_headless(
-        study_dir=_path(ns.study_dir),
-        overrides=_overrides(ns),
-        events_jsonl=_path(ns.events_jsonl),
-        guidellm=ns.guidellm,
-    )
+    return _run(ns, demo_setup(study_dir=_path(ns.study_dir), overrides=_overrides(ns)))
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--headless",
         action="store_true",
-        help="no terminal UI: a progress display, then the results (the only mode until the "
-        "TUI lands)",
+        help="no terminal UI: a progress display, then the results (for scripts and CI)",
+    )
+    parser.add_argument(
+        "--theme",
+        default=None,
+        help="UI colours: dark (default), light, high-contrast, or a theme .yaml file",
     )
     parser.add_argument(
         "--trials",

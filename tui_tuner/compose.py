@@ -26,6 +26,8 @@ __all__ = ["CONFIG_NAME", "StudySetup", "default_study_dir", "prepare", "run_stu
 
 CONFIG_NAME = "config.yaml"
 OVERRIDES_NAME = "overrides.json"
+#: The search space as last edited in the TUI; `resume` prefers it to config.yaml's.
+SPACE_NAME = "search_space.yaml"
 CACHE = Path(os.environ.get("TUI_TUNER_CACHE", Path.home() / ".cache" / "tui-tuner"))
 
 
@@ -96,12 +98,14 @@ async def run_study(
     *,
     guidellm: str | None = None,
     on_orchestrator: Callable[[Orchestrator], None] = lambda _: None,
+    on_signal: Callable[[signal.Signals], None] | None = None,
 ) -> StudyOutcome:
     """Run the study with the real adapters until it finishes or a signal stops it.
 
     SIGINT, SIGTERM and SIGHUP (a dropped SSH session) stop it cleanly: the running trial is
     stopped and queued again, its server is stopped, and the study stays resumable. A second
-    signal cancels at once; the servers are still stopped on the way out.
+    signal cancels at once; the servers are still stopped on the way out. The TUI passes its own
+    ``on_signal`` so that it closes too.
     """
     from tui_tuner.adapters.gpu import NvmlGpus, wait_memory_released
     from tui_tuner.adapters.guidellm_bench import GuidellmBenchmarker
@@ -135,14 +139,14 @@ async def run_study(
     task = asyncio.ensure_future(orch.run())
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    def on_signal(sig: signal.Signals) -> None:
+    def stop_on(sig: signal.Signals) -> None:
         if orch.stopping:
             task.cancel()
         else:
             orch.stop(f"stopped by {sig.name}")
 
     for sig in signals:
-        loop.add_signal_handler(sig, on_signal, sig)
+        loop.add_signal_handler(sig, on_signal or stop_on, sig)
     try:
         return await task
     finally:

@@ -10,12 +10,14 @@ import asyncio
 import shlex
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 
 from tui_tuner.compose import (
     CONFIG_NAME,
+    SPACE_NAME,
     StudySetup,
     check_runnable,
     default_study_dir,
@@ -25,13 +27,20 @@ from tui_tuner.compose import (
 )
 from tui_tuner.core.commands import load_for, serve_command, server_argv
 from tui_tuner.core.config import StudyConfig
-from tui_tuner.core.config_load import load_config
+from tui_tuner.core.config_load import load_config, load_space
 from tui_tuner.core.errors import UserError
 from tui_tuner.core.events import Event
 from tui_tuner.report.console import ConsoleSink, JsonlSink
 from tui_tuner.report.summary import best_table, outcome_lines
 
-__all__ = ["DEMO_CONFIG", "resume_headless", "tune_headless", "validate"]
+__all__ = [
+    "DEMO_CONFIG",
+    "demo_setup",
+    "resume_setup",
+    "run_headless",
+    "tune_setup",
+    "validate",
+]
 
 DEMO_CONFIG = Path(__file__).parent / "demo-sim.yaml"
 
@@ -77,28 +86,17 @@ def run_headless(
     return 1 if failed else 0
 
 
-def tune_headless(
-    config_path: Path,
-    *,
-    study_dir: Path | None,
-    events_jsonl: Path | None,
-    guidellm: str | None,
-    overrides: Mapping[str, object] | None = None,
-) -> int:
+def tune_setup(config_path: Path, *, study_dir: Path | None,
+               overrides: Mapping[str, object] | None) -> StudySetup:  # fmt: skip
+    """The study a configuration file describes (created, or reopened if it exists)."""
     config = load_config(config_path, overrides)
-    setup = _setup(config, study_dir or default_study_dir(config.study.name), overrides)
-    return run_headless(setup, events_jsonl=events_jsonl, guidellm=guidellm)
+    return _setup(config, study_dir or default_study_dir(config.study.name), overrides)
 
 
-def resume_headless(
-    study_dir: Path,
-    *,
-    overrides: Mapping[str, object] | None,
-    events_jsonl: Path | None,
-    guidellm: str | None,
-) -> int:
+def resume_setup(study_dir: Path, *, overrides: Mapping[str, object] | None) -> StudySetup:
     """Continue a study from its directory: its kept configuration, with the command-line
-    settings it was started with (``--model``, ``--trials``...) and any given now on top."""
+    settings it was started with (``--model``, ``--trials``...) and any given now on top, and
+    the search space as last edited in the TUI."""
     kept = study_dir / CONFIG_NAME
     if not kept.is_file():
         raise UserError(
@@ -107,21 +105,16 @@ def resume_headless(
         )
     merged = {**saved_overrides(study_dir), **(overrides or {})}
     config = load_config(kept, merged)
-    setup = prepare(config, study_dir, None, merged)
-    return run_headless(setup, events_jsonl=events_jsonl, guidellm=guidellm)
+    edited = study_dir / SPACE_NAME
+    if edited.is_file():
+        config = replace(config, space=load_space(edited))
+    return prepare(config, study_dir, None, merged)
 
 
-def demo_headless(
-    *,
-    study_dir: Path | None,
-    overrides: Mapping[str, object] | None,
-    events_jsonl: Path | None,
-    guidellm: str | None,
-) -> int:
+def demo_setup(*, study_dir: Path | None, overrides: Mapping[str, object] | None) -> StudySetup:
     config = load_config(DEMO_CONFIG, overrides)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    setup = _setup(config, study_dir or default_study_dir(f"demo-{stamp}"), overrides)
-    return run_headless(setup, events_jsonl=events_jsonl, guidellm=guidellm)
+    return _setup(config, study_dir or default_study_dir(f"demo-{stamp}"), overrides)
 
 
 def validate(config_path: Path, *, dry_run: bool, overrides: Mapping[str, object] | None) -> int:

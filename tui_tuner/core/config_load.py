@@ -55,6 +55,7 @@ __all__ = [
     "ConfigError",
     "Problem",
     "load_config",
+    "load_space",
     "param_from_mapping",
     "parse_config",
     "parse_space",
@@ -83,6 +84,20 @@ def load_config(path: Path, overrides: Mapping[str, object] | None = None) -> St
     except OSError as err:
         raise ConfigError(path, [Problem(None, "", None, f"cannot read it: {err}")]) from None
     return parse_config(raw, path, overrides)
+
+
+def load_space(path: Path) -> SearchSpace:
+    """A search space saved on its own (the TUI editor's ``search_space.yaml``)."""
+    try:
+        data, lines = load_with_lines(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(path, [Problem(None, "", None, f"cannot read it: {err}")]) from None
+    except YamlSyntaxError as err:
+        raise ConfigError(path, [Problem(err.line, "", None, err.message)]) from None
+    try:
+        return parse_space(data, where="", lines=lines)
+    except ConfigError as err:
+        raise ConfigError(path, err.problems) from None
 
 
 def parse_config(

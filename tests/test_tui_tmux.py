@@ -1,0 +1,84 @@
+"""The real `tui-tuner demo` in a real terminal (tmux): prune and pause, then read the screen.
+
+Keys go in with `tmux send-keys`, the screen comes back with `tmux capture-pane`, exactly what a
+user over SSH sees. The simulated server and real GuideLLM run underneath.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
+]
+
+
+class Tmux:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def run(self, *args: str) -> str:
+        return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", self.name)
+
+    def keys(self, *keys: str) -> None:
+        self.run("send-keys", "-t", self.name, *keys)
+
+    def wait_for(self, check: Callable[[str], bool], timeout: float, what: str) -> str:
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if check(screen):
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}; the screen was:\n{screen}")
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    name = f"tui-tuner-test-{tmp_path.name}"
+    session = Tmux(name)
+    yield session
+    subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+
+
+def test_demo_in_tmux_prune_and_pause(tmux: Tmux, tmp_path: Path, guidellm_exe: Path) -> None:
+    study = tmp_path / "study"
+    done = tmp_path / "exit-code"
+    command = (
+        f"cd {ROOT} && TERM=xterm-256color {sys.executable} -m tui_tuner demo --trials 4 "
+        f"--study-dir {study} --guidellm {guidellm_exe}; echo $? > {done}; sleep 30"
+    )
+    tmux.run("new-session", "-d", "-s", tmux.name, "-x", "120", "-y", "36", command)
+    tmux.wait_for(lambda s: "demo-sim" in s and "SIMULATED" in s, 30, "the TUI to start")
+    tmux.wait_for(lambda s: "running: warmup" in s or "running: measuring" in s, 90,
+                  "trial 0 to reach its load")  # fmt: skip
+    tmux.keys("p")
+    tmux.wait_for(lambda s: "paused" in s, 10, "the paused state")
+    tmux.keys("x")
+    tmux.wait_for(lambda s: "Prune trial 0" in s, 10, "the prune confirmation")
+    tmux.keys("y")
+    screen = tmux.wait_for(lambda s: "pruned" in s, 30, "trial 0 pruned")
+    time.sleep(1.5)  # nothing else may start while paused
+    screen = tmux.screen()
+    assert "paused" in screen
+    assert "running:" not in screen  # paused after the pruned trial: no new trial started
+    assert "vLLM log" in screen and "GuideLLM" in screen
+    tmux.keys("q")
+    tmux.wait_for(lambda _: done.exists(), 60, "the TUI to exit")
+    assert done.read_text().strip() == "0"
+    after = tmux.screen()
+    assert "resume with: tui-tuner resume" in after

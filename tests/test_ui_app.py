@@ -1,0 +1,216 @@
+"""The TUI's keys and flows, driven with Textual's Pilot against the real engine and fake servers.
+
+The orchestrator, the study store (SQLite) and the trial runner are the real ones; only the
+server, the load generator and NVML are fakes (tests/fakes/engine.py), so every flow here is
+the one a user drives, minus the minutes a real trial takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from tests.fakes.engine import Fakes, make_config
+from tui_tuner.compose import StudySetup
+from tui_tuner.core.config import StudyConfig
+from tui_tuner.core.events import Event
+from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
+from tui_tuner.engine.study import StudyStore, default_storage_url
+from tui_tuner.engine.trial_runner import TrialRunner
+from tui_tuner.ui.app import TunerApp
+from tui_tuner.ui.screens.detail import TrialDetail
+from tui_tuner.ui.screens.dialogs import ConfirmPrune, HelpScreen
+from tui_tuner.ui.screens.editor import SpaceEditor
+from tui_tuner.ui.widgets.logs import LogPanel
+from tui_tuner.ui.widgets.trial_table import TrialTable
+
+SLOW = 7  # Fakes: a --max-num-seqs 7 trial measures for 60 s (long enough to act on)
+
+
+def make_app(tmp_path: Path, config: StudyConfig, fakes: Fakes) -> TunerApp:
+    store = StudyStore(config, default_storage_url(tmp_path))
+    setup = StudySetup(config, tmp_path, store)
+
+    async def engine(
+        setup: StudySetup, emit: Callable[[Event], None], attach: Callable[[Orchestrator], None]
+    ) -> StudyOutcome:
+        runner = TrialRunner(setup.config, setup.study_dir, fakes, fakes, fakes, emit)
+        orch = Orchestrator(setup.config, setup.store, runner, emit, study_dir=setup.study_dir)
+        attach(orch)
+        return await orch.run()
+
+    return TunerApp(setup, engine)
+
+
+async def until(pilot: Pilot[int], check: Callable[[], bool], timeout: float = 10) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, "condition not reached"
+        await pilot.pause(0.05)
+
+
+def slow_trial_measuring(app: TunerApp) -> Callable[[], bool]:
+    def check() -> bool:
+        run = app.model.running
+        return (
+            run is not None
+            and run.params.get("max_num_seqs") == SLOW
+            and run.phase
+            in (
+                "warmup",
+                "measuring",
+            )
+        )
+
+    return check
+
+
+def slow_config(tmp_path: Path, n_trials: int = 3) -> StudyConfig:
+    return make_config(tmp_path, [SLOW, 16], n_trials=n_trials)
+
+
+async def test_a_study_runs_to_the_end_and_the_screen_follows(tmp_path: Path) -> None:
+    app = make_app(tmp_path, make_config(tmp_path, [8, 16, 32]), Fakes())
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: app.outcome is not None)
+        await pilot.pause(0.3)  # one more tick of the 10 Hz redraw
+        table = app.query_one(TrialTable)
+        assert table.row_count == 4
+        header = str(app.query_one("#header").render())
+        assert "finished" in header and "trials 4/4" in header and "3,200 tok/s" in header
+        await pilot.press("q")
+    assert app.return_value == 0
+
+
+async def test_pause_resume_and_pause_now(tmp_path: Path) -> None:
+    fakes = Fakes()
+    app = make_app(tmp_path, slow_config(tmp_path), fakes)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, slow_trial_measuring(app))
+        slow = app.model.running
+        assert slow is not None
+        await pilot.press("p")
+        assert app.orchestrator is not None and app.orchestrator.paused
+        await pilot.pause(0.2)
+        assert "paused" in str(app.query_one("#header").render())
+        await pilot.press("p")
+        assert not app.orchestrator.paused
+        await pilot.press("P")  # stop the running trial now; it is queued again
+        await until(pilot, lambda: slow.number in app.model.records)
+        assert app.model.records[slow.number].note.startswith("interrupted")
+        assert app.orchestrator.paused
+        await pilot.press("q")
+
+
+async def test_prune_asks_first_and_cancel_keeps_the_trial(tmp_path: Path) -> None:
+    fakes = Fakes()
+    app = make_app(tmp_path, make_config(tmp_path, [SLOW], n_trials=2), fakes)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, slow_trial_measuring(app))
+        slow = app.model.running
+        assert slow is not None
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmPrune)
+        await pilot.press("n")
+        assert not isinstance(app.screen, ConfirmPrune)
+        await pilot.pause(0.3)
+        assert app.model.running is not None  # still running
+        await pilot.press("x")
+        await pilot.press("y")
+        await until(pilot, lambda: slow.number in app.model.records)
+        assert app.model.records[slow.number].state == "pruned"
+        assert fakes.stopped == 2  # the baseline's server and the pruned one
+        await until(pilot, lambda: app.outcome is not None)
+        await pilot.press("q")
+
+
+async def test_editor_applies_from_the_next_trial_and_is_saved(tmp_path: Path) -> None:
+    fakes = Fakes()
+    app = make_app(tmp_path, slow_config(tmp_path), fakes)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: app.orchestrator is not None)
+        await pilot.press("e")
+        assert isinstance(app.screen, SpaceEditor)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, SpaceEditor)
+        orch = app.orchestrator
+        assert orch is not None
+        before = orch.space
+        await pilot.press("e")
+        editor = app.screen
+        assert isinstance(editor, SpaceEditor)
+        param = before.params[0]
+        from dataclasses import replace
+
+        from tui_tuner.core.space import SearchSpace
+
+        editor.dismiss(SearchSpace((replace(param, options=(16, 32)),)))
+        await until(pilot, lambda: orch.space != before)
+        await until(pilot, lambda: (tmp_path / "search_space.yaml").exists())
+        assert "32" in (tmp_path / "search_space.yaml").read_text()
+        await pilot.press("q")
+
+
+async def test_export_detail_logs_help_and_palette(tmp_path: Path) -> None:
+    app = make_app(tmp_path, make_config(tmp_path, [8, 16]), Fakes())
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: app.outcome is not None)
+        await pilot.pause(0.3)
+        await pilot.press("s")
+        await until(pilot, lambda: (tmp_path / "best-serve.sh").exists())
+        assert "--max-num-seqs 16" in (tmp_path / "best-serve.sh").read_text()
+        assert (tmp_path / "best-vllm-config.yaml").exists()
+        await pilot.press("enter")
+        assert isinstance(app.screen, TrialDetail)
+        await pilot.press("escape")
+        await pilot.press("down", "l")
+        assert not app.query_one(LogPanel).following
+        await pilot.press("l")
+        assert app.query_one(LogPanel).following
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.2)
+        await pilot.press(*"Export", "enter")  # the palette reaches the actions too
+        await pilot.pause(0.2)
+        await pilot.press("q")
+
+
+async def test_quit_stops_cleanly_then_resume_finishes(tmp_path: Path) -> None:
+    fakes = Fakes()
+    config = slow_config(tmp_path, n_trials=3)
+    app = make_app(tmp_path, config, fakes)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, slow_trial_measuring(app))
+        await pilot.press("q")
+        await until(pilot, lambda: app.outcome is not None, timeout=15)
+    assert app.return_value == 0 or app.return_value is None
+    assert fakes.stopped == fakes.started_servers
+    records = StudyStore(config, default_storage_url(tmp_path)).records()
+    assert any(r.note.startswith("interrupted") for r in records)
+    # Resume: a new app on the same study, with fast servers this time.
+    fast = Fakes(slow=False)
+    again = make_app(tmp_path, config, fast)
+    async with again.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: again.outcome is not None, timeout=15)
+        await pilot.press("q")
+    done = StudyStore(config, default_storage_url(tmp_path)).records()
+    assert sum(r.state == "complete" for r in done) == 3
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 60)])
+async def test_fits_small_and_large_terminals(tmp_path: Path, size: tuple[int, int]) -> None:
+    app = make_app(tmp_path, make_config(tmp_path, [8, 16]), Fakes())
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: app.outcome is not None)
+        await pilot.pause(0.3)
+        narrow = size[0] < 110
+        assert app.screen.has_class("narrow") == narrow
+        assert app.query_one(TrialTable).size.height >= 4
+        await pilot.press("q")

@@ -1,0 +1,320 @@
+"""The terminal UI: one screen that shows a study live and steers it.
+
+Events come up from the engine into ``StudyModel`` (cheap: no widget work per event); a 10 Hz
+timer redraws only what changed, so a server logging 1,000 lines/s costs a few list appends and
+ten small repaints a second. Commands go down as plain method calls on the orchestrator, which
+only set flags. Storage, files and NVML are touched from worker threads, never from this loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.theme import Theme
+from textual.widgets import Footer, Static
+from textual.worker import Worker, WorkerState
+
+from tui_tuner.compose import StudySetup
+from tui_tuner.core.events import Event, Notice, StudyFinished
+from tui_tuner.core.space import SearchSpace
+from tui_tuner.core.trial import TrialRecord
+from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
+from tui_tuner.ui.header import header_text
+from tui_tuner.ui.model import StudyModel
+from tui_tuner.ui.screens.detail import TrialDetail
+from tui_tuner.ui.screens.dialogs import ConfirmPrune, HelpScreen
+from tui_tuner.ui.screens.editor import SpaceEditor
+from tui_tuner.ui.themes import load_theme, theme_names
+from tui_tuner.ui.widgets.gpu import GpuPanel
+from tui_tuner.ui.widgets.logs import LogPanel
+from tui_tuner.ui.widgets.pareto import ParetoPlot
+from tui_tuner.ui.widgets.trial_table import TrialTable
+
+__all__ = ["EngineRunner", "TunerApp"]
+
+EngineRunner = Callable[
+    [StudySetup, Callable[[Event], None], Callable[[Orchestrator], None]], Awaitable[StudyOutcome]
+]
+"""Runs the study: (setup, emit, attach) -> outcome; ``attach`` receives the orchestrator."""
+
+NARROW = 110  # below this many columns the Pareto plot gives its room to the table
+
+
+class TunerApp(App[int]):
+    CSS_PATH = "tuner.tcss"
+    TITLE = "tui-tuner"
+    BINDINGS = [
+        Binding("p", "toggle_pause", "Pause/Resume"),
+        Binding("P", "pause_now", "Pause now", show=False),
+        Binding("x", "prune", "Prune"),
+        Binding("e", "edit_space", "Edit space"),
+        Binding("s", "export", "Export best"),
+        Binding("enter", "detail", "Detail", show=False),
+        Binding("l", "switch_logs", "Logs"),
+        Binding("q", "quit_study", "Quit"),
+        Binding("question_mark", "help", "Help"),
+    ]
+
+    def __init__(
+        self, setup: StudySetup, run_engine: EngineRunner, *, theme: Theme | None = None
+    ) -> None:
+        super().__init__()
+        for name in theme_names():
+            self.register_theme(load_theme(name))
+        if theme is not None:
+            self.register_theme(theme)
+        self._theme_name = theme.name if theme is not None else "tui-tuner-dark"
+        self.setup = setup
+        self.run_engine = run_engine
+        self.model = StudyModel(setup.config)
+        self.orchestrator: Orchestrator | None = None
+        self.outcome: StudyOutcome | None = None
+        self.error: str | None = None
+        self._quitting = False
+
+    # -- layout ----------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="header")
+        with Horizontal(id="top"):
+            yield TrialTable(id="trials")
+            yield ParetoPlot(id="pareto")
+        with Horizontal(id="bottom"):
+            yield LogPanel(id="logs")
+            with Vertical(id="side"):
+                yield GpuPanel(id="gpu")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        self.theme = self._theme_name
+        self.query_one(TrialTable).focus()
+        self._load_existing()
+        self.set_interval(0.1, self._tick)
+        self.set_interval(1.0, self._sample_gpu)
+        self._drive_engine()
+
+    def on_resize(self) -> None:
+        self.screen.set_class(self.size.width < NARROW, "narrow")
+
+    # -- engine ----------------------------------------------------------------------------
+
+    @work(thread=True, group="load", exit_on_error=False)
+    def _load_existing(self) -> None:
+        records = self.setup.store.records()
+        self.call_from_thread(self.model.load, records)
+
+    @work(group="engine", exclusive=True, exit_on_error=False)
+    async def _drive_engine(self) -> None:
+        self.outcome = await self.run_engine(
+            self.setup, self.on_engine_event, self._attach_orchestrator
+        )
+
+    def _attach_orchestrator(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
+
+    def on_engine_event(self, event: Event) -> None:
+        """Called by the engine on this loop for every event; keep it cheap."""
+        self.model.apply(event)
+        if isinstance(event, Notice):
+            severity = {"info": "information", "warning": "warning", "error": "error"}
+            level = severity[event.level]
+            self.notify(event.text, severity=level, timeout=8)  # type: ignore[arg-type]
+        elif isinstance(event, StudyFinished):
+            self.notify(f"study finished: {event.reason}", timeout=15)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "engine":
+            return
+        if event.state == WorkerState.ERROR:
+            self.error = str(event.worker.error)
+            self.model.state, self.model.reason = "error", self.error
+            self.notify(self.error, title="the study stopped", severity="error", timeout=60)
+        if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+            self.model.finished_at = self.model.finished_at or time.monotonic()
+            if self._quitting:
+                self.exit(self._exit_code())
+
+    def _exit_code(self) -> int:
+        if self.error is not None:
+            return 2
+        if self.outcome is None:
+            return 130
+        return 1 if "failed in a row" in self.outcome.reason else 0
+
+    # -- drawing ---------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        self.query_one("#header", Static).update(header_text(self.model))
+        self.query_one(TrialTable).update_from(self.model)
+        self.query_one(ParetoPlot).update_from(self.model)
+        self.query_one(LogPanel).update_from(self.model)
+
+    def _sample_gpu(self) -> None:
+        self._gpu_worker()
+
+    @work(thread=True, group="gpu", exclusive=True, exit_on_error=False)
+    def _gpu_worker(self) -> None:
+        from tui_tuner.adapters.gpu import NvmlGpus
+
+        gpus = getattr(self, "_gpus", None)
+        if gpus is None:
+            gpus = self._gpus = NvmlGpus()
+        state = gpus.sample()
+        self.call_from_thread(self.query_one(GpuPanel).update_state, state)
+
+    # -- commands --------------------------------------------------------------------------
+
+    def _orch(self) -> Orchestrator | None:
+        if self.orchestrator is None or self.outcome is not None:
+            self.notify("the study is not running", severity="warning", timeout=3)
+            return None
+        return self.orchestrator
+
+    def action_toggle_pause(self) -> None:
+        if (orch := self._orch()) is None:
+            return
+        if orch.paused:
+            orch.resume()
+            self.notify("resumed", timeout=2)
+        else:
+            orch.pause()
+            self.notify("paused: the running trial finishes first (P stops it now)", timeout=4)
+
+    def action_pause_now(self) -> None:
+        if (orch := self._orch()) is not None:
+            orch.pause(now=True)
+            self.notify("paused; the running trial was stopped and runs again on resume")
+
+    def action_prune(self) -> None:
+        if (orch := self._orch()) is None:
+            return
+        running = self.model.running
+        if running is None:
+            self.notify("no trial is running", severity="warning", timeout=3)
+            return
+        number = running.number
+        what = "baseline" if running.baseline else _short(running.params)
+
+        def answer(yes: bool | None) -> None:
+            if yes and not orch.prune(number):
+                self.notify(f"trial {number} is no longer running", severity="warning")
+            elif yes:
+                self.notify(f"pruning trial {number}", timeout=3)
+
+        self.push_screen(ConfirmPrune(number, what), answer)
+
+    def action_edit_space(self) -> None:
+        if (orch := self._orch()) is None:
+            return
+        fixed = frozenset(self.setup.config.server.flags)
+
+        def apply(space: SearchSpace | None) -> None:
+            if space is None or space == orch.space:
+                return
+            orch.set_space(space)
+            self._save_space(space)
+            self.notify("search space changed: it applies from the next trial", timeout=5)
+
+        self.push_screen(SpaceEditor(orch.space, fixed), apply)
+
+    @work(thread=True, group="files", exit_on_error=False)
+    def _save_space(self, space: SearchSpace) -> None:
+        import yaml
+
+        from tui_tuner.core.space_dump import space_to_mapping
+
+        path = self.setup.study_dir / "search_space.yaml"
+        text = "# edited in the TUI; `resume` uses it instead of config.yaml's search_space\n"
+        path.write_text(text + yaml.safe_dump(space_to_mapping(space), sort_keys=False))
+        path.chmod(0o600)
+
+    def action_export(self) -> None:
+        self._export()
+
+    @work(thread=True, group="files", exit_on_error=False)
+    def _export(self) -> None:
+        from tui_tuner.report.export import export_best
+
+        done = export_best(self.setup.config, self.model.finished, self.setup.study_dir)
+        if done is None:
+            self.call_from_thread(self.notify, "no feasible measured trial to export yet",
+                                  severity="warning")  # fmt: skip
+            return
+        text = f"trial {done.trial} exported:\n{done.command_path}\n{done.config_path}"
+        self.call_from_thread(self.notify, text, title="export", timeout=12)
+
+    def action_detail(self) -> None:
+        number = self.query_one(TrialTable).selected_number()
+        if number is not None:
+            self._open_detail(number)
+
+    def on_trial_table_chosen(self, message: TrialTable.Chosen) -> None:
+        self._open_detail(message.number)
+
+    def _open_detail(self, number: int) -> None:
+        record = self.model.records.get(number)
+        run = self.model.running
+        if record is None and run is not None and run.number == number:
+            record = TrialRecord(
+                number, "running", run.params, run.baseline, command=run.command,
+                note=f"running: {run.phase}",
+            )  # fmt: skip
+        if record is not None:
+            self.push_screen(TrialDetail(record, self.model))
+
+    def action_switch_logs(self) -> None:
+        logs = self.query_one(LogPanel)
+        selected = self.query_one(TrialTable).selected_number()
+        running = self.model.running
+        other = selected is not None and (running is None or selected != running.number)
+        if logs.following and other:
+            logs.show_trial(selected, self.model)
+        else:
+            logs.show_trial(None, self.model)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def on_signal(self, sig: object) -> None:
+        """SIGTERM or SIGHUP (a dropped SSH session): stop cleanly and leave, as `q` does."""
+        self.action_quit_study()
+
+    def action_quit_study(self) -> None:
+        engine_done = self.outcome is not None or self.error is not None
+        if engine_done or self.orchestrator is None:
+            self.exit(self._exit_code())
+            return
+        if self._quitting:
+            self.notify("leaving now; the running trial's processes are stopped on the way out")
+            for worker in self.workers:
+                if worker.group == "engine":
+                    worker.cancel()
+            return
+        self._quitting = True
+        self.orchestrator.stop("quit by the user")
+        self.notify("stopping the running trial; the study stays resumable (q again: at once)")
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for title, help_text, action in (
+            ("Pause or resume", "pause after the running trial, or resume", "toggle_pause"),
+            ("Pause now", "stop the running trial; it runs again on resume", "pause_now"),
+            ("Prune the running trial", "stop it and record it as pruned", "prune"),
+            ("Edit the search space", "applies from the next trial", "edit_space"),
+            ("Export the best configuration", "vllm serve command and vLLM YAML", "export"),
+            ("Trial detail", "everything about the selected trial", "detail"),
+            ("Switch logs", "follow the running trial or show the selected one", "switch_logs"),
+            ("Quit", "stop cleanly; the study stays resumable", "quit_study"),
+        ):
+            yield SystemCommand(title, help_text, getattr(self, f"action_{action}"))
+
+
+def _short(params: dict[str, object]) -> str:
+    text = " ".join(f"{k}={v}" for k, v in params.items())
+    return text if len(text) < 60 else text[:57] + "..."

@@ -1,0 +1,66 @@
+"""Opening the TUI on a study, and what is printed when it closes."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from tui_tuner.compose import StudySetup, run_study
+from tui_tuner.core.events import Event
+from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
+from tui_tuner.report.console import JsonlSink
+from tui_tuner.report.summary import best_table, outcome_lines
+from tui_tuner.ui.app import TunerApp
+from tui_tuner.ui.themes import load_theme
+
+__all__ = ["run_tui"]
+
+
+def run_tui(
+    setup: StudySetup, *, guidellm: str | None, theme: str | None, events_jsonl: Path | None = None
+) -> int:
+    """Run the study under the TUI; on exit print the best trial(s) and the command to paste."""
+    from tui_tuner.adapters.guidellm_runner import find_guidellm
+
+    exe = str(find_guidellm(guidellm or setup.config.workload.guidellm))  # fail before the UI
+    chosen = load_theme(theme) if theme else None
+    app: TunerApp | None = None
+
+    async def engine(
+        setup: StudySetup, emit: Callable[[Event], None], attach: Callable[[Orchestrator], None]
+    ) -> StudyOutcome:
+        def on_signal(sig: signal.Signals) -> None:
+            assert app is not None
+            app.on_signal(sig)
+
+        if jsonl is not None:
+            ui_emit, write = emit, jsonl
+
+            def emit(event: Event) -> None:
+                ui_emit(event)
+                write(event)
+
+        return await run_study(
+            setup, emit, guidellm=exe, on_orchestrator=attach, on_signal=on_signal
+        )
+
+    jsonl = JsonlSink(events_jsonl) if events_jsonl else None
+    app = TunerApp(setup, engine, theme=chosen)
+    try:
+        code = app.run()
+    finally:
+        if jsonl is not None:
+            jsonl.close()
+    console = Console(highlight=False)
+    records = setup.store.records()
+    console.print(best_table(setup.config, records))
+    for line in outcome_lines(setup.config, records):
+        console.print(line, soft_wrap=True)
+    if app.error:
+        console.print(f"[red]the study stopped with an error:[/] {app.error}")
+    console.print(f"resume with: tui-tuner resume {shlex.quote(str(setup.study_dir))}")
+    return code if code is not None else 0

@@ -1,0 +1,317 @@
+"""The log panel: the vLLM server's log and GuideLLM's, tailed side by side (or stacked).
+
+A server can log thousands of lines a second, so the panel never sees lines one by one: the
+model keeps the newest lines of each log in a bounded buffer with a version counter, and the
+app's 10 Hz timer calls `LogPanel.update_from`, which hands each `Log` only the lines that
+arrived since the last call, in one `write_lines`. An idle tick is two dict look-ups and two
+integer comparisons, with no repaint. When more lines arrived between two ticks than the buffer
+keeps, the panel says so ("… N lines skipped") and where the full log is, instead of silently
+joining two distant parts of the log.
+
+`Log` rather than `RichLog`: the lines are plain text (no markup to parse or escape), and `Log`
+renders only the visible lines, each on demand, so its cost does not grow with the scroll-back.
+
+A finished trial whose lines the model no longer holds is read from its log file, last lines
+only, in a thread: a log of gigabytes must not stall the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import islice
+
+from textual.app import ComposeResult
+from textual.events import Resize
+from textual.widget import Widget
+from textual.widgets import Log
+
+from tui_tuner.ui.model import StudyModel
+
+__all__ = ["LOG_SCROLLBACK", "LogPanel", "read_tail"]
+
+#: Lines each `Log` keeps for scrolling back (the model's buffers keep as many).
+LOG_SCROLLBACK = 2000
+#: Panel width from which the two logs sit side by side (each then gets ~75 columns).
+SIDE_BY_SIDE_WIDTH = 150
+#: Bytes read per step when looking for the last lines of a log file.
+_BLOCK = 64 * 1024
+
+#: ANSI escape sequences (colour, cursor) and the control characters `Log` does not replace
+#: itself: written to the screen they would move the cursor or change colours under Textual.
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?|[\x15-\x1f\x7f]"
+)
+
+_SOURCES = (
+    # source, file name, title, what an absent file means
+    ("server", "server.log", "vLLM log", "(no server log: the trial did not start a server)"),
+    (
+        "guidellm",
+        "guidellm.log",
+        "GuideLLM",
+        "(no GuideLLM log: the trial did not get as far as the benchmark)",
+    ),
+)
+
+
+@dataclass
+class _Tail:
+    """Which lines of one source a `Log` already shows."""
+
+    source: str
+    file_name: str
+    title: str
+    missing: str
+    log: Log
+    #: The buffer's `version` when its lines were last copied.
+    version: int = 0
+    #: "buffer" (copy new lines from the model), "file" (read once), "" (nothing shown).
+    mode: str = ""
+
+
+class LogPanel(Widget):
+    """Two log tails for one trial: the running one by default, or a finished one on request.
+
+    `update_from(model)` (10 Hz) follows the running trial: it appends new lines and, when a
+    new trial starts, clears and follows that one. `show_trial(n, model)` pins trial `n`;
+    `show_trial(None, model)` goes back to following. Each `Log` keeps scrolling to the newest
+    line unless the user has scrolled up (Textual's `auto_scroll` checks for that).
+    """
+
+    DEFAULT_CSS = """
+    LogPanel {
+        layout: vertical;
+        height: 1fr;
+    }
+    LogPanel.-side-by-side {
+        layout: horizontal;
+    }
+    LogPanel > Log {
+        height: 1fr;
+        width: 1fr;
+        border: round $panel-lighten-2;
+        border-title-color: $foreground;
+        scrollbar-size-vertical: 1;
+    }
+    LogPanel > Log:focus {
+        border: round $accent;
+    }
+    """
+
+    def __init__(
+        self,
+        *,
+        scrollback: int = LOG_SCROLLBACK,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self._scrollback = scrollback
+        self._following = True
+        self._trial: int | None = None
+        self._running = False
+        self._titles: tuple[int | None, bool, bool] | None = None
+        #: Bumped whenever the shown trial changes, so a late file read is dropped.
+        self._generation = 0
+        self._tails: list[_Tail] = [
+            _Tail(
+                source,
+                file_name,
+                title,
+                missing,
+                Log(max_lines=scrollback, auto_scroll=True, id=f"{source}-log"),
+            )
+            for source, file_name, title, missing in _SOURCES
+        ]
+
+    def compose(self) -> ComposeResult:
+        for tail in self._tails:
+            yield tail.log
+
+    def on_mount(self) -> None:
+        self._set_titles()
+
+    def on_resize(self, event: Resize) -> None:
+        self.set_class(event.size.width >= SIDE_BY_SIDE_WIDTH, "-side-by-side")
+
+    # -- public API -------------------------------------------------------------------------
+
+    @property
+    def following(self) -> bool:
+        """Whether the panel follows the running trial (and jumps to each new one)."""
+        return self._following
+
+    @property
+    def shown_trial(self) -> int | None:
+        """The trial whose logs are on screen; None before the first trial starts."""
+        return self._trial
+
+    @property
+    def server_log(self) -> Log:
+        return self._tails[0].log
+
+    @property
+    def guidellm_log(self) -> Log:
+        return self._tails[1].log
+
+    def update_from(self, model: StudyModel) -> None:
+        """Copy the lines that arrived since the last call; cheap (no repaint) if none did."""
+        running = model.running
+        if self._following and running is not None and running.number != self._trial:
+            self._switch(running.number)
+            for tail in self._tails:
+                tail.mode = "buffer"
+        self._running = running is not None and running.number == self._trial
+        self._set_titles()
+        if self._trial is None:
+            return
+        for tail in self._tails:
+            if tail.mode == "buffer":
+                self._pull(tail, model)
+
+    def show_trial(self, number: int | None, model: StudyModel) -> None:
+        """None: follow the running trial. A number: show that trial's logs and stay on it.
+
+        Its lines come from the model's buffers while it has them (the running trial's keep
+        arriving); otherwise the last `scrollback` lines are read from its files in a thread.
+        """
+        if number is None:
+            self._following = True
+            self._trial = None  # update_from starts the running trial afresh
+            self._switch(None)
+            self.update_from(model)
+            return
+        self._following = False
+        self._switch(number)
+        running = model.running
+        self._running = running is not None and running.number == number
+        record = model.records.get(number)
+        for tail in self._tails:
+            if self._running or (number, tail.source) in model.logs:
+                tail.mode = "buffer"
+                continue
+            tail.mode = "file"
+            path = record.files.get(tail.file_name) if record is not None else None
+            if path is None and record is None:
+                tail.log.write_line(f"(trial {number} is not known yet)")
+            elif path is None:
+                tail.log.write_line(tail.missing)
+            else:
+                self._read_file(tail, path, self._generation)
+        self._set_titles()
+        self.update_from(model)
+
+    # -- following ----------------------------------------------------------------------------
+
+    def _switch(self, number: int | None) -> None:
+        self._generation += 1
+        self._trial = number
+        for tail in self._tails:
+            tail.log.clear()
+            tail.version = 0
+            tail.mode = ""
+
+    def _pull(self, tail: _Tail, model: StudyModel) -> None:
+        assert self._trial is not None
+        buffer = model.logs.get((self._trial, tail.source))
+        if buffer is None or buffer.version == tail.version:
+            return
+        if buffer.version < tail.version:  # the buffer was dropped and started again
+            tail.log.clear()
+            tail.version = 0
+        arrived = buffer.version - tail.version
+        kept = len(buffer.lines)
+        lines: list[str] = []
+        if arrived > kept:
+            # Keep room for the marker, or the scroll-back limit would prune it at once.
+            shown = min(kept, self._scrollback - 1)
+            path = self._path(model, tail)
+            lines.append(f"… {arrived - shown} lines skipped; full log in {path}")
+            arrived = shown
+        newest = list(islice(reversed(buffer.lines), arrived))
+        newest.reverse()
+        lines.extend(newest)
+        tail.version = buffer.version
+        if lines:
+            tail.log.write_lines(_clean(lines))
+
+    def _path(self, model: StudyModel, tail: _Tail) -> str:
+        assert self._trial is not None
+        record = model.records.get(self._trial)
+        if record is not None and tail.file_name in record.files:
+            return record.files[tail.file_name]
+        running = model.running
+        if running is not None and running.number == self._trial:
+            return os.path.join(running.trial_dir, tail.file_name)
+        return f"the trial's {tail.file_name}"
+
+    def _set_titles(self) -> None:
+        key = (self._trial, self._running, self._following)
+        if key == self._titles:
+            return
+        self._titles = key
+        for tail in self._tails:
+            if self._trial is None:
+                tail.log.border_title = f"{tail.title} · waiting for a trial"
+                continue
+            title = f"{tail.title} · trial {self._trial}"
+            if tail.source == "server" and self._running:
+                title += " (running)"
+            if not self._following:
+                title += " · pinned (l: follow)"
+            tail.log.border_title = title
+
+    # -- files --------------------------------------------------------------------------------
+
+    def _read_file(self, tail: _Tail, path: str, generation: int) -> None:
+        async def load() -> None:
+            found = await asyncio.to_thread(read_tail, path, self._scrollback)
+            if generation != self._generation:
+                return  # the user moved on to another trial meanwhile
+            if found is None:
+                lines = [tail.missing]
+            else:
+                lines, truncated = found
+                if truncated:
+                    lines = [f"… earlier lines not shown; full log in {path}", *lines[1:]]
+            tail.log.write_lines(_clean(lines))
+
+        self.run_worker(load(), group=f"log-file-{tail.source}", exclusive=True)
+
+
+def read_tail(path: str, count: int) -> tuple[list[str], bool] | None:
+    """The last `count` lines of a text file and whether earlier lines were left out; None if
+    the file does not exist.
+
+    Reads backwards in blocks, so the cost is that of the lines returned, not of the file.
+    An unreadable file gives one line saying why (not an exception: this runs in a worker and
+    the answer is for a person reading the panel).
+    """
+    try:
+        with open(path, "rb") as file:
+            end = file.seek(0, os.SEEK_END)
+            position, data = end, b""
+            while position > 0 and data.count(b"\n") <= count:
+                step = min(_BLOCK, position)
+                position -= step
+                file.seek(position)
+                data = file.read(step) + data
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return [f"(cannot read {path}: {err.strerror or err})"], False
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    truncated = position > 0 or len(lines) > count
+    if position > 0 and lines:
+        lines = lines[1:]  # the first line read is probably cut in the middle
+    return lines[-count:] if count > 0 else [], truncated
+
+
+def _clean(lines: Iterable[str]) -> list[str]:
+    """Lines safe to print: escape sequences removed (searched for first: most lines have none)."""
+    return [_CONTROL.sub("", line) if _CONTROL.search(line) else line for line in lines]

@@ -1,0 +1,146 @@
+"""The trial table: one row per trial, updated in place as trials start, move and finish.
+
+Only rows the model reports as changed are touched (``update_cell``/``add_row``), so a study of
+1,000 trials costs nothing per frame and rows never flicker. Sorting is by trial number unless
+the user picks a column (``o`` cycles the sort column, clicking a header sorts by it).
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable
+
+from tui_tuner.core.trial import TrialRecord
+from tui_tuner.ui.model import StudyModel
+
+__all__ = ["TrialTable"]
+
+COLUMNS = ("#", "state", "tok/s", "p95 ms", "TTFT95 ms", "gain", "parameters")
+_STATE_STYLE = {
+    "running": "bold cyan",
+    "complete": "green",
+    "pruned": "yellow",
+    "infeasible": "magenta",
+    "interrupted": "dim",
+}
+
+
+def _num(value: float | None, fmt: str) -> Text:
+    return Text("-" if value is None else format(value, fmt), justify="right")
+
+
+def _params(params: dict[str, object] | object, baseline: bool) -> str:
+    if baseline:
+        return "vLLM defaults (baseline)"
+    assert isinstance(params, dict)
+    return " ".join(f"{k.removeprefix('workload.')}={v}" for k, v in params.items()) or "-"
+
+
+class TrialTable(DataTable[Text | str]):
+    """Rows keyed by trial number. ``Chosen`` is posted when the user opens a trial (enter)."""
+
+    BINDINGS = [Binding("o", "cycle_sort", "Sort", show=False)]
+
+    class Chosen(Message):
+        def __init__(self, number: int) -> None:
+            super().__init__()
+            self.number = number
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
+        self._sort_column = 0
+        self._best: set[int] = set()
+
+    def on_mount(self) -> None:
+        for i, name in enumerate(COLUMNS):
+            self.add_column(name, key=str(i))
+
+    def update_from(self, model: StudyModel) -> None:
+        changed = model.take_changed()
+        best = {r.number for r in model.best()}
+        changed |= best ^ self._best  # the star moves
+        self._best = best
+        if not changed:
+            return
+        running = model.running
+        for number in sorted(changed):
+            if running is not None and running.number == number and number not in model.records:
+                cells = self._running_cells(model)
+            elif number in model.records:
+                cells = self._record_cells(model, model.records[number], number in best)
+            else:
+                continue
+            key = str(number)
+            if key in self.rows:
+                for i, cell in enumerate(cells):
+                    self.update_cell(key, str(i), cell, update_width=True)
+            else:
+                self.add_row(*cells, key=key)
+        if self._sort_column != 0 or len(changed) > 1:
+            self._sort()
+
+    def _running_cells(self, model: StudyModel) -> list[Text | str]:
+        run = model.running
+        assert run is not None
+        state = f"running: {run.phase}"
+        tok = run.output_tok_s if run.output_tok_s else None
+        return [
+            Text(str(run.number), justify="right"),
+            Text(state, style=_STATE_STYLE["running"]),
+            _num(tok, ",.0f"),
+            _num(None, ""),
+            _num(None, ""),
+            Text(""),
+            _params(run.params, run.baseline),
+        ]
+
+    def _record_cells(self, model: StudyModel, r: TrialRecord, best: bool) -> list[Text | str]:
+        label = "interrupted" if r.note.startswith("interrupted") else r.label
+        if r.duplicate_of is not None:
+            label = f"= #{r.duplicate_of}"
+        style = "red" if label.startswith("failed") else _STATE_STYLE.get(label, "")
+        m = r.measurement if r.state == "complete" else None
+        gain = model.gain(r) if m is not None and not r.baseline else None
+        marker = "★" if best else ("B" if r.baseline else "")
+        return [
+            Text(f"{marker}{r.number}", justify="right", style="bold" if best else ""),
+            Text(label, style=style),
+            _num(m.output_tok_s if m else None, ",.0f"),
+            _num(m.request_latency_p95_ms if m else None, ",.0f"),
+            _num(m.ttft_p95_ms if m else None, ",.0f"),
+            Text("-" if gain is None else f"{gain.output_tok_s_pct:+.0f}%", justify="right"),
+            _params(dict(r.params), r.baseline),
+        ]
+
+    def _sort(self) -> None:
+        def key(cell: object) -> tuple[float, str]:
+            text = cell.plain if isinstance(cell, Text) else str(cell)
+            digits = text.lstrip("★B=# ").replace(",", "").rstrip("%")
+            try:
+                return (float(digits), "")
+            except ValueError:
+                return (float("inf"), text)
+
+        reverse = self._sort_column in (2, 5)  # throughput and gain: best first
+        self.sort(str(self._sort_column), key=key, reverse=reverse)
+
+    def action_cycle_sort(self) -> None:
+        self._sort_column = (self._sort_column + 1) % (len(COLUMNS) - 1)
+        self._sort()
+        self.notify(f"sorted by {COLUMNS[self._sort_column]}", timeout=1.5)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        self._sort_column = int(str(event.column_key.value))
+        self._sort()
+
+    def selected_number(self) -> int | None:
+        if self.row_count == 0:
+            return None
+        key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        return None if key is None else int(key)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.post_message(self.Chosen(int(event.row_key.value)))
