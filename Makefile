@@ -11,7 +11,7 @@ STAMP := $(VENV)/.tui-tuner-installed
 GUIDELLM_STAMP := $(GUIDELLM_VENV)/.tui-tuner-ok
 export TUI_TUNER_GUIDELLM := $(GUIDELLM)
 
-.PHONY: help install guidellm demo test test-fast lint typecheck check bench clean
+.PHONY: help install guidellm demo test test-fast lint typecheck check bench snapshots clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,8 +33,8 @@ $(GUIDELLM_STAMP):
 
 guidellm: $(GUIDELLM_STAMP) ## install GuideLLM 0.8.1 into its own cached venv
 
-demo: $(STAMP) $(GUIDELLM_STAMP) ## the main job: a short study on the simulated vLLM server, no GPU
-	$(VENV)/bin/tui-tuner demo --headless
+demo: $(STAMP) $(GUIDELLM_STAMP) ## the main job: the TUI on a short study of the simulated vLLM server, no GPU
+	$(VENV)/bin/tui-tuner demo
 
 test: $(STAMP) $(GUIDELLM_STAMP) ## every test, the slow real-GuideLLM ones included
 	$(VENV)/bin/python -m pytest -q
@@ -51,8 +51,13 @@ typecheck: $(STAMP) ## mypy --strict over the package
 
 check: lint typecheck test ## everything CI should agree with
 
-bench: $(STAMP) ## the simulator fidelity benchmark (128 streams; about a minute)
+bench: $(STAMP) $(GUIDELLM_STAMP) ## the benchmarks: simulator fidelity, per-trial overhead, UI cost
 	$(VENV)/bin/python bench/sim_fidelity.py
+	$(VENV)/bin/python bench/trial_overhead.py --trials 4
+	$(VENV)/bin/python bench/ui_cost.py
+
+snapshots: $(STAMP) ## rewrite the UI snapshots after a deliberate layout change (then look at them)
+	$(VENV)/bin/python -m pytest -q tests/test_ui_snapshots.py --snapshot-update
 
 clean: ## remove .venv and caches (keeps the cached GuideLLM venv)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

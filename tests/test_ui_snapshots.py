@@ -1,0 +1,95 @@
+"""What the screen looks like at 80x24 and 160x48, compared with stored SVG snapshots.
+
+A scripted engine replays a fixed study (no clock, no processes), so the pictures are the same
+on every run. After a deliberate change of the layout, look at the new pictures and update them
+with `make snapshots` (pytest --snapshot-update on this file).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.engine import make_config, measurement
+from tui_tuner.compose import StudySetup
+from tui_tuner.core.events import (
+    Event,
+    LogLine,
+    StudyFinished,
+    StudyStarted,
+    TrialFinished,
+    TrialStarted,
+)
+from tui_tuner.core.trial import TrialRecord
+from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
+from tui_tuner.engine.study import StudyStore, default_storage_url
+from tui_tuner.ui.app import TunerApp
+
+TIMINGS = {"launching": 2.5, "ready": 0.1, "warmup": 4.0, "measuring": 8.0, "teardown": 0.2,
+           "total": 15.0}  # fmt: skip
+
+
+def scripted_records() -> list[TrialRecord]:
+    def done(n: int, params: dict[str, object], tok_s: float, p95: float, **kw: Any) -> TrialRecord:
+        m = measurement(tok_s, p95_ms=p95, ttft_p95_ms=p95 / 5)
+        return TrialRecord(n, "complete", params, measurement=m, timings=TIMINGS, **kw)
+
+    failure = {"class": "oom_startup", "message": "CUDA out of memory", "exit_code": 1,
+               "tail": ["torch.OutOfMemoryError: CUDA out of memory"], "phase": "startup"}  # fmt: skip
+    return [
+        done(0, {}, 2400.0, 900.0, baseline=True),
+        done(1, {"max_num_seqs": 64, "gpu_memory_utilization": 0.9}, 3100.0, 820.0),
+        TrialRecord(2, "failed", {"max_num_seqs": 512, "gpu_memory_utilization": 0.95},
+                    failure=failure, timings={"launching": 3.0, "total": 3.2}),  # fmt: skip
+        done(3, {"max_num_seqs": 128, "gpu_memory_utilization": 0.85}, 3500.0, 1100.0),
+        done(4, {"max_num_seqs": 16, "gpu_memory_utilization": 0.9}, 1200.0, 1900.0,
+             constraints={"p95_ttft_ms": 30.0}),  # fmt: skip
+    ]
+
+
+def scripted_app(tmp_path: Path) -> TunerApp:
+    config = make_config(tmp_path, [16, 64, 128, 512], n_trials=5)
+    setup = StudySetup(config, tmp_path, StudyStore(config, default_storage_url(tmp_path)))
+
+    async def engine(
+        setup: StudySetup, emit: Callable[[Event], None], attach: Callable[[Orchestrator], None]
+    ) -> StudyOutcome:
+        emit(StudyStarted("t", "throughput", "sqlite:///study.db", str(tmp_path), 5, None, True, 0))
+        records = scripted_records()
+        for r in records:
+            emit(TrialStarted(r.number, r.params, r.baseline, ("vllm", "serve", "m"), "d"))
+            for i in range(3):
+                emit(LogLine(r.number, "server", f"INFO trial {r.number} server line {i}"))
+                emit(LogLine(r.number, "guidellm", f"guidellm trial {r.number} line {i}"))
+            emit(TrialFinished(r))
+        emit(StudyFinished("budget reached: 5 of 5 trials", False))
+        return StudyOutcome("budget reached: 5 of 5 trials", False, records)
+
+    return TunerApp(setup, engine)
+
+
+async def _settle(pilot: Any) -> None:
+    app = pilot.app
+    for _ in range(100):
+        if app.outcome is not None:
+            break
+        await pilot.pause(0.05)
+    await pilot.pause(0.5)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+def test_screen(snap_compare: Any, tmp_path: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(scripted_app(tmp_path), terminal_size=size, run_before=_settle)
+
+
+def test_detail_screen(snap_compare: Any, tmp_path: Path) -> None:
+    async def open_failed_trial(pilot: Any) -> None:
+        await _settle(pilot)
+        await pilot.press("down", "down", "enter")
+        await pilot.pause(0.3)
+
+    app = scripted_app(tmp_path)
+    assert snap_compare(app, terminal_size=(100, 40), run_before=open_failed_trial)
