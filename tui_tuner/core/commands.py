@@ -15,7 +15,14 @@ from tui_tuner.core.config import ServerSettings, WorkloadSettings
 from tui_tuner.core.space import flag_args
 from tui_tuner.core.vllm_flags import lookup
 
-__all__ = ["load_for", "redact", "serve_command", "server_argv", "vllm_flag_args"]
+__all__ = [
+    "load_for",
+    "redact",
+    "serve_command",
+    "server_argv",
+    "vllm_flag_args",
+    "without_sim_options",
+]
 
 API_KEY_FLAG = "--api-key"
 
@@ -59,7 +66,7 @@ def redact(argv: list[str]) -> list[str]:
     return out
 
 
-def _without_sim_options(args: tuple[str, ...]) -> list[str]:
+def without_sim_options(args: tuple[str, ...]) -> list[str]:
     out: list[str] = []
     skip_value = False
     for arg in args:
@@ -77,7 +84,7 @@ def _without_sim_options(args: tuple[str, ...]) -> list[str]:
 def serve_command(server: ServerSettings, params: Mapping[str, object]) -> str:
     """The `vllm serve` command to paste, for a real server, whatever ran the study."""
     argv = ["vllm", "serve", server.model, *vllm_flag_args(server, params)]
-    argv += _without_sim_options(server.extra_args)
+    argv += without_sim_options(server.extra_args)
     return shlex.join(argv)
 
 

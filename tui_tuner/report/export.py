@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from tui_tuner.core.commands import _without_sim_options, serve_command
+from tui_tuner.core.commands import serve_command, without_sim_options
 from tui_tuner.core.config import ServerSettings, StudyConfig
 from tui_tuner.core.objectives import best_trials
 from tui_tuner.core.trial import TrialRecord
@@ -181,7 +181,7 @@ def _config_file(server: ServerSettings, header: list[str], params: Mapping[str,
         "flag set to true (disable-prefix-caching: true, no-enforce-eager: true): vLLM reads",
         "`key: false` as --no-key only where that option exists, and older releases ignore it.",
     ]
-    extra = _without_sim_options(server.extra_args)
+    extra = without_sim_options(server.extra_args)
     if extra:
         notes.append(f"Not in this file, pass on the command line: {shlex.join(extra)}")
     lines = [f"# {line}" for line in [*header, *(_one_line(n) for n in notes)]]

@@ -83,7 +83,7 @@ class ParamRow(Vertical):
     """
 
     DEFAULT_CSS = """
-    ParamRow { height: auto; margin-bottom: 0; }
+    ParamRow { height: auto; }
     ParamRow > .line { height: 1; }
     ParamRow .enabled { width: 34; }
     ParamRow Input { width: 10; margin-left: 1; }
@@ -137,7 +137,7 @@ class ParamRow(Vertical):
                 yield Static("true and false are both tried", classes="fixed-kind")
             if self.added:
                 yield Button("drop", compact=True, classes="remove")
-        yield Static("", classes="status")
+        yield Static("", markup=False, classes="status")
 
     def on_mount(self) -> None:
         self.check()
@@ -262,6 +262,7 @@ class SpaceEditor(ModalScreen[SearchSpace | None]):
         super().__init__()
         self.space = space
         self.fixed = fixed
+        self._rows_limit = 0
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog") as dialog:
@@ -279,14 +280,13 @@ class SpaceEditor(ModalScreen[SearchSpace | None]):
                         id="add-name",
                     )
                     yield Button("Add", compact=True, id="add-button")
-                yield Static("", id="add-error")
+                yield Static("", markup=False, id="add-error")
                 with Horizontal(id="footer"):
-                    yield Static("", id="summary")
+                    yield Static("", markup=False, id="summary")
                     yield Button("Apply", "primary", compact=True, id="apply")
                     yield Button("Cancel", compact=True, id="cancel")
 
     def on_mount(self) -> None:
-        self._rows_limit = 0
         self.screen_layout_refresh_signal.subscribe(self, lambda _: self._fit())
 
     def _fit(self) -> None:

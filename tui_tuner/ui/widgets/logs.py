@@ -26,12 +26,15 @@ from itertools import islice
 
 from textual.app import ComposeResult
 from textual.events import Resize
+from textual.geometry import Size
+from textual.reactive import Reactive
 from textual.widget import Widget
 from textual.widgets import Log
+from typing_extensions import Self
 
 from tui_tuner.ui.model import StudyModel
 
-__all__ = ["LOG_SCROLLBACK", "LogPanel", "read_tail"]
+__all__ = ["LOG_SCROLLBACK", "LogPanel", "TailLog", "read_tail"]
 
 #: Lines each `Log` keeps for scrolling back (the model's buffers keep as many).
 LOG_SCROLLBACK = 2000
@@ -56,6 +59,46 @@ _SOURCES = (
         "(no GuideLLM log: the trial did not get as far as the benchmark)",
     ),
 )
+
+
+class TailLog(Log):
+    """`Log` whose growth repaints only itself.
+
+    Textual's `Widget.virtual_size` is a layout reactive: every change, so every write while
+    the log is shorter than its scroll-back, makes the whole screen lay out and repaint. At
+    a server's usual few lines a second that is a full-screen repaint at each tick (measured
+    by bench/ui_cost.py: 31% of a core at 100 lines/s, against 14% once the log was full).
+    A log's size on screen never depends on how many lines it holds, so here the virtual size
+    only moves the scroll range and the scrollbars, as the layout pass would have done.
+    """
+
+    virtual_size: Reactive[Size] = Reactive(Size(0, 0), layout=False)
+
+    def write_lines(self, lines: Iterable[str], scroll_end: bool | None = None) -> Self:
+        """`Log.write_lines`, plus a repaint when the scroll-back limit dropped old lines.
+
+        Once `Log` holds `max_lines`, new lines push old ones out at the top while the scroll
+        offset (already at the end) stays put, so `Log` neither scrolls nor refreshes the
+        visible rows, and the screen freezes on stale lines (Textual 8.2.8).
+        """
+        new = list(lines)
+        limit = self.max_lines
+        dropping = limit is not None and len(self.lines) + len(new) > limit
+        super().write_lines(new, scroll_end)
+        if dropping:
+            self.refresh()
+        return self
+
+    def watch_virtual_size(self, size: Size) -> None:
+        width, height = self.container_size
+        if self.show_vertical_scrollbar:
+            bar = self.vertical_scrollbar
+            bar.window_virtual_size = size.height
+            bar.window_size = height - self.scrollbar_size_horizontal
+        if self.show_horizontal_scrollbar:
+            hbar = self.horizontal_scrollbar
+            hbar.window_virtual_size = size.width
+            hbar.window_size = width - self.scrollbar_size_vertical
 
 
 @dataclass
@@ -124,7 +167,7 @@ class LogPanel(Widget):
                 file_name,
                 title,
                 missing,
-                Log(max_lines=scrollback, auto_scroll=True, id=f"{source}-log"),
+                TailLog(max_lines=scrollback, auto_scroll=True, id=f"{source}-log"),
             )
             for source, file_name, title, missing in _SOURCES
         ]
