@@ -8,8 +8,10 @@ only set flags. Storage, files and NVML are touched from worker threads, never f
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
@@ -21,6 +23,11 @@ from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
 from tui_tuner.compose import StudySetup
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from tui_tuner.adapters.metrics import MetricsPoller
 from tui_tuner.core.events import Event, Notice, StudyFinished
 from tui_tuner.core.space import SearchSpace
 from tui_tuner.core.trial import TrialRecord
@@ -77,6 +84,8 @@ class TunerApp(App[int]):
         self.outcome: StudyOutcome | None = None
         self.error: str | None = None
         self._quitting = False
+        self._session: aiohttp.ClientSession | None = None
+        self._poller: MetricsPoller | None = None
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -157,6 +166,37 @@ class TunerApp(App[int]):
 
     def _sample_gpu(self) -> None:
         self._gpu_worker()
+        self._server_figures_worker()
+
+    @work(group="metrics", exclusive=True, exit_on_error=False)
+    async def _server_figures_worker(self) -> None:
+        """The running server's own figures from its /metrics (the simulated server's KV cache,
+        queue and tok/s stand in for the GPU it simulates)."""
+        import aiohttp
+
+        from tui_tuner.adapters.metrics import MetricsPoller, ScrapeError, base_url_from_command
+
+        run = self.model.running
+        panel = self.query_one(GpuPanel)
+        if run is None or run.phase in ("launching", "teardown"):
+            self._poller = None
+            if panel.figures is not None:
+                panel.update_sim(None)
+            return
+        url = base_url_from_command(run.command)
+        if url is None:
+            return
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1))
+        poller = self._poller
+        if poller is None or poller.base_url != url:
+            poller = self._poller = MetricsPoller(url, self._session)
+        with contextlib.suppress(ScrapeError, aiohttp.ClientError, OSError, TimeoutError):
+            panel.update_sim(await poller.poll())
+
+    async def on_unmount(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
     @work(thread=True, group="gpu", exclusive=True, exit_on_error=False)
     def _gpu_worker(self) -> None:
