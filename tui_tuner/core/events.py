@@ -46,6 +46,8 @@ class StudyStarted:
     finished_before: int
     #: Numbers of trials that a dead run left running and that were failed and queued again.
     repaired: tuple[int, ...] = ()
+    #: The trials the study already had (a resumed study), so a display can show them at once.
+    trials: tuple[TrialRecord, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -171,6 +171,7 @@ class Orchestrator:
                 simulated=cfg.server.simulated,
                 finished_before=await self._io(self.store.counted),
                 repaired=tuple(repaired),
+                trials=tuple(r for r in records if r.state not in ("waiting", "running")),
             )
         )
         for number in repaired:

@@ -158,7 +158,7 @@ class StudyStore:
                 f"configuration's objective {kind!r} needs {directions(kind)}. "
                 "Use another study name."
             )
-        if not self.study.trials:
+        if self._is_new():
             with warnings.catch_warnings():  # experimental since 3.2, and still the only way
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.study.set_metric_names(metric_names(kind))
@@ -166,6 +166,15 @@ class StudyStore:
                 self.study.enqueue_trial({}, user_attrs={"baseline": True})
         self._worker = {"host": socket.gethostname(), "pid": os.getpid()}
         self._live: dict[int, optuna.Trial] = {}
+
+    def _is_new(self) -> bool:
+        """No trial yet; asks for trial 0 alone (counting would load every trial)."""
+        study_id = self.storage.get_study_id_from_name(self.config.study.name)
+        try:
+            self.storage.get_trial_id_from_study_id_trial_number(study_id, 0)
+        except KeyError:
+            return True
+        return False
 
     # -- the trial loop ------------------------------------------------------------------------
 

@@ -103,7 +103,6 @@ class TunerApp(App[int]):
     async def on_mount(self) -> None:
         self.theme = self._theme_name
         self.query_one(TrialTable).focus()
-        self._load_existing()
         self.set_interval(0.1, self._tick)
         self.set_interval(1.0, self._sample_gpu)
         self._drive_engine()
@@ -112,11 +111,6 @@ class TunerApp(App[int]):
         self.screen.set_class(self.size.width < NARROW, "narrow")
 
     # -- engine ----------------------------------------------------------------------------
-
-    @work(thread=True, group="load", exit_on_error=False)
-    def _load_existing(self) -> None:
-        records = self.setup.store.records()
-        self.call_from_thread(self.model.load, records)
 
     @work(group="engine", exclusive=True, exit_on_error=False)
     async def _drive_engine(self) -> None:

@@ -87,6 +87,8 @@ class StudyModel:
     version: int = 0
     #: Trial numbers whose row changed since the table last asked (see ``take_changed``).
     _changed: set[int] = field(default_factory=set)
+    _best_cache: tuple[int, list[TrialRecord]] | None = None
+    _baseline_cache: tuple[int, TrialRecord | None] | None = None
 
     # -- input -----------------------------------------------------------------------------
 
@@ -106,6 +108,7 @@ class StudyModel:
         if isinstance(event, StudyStarted):
             self.state, self.storage, self.study_dir = "running", event.storage, event.study_dir
             self.simulated, self.n_trials = event.simulated, event.n_trials
+            self.load(event.trials)
         elif isinstance(event, TrialStarted):
             self.running = RunningTrial(
                 event.number, dict(event.params), event.baseline, event.command, event.trial_dir
@@ -166,13 +169,22 @@ class StudyModel:
         )
 
     def baseline(self) -> TrialRecord | None:
-        for r in self.finished:
-            if r.baseline and r.state == "complete" and r.measurement is not None:
-                return r
-        return None
+        if self._baseline_cache is None or self._baseline_cache[0] != self.version:
+            found = None
+            for number in sorted(self.records):
+                r = self.records[number]
+                if r.baseline and r.state == "complete" and r.measurement is not None:
+                    found = r
+                    break
+            self._baseline_cache = (self.version, found)
+        return self._baseline_cache[1]
 
     def best(self) -> list[TrialRecord]:
-        return best_trials(self.config.objective.kind, self.finished)
+        """Best feasible trial(s); computed once per change (a Pareto front is quadratic)."""
+        if self._best_cache is None or self._best_cache[0] != self.version:
+            best = best_trials(self.config.objective.kind, self.finished)
+            self._best_cache = (self.version, best)
+        return self._best_cache[1]
 
     def gain(self, record: TrialRecord) -> Gain | None:
         base = self.baseline()

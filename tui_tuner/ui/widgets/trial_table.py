@@ -35,7 +35,11 @@ def _params(params: dict[str, object] | object, baseline: bool) -> str:
     if baseline:
         return "vLLM defaults (baseline)"
     assert isinstance(params, dict)
-    return " ".join(f"{k.removeprefix('workload.')}={v}" for k, v in params.items()) or "-"
+    return " ".join(f"{k.removeprefix('workload.')}={_value(v)}" for k, v in params.items()) or "-"
+
+
+def _value(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 class TrialTable(DataTable[Text | str]):
