@@ -37,16 +37,31 @@ def scripted_records() -> list[TrialRecord]:
         m = measurement(tok_s, p95_ms=p95, ttft_p95_ms=p95 / 5)
         return TrialRecord(n, "complete", params, measurement=m, timings=TIMINGS, **kw)
 
-    failure = {"class": "oom_startup", "message": "CUDA out of memory", "exit_code": 1,
-               "tail": ["torch.OutOfMemoryError: CUDA out of memory"], "phase": "startup"}  # fmt: skip
+    failure = {
+        "class": "oom_startup",
+        "message": "CUDA out of memory",
+        "exit_code": 1,
+        "tail": ["torch.OutOfMemoryError: CUDA out of memory"],
+        "phase": "startup",
+    }
     return [
         done(0, {}, 2400.0, 900.0, baseline=True),
         done(1, {"max_num_seqs": 64, "gpu_memory_utilization": 0.9}, 3100.0, 820.0),
-        TrialRecord(2, "failed", {"max_num_seqs": 512, "gpu_memory_utilization": 0.95},
-                    failure=failure, timings={"launching": 3.0, "total": 3.2}),  # fmt: skip
+        TrialRecord(
+            2,
+            "failed",
+            {"max_num_seqs": 512, "gpu_memory_utilization": 0.95},
+            failure=failure,
+            timings={"launching": 3.0, "total": 3.2},
+        ),
         done(3, {"max_num_seqs": 128, "gpu_memory_utilization": 0.85}, 3500.0, 1100.0),
-        done(4, {"max_num_seqs": 16, "gpu_memory_utilization": 0.9}, 1200.0, 1900.0,
-             constraints={"p95_ttft_ms": 30.0}),  # fmt: skip
+        done(
+            4,
+            {"max_num_seqs": 16, "gpu_memory_utilization": 0.9},
+            1200.0,
+            1900.0,
+            constraints={"p95_ttft_ms": 30.0},
+        ),
     ]
 
 

@@ -43,10 +43,33 @@ def _resolve_command(command: Sequence[str]) -> tuple[str, ...]:
 
 
 class StudySetup:
-    """A configuration made runnable: paths resolved, the study directory and storage open."""
+    """A configuration made runnable: paths resolved, the study directory ready.
 
-    def __init__(self, config: StudyConfig, study_dir: Path, store: StudyStore) -> None:
-        self.config, self.study_dir, self.store = config, study_dir, store
+    The storage opens on first use of ``store`` (SQLAlchemy and Optuna's models take most of a
+    second to load), so the TUI can paint its first frame while a worker thread opens it.
+    """
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        study_dir: Path,
+        store: StudyStore | None = None,
+        *,
+        storage_url: str | None = None,
+    ) -> None:
+        self.config, self.study_dir, self._store = config, study_dir, store
+        self.storage_url = storage_url or (
+            store.storage_url if store is not None else default_storage_url(study_dir)
+        )
+
+    @property
+    def store(self) -> StudyStore:
+        if self._store is None:
+            self._store = StudyStore(self.config, self.storage_url)
+            db = self.study_dir / "study.db"
+            if db.exists():
+                db.chmod(0o600)
+        return self._store
 
 
 def saved_overrides(study_dir: Path) -> dict[str, object]:
@@ -65,7 +88,7 @@ def prepare(
     overrides: Mapping[str, object] | None = None,
 ) -> StudySetup:
     """Create or reopen the study directory (owner-only), keep its configuration and the
-    command-line settings that amend it (so `resume` runs the same study), open storage."""
+    command-line settings that amend it (so `resume` runs the same study)."""
     server = config.server
     server = replace(server, command=_resolve_command(server.command))
     if server.simulated and not Path(server.model).exists():
@@ -85,11 +108,7 @@ def prepare(
         saved.write_text(json.dumps(dict(overrides), indent=1) + "\n", encoding="utf-8")
         saved.chmod(0o600)
     url = config.study.storage or default_storage_url(study_dir)
-    store = StudyStore(config, url)
-    db = study_dir / "study.db"
-    if db.exists():
-        db.chmod(0o600)
-    return StudySetup(config, study_dir, store)
+    return StudySetup(config, study_dir, storage_url=url)
 
 
 async def run_study(
@@ -114,6 +133,7 @@ async def run_study(
     from tui_tuner.adapters.vllm_server import VllmLauncher
 
     exe = find_guidellm(guidellm or setup.config.workload.guidellm)
+    await asyncio.to_thread(lambda: setup.store)  # open the storage off the event loop
     gpus = NvmlGpus()
     if not gpus.sample().available:
         emit(Notice("info", f"GPU memory checks off: {gpus.sample().reason}"))

@@ -84,6 +84,7 @@ class TunerApp(App[int]):
         self.outcome: StudyOutcome | None = None
         self.error: str | None = None
         self._quitting = False
+        self._header_plain = ""
         self._session: aiohttp.ClientSession | None = None
         self._poller: MetricsPoller | None = None
 
@@ -102,7 +103,12 @@ class TunerApp(App[int]):
 
     async def on_mount(self) -> None:
         self.theme = self._theme_name
-        self.query_one(TrialTable).focus()
+        self._panels = (
+            self.query_one(TrialTable),
+            self.query_one(ParetoPlot),
+            self.query_one(LogPanel),
+        )
+        self._panels[0].focus()
         self.set_interval(0.1, self._tick)
         self.set_interval(1.0, self._sample_gpu)
         self._drive_engine()
@@ -153,10 +159,14 @@ class TunerApp(App[int]):
     # -- drawing ---------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        self.query_one("#header", Static).update(header_text(self.model))
-        self.query_one(TrialTable).update_from(self.model)
-        self.query_one(ParetoPlot).update_from(self.model)
-        self.query_one(LogPanel).update_from(self.model)
+        header = header_text(self.model)
+        if header.plain != self._header_plain:  # the clock changes once a second, not ten times
+            self._header_plain = header.plain
+            self.query_one("#header", Static).update(header, layout=False)
+        table, plot, logs = self._panels
+        table.update_from(self.model)
+        plot.update_from(self.model)
+        logs.update_from(self.model)
 
     def _sample_gpu(self) -> None:
         self._gpu_worker()

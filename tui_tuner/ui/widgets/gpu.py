@@ -90,8 +90,8 @@ class GpuPanel(Static):
             return
         self._drawn = key
         lines = render_gpu_lines(self._state, self._figures, width, height)
-        text = Text("\n", no_wrap=True, overflow="ellipsis").join(lines)
-        text.no_wrap, text.overflow = True, "ellipsis"
+        text = Text("\n").join(lines)
+        text.no_wrap, text.overflow = True, "ellipsis"  # join() keeps neither
         # A layout pass repaints the whole screen; only an auto-sized panel needs one, as a
         # panel with a set size keeps its size whatever it shows.
         self.update(text, layout=auto)
@@ -166,9 +166,10 @@ def _gpu_section(state: GpuState | None, level: int, width: int) -> list[Text]:
             return [Text(part, style="yellow") for part in wrapped]
         return [Text(reason, style="yellow")]
     out: list[Text] = []
+    name_width = max((len(sample.name) for sample in state.samples), default=0)
     for sample in state.samples:
         if level == 2 and width >= _WIDE:
-            out.append(_gpu_wide(sample, width))
+            out.append(_gpu_wide(sample, width, name_width))
         elif level == 2:
             out.extend(_gpu_block(sample, width))
         elif level == 1:
@@ -180,14 +181,16 @@ def _gpu_section(state: GpuState | None, level: int, width: int) -> list[Text]:
     return out
 
 
-def _gpu_wide(s: GpuSample, width: int) -> Text:
-    fixed = 72 + len(s.name)
-    bar = max(5, min(20, (width - fixed) // 2 + 8))
-    line = Text.assemble((f"GPU{s.index} ", "bold"), (s.name, "bold"), "  util ")
+def _gpu_wide(s: GpuSample, width: int, name_width: int) -> Text:
+    """One GPU on one line; fixed-width fields, so the GPUs' bars line up."""
+    head, util = f"GPU{s.index} {s.name:<{name_width}}  util ", f" {_pct(s.util_pct):>4}  mem "
+    tail = f" {_mem(s):<15} {_power(s):>6} {_temp(s):>6}"
+    bar = max(5, min(20, (width - len(head) - len(util) - len(tail) - 1) // 2))
+    line = Text(head, style="bold")
     line.append_text(_bar(s.util_pct, bar))
-    line.append(f" {_pct(s.util_pct)}  mem ")
+    line.append(util)
     line.append_text(_bar(_mem_pct(s), bar))
-    line.append(f" {_mem(s)}  {_power(s)}  {_temp(s)}")
+    line.append(tail)
     return line
 
 

@@ -10,6 +10,9 @@ joining two distant parts of the log.
 
 `Log` rather than `RichLog`: the lines are plain text (no markup to parse or escape), and `Log`
 renders only the visible lines, each on demand, so its cost does not grow with the scroll-back.
+`TailLog` fixes what made `Log` costly or wrong for tailing (see there). Each write scrolls,
+and a scroll repaints every row of the log, so a flood is written at most every
+`MIN_REPAINT_S`: that, not the line rate, is what the panel's CPU cost follows.
 
 A finished trial whose lines the model no longer holds is read from its log file, last lines
 only, in a thread: a log of gigabytes must not stall the event loop.
@@ -20,26 +23,38 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import islice
 
+from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
 from textual.app import ComposeResult
 from textual.events import Resize
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.reactive import Reactive
+from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Log
 from typing_extensions import Self
 
 from tui_tuner.ui.model import StudyModel
 
-__all__ = ["LOG_SCROLLBACK", "LogPanel", "TailLog", "read_tail"]
+__all__ = ["LOG_SCROLLBACK", "MIN_REPAINT_S", "LogPanel", "TailLog", "read_tail"]
 
 #: Lines each `Log` keeps for scrolling back (the model's buffers keep as many).
 LOG_SCROLLBACK = 2000
+#: Shortest time between two writes to one log. Every write scrolls, so it repaints every row
+#: of the log (~12 ms of CPU for an 83x27 log): at 10 Hz a busy log alone cost 12% of a core
+#: (bench/ui_cost.py). Four repaints a second still look live, and nobody reads faster; a line
+#: after a quiet spell is written at the next tick.
+MIN_REPAINT_S = 0.25
 #: Panel width from which the two logs sit side by side (each then gets ~75 columns).
 SIDE_BY_SIDE_WIDTH = 150
+#: Rendered lines a TailLog keeps for reuse (a few screens' worth).
+_STRIPS_KEPT = 1024
 #: Bytes read per step when looking for the last lines of a log file.
 _BLOCK = 64 * 1024
 
@@ -62,30 +77,88 @@ _SOURCES = (
 
 
 class TailLog(Log):
-    """`Log` whose growth repaints only itself.
+    """`Log` made fit for tailing a busy log in Textual 8.2.8; three changes, each measured
+    with bench/ui_cost.py (200x60 tmux terminal, 1,000 lines/s):
 
-    Textual's `Widget.virtual_size` is a layout reactive: every change, so every write while
-    the log is shorter than its scroll-back, makes the whole screen lay out and repaint. At
-    a server's usual few lines a second that is a full-screen repaint at each tick (measured
-    by bench/ui_cost.py: 31% of a core at 100 lines/s, against 14% once the log was full).
-    A log's size on screen never depends on how many lines it holds, so here the virtual size
-    only moves the scroll range and the scrollbars, as the layout pass would have done.
+    * Growth repaints only the log. `Widget.virtual_size` is a layout reactive, so every write
+      while the log is shorter than its scroll-back laid out and repainted the whole screen:
+      at 100 lines/s that cost more CPU than 1,000 lines/s into a full log (31% vs 14% of a
+      core). The log's size on screen never depends on its line count, so here the virtual
+      size only moves the scroll range and the scrollbars, as the layout pass would have.
+    * A full log keeps moving (`write_lines`): see there.
+    * Rows are drawn from a cache keyed by the line's text with the widget style looked up
+      once per repaint (`render_lines`, `render_line`): about 2 points of a core less.
     """
 
     virtual_size: Reactive[Size] = Reactive(Size(0, 0), layout=False)
 
+    def __init__(self, *, max_lines: int, id: str | None = None) -> None:
+        super().__init__(max_lines=max_lines, auto_scroll=True, id=id)
+        self._frame_style: Style | None = None
+        self._strips: dict[str, Strip] = {}
+        self._strips_style: Style | None = None
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # The widget's style, once per repaint: `Log` asks for it on every line, and working it
+        # out (a walk up the DOM for the background) cost more than drawing the line.
+        style = self.rich_style
+        if style != self._strips_style:  # focus tint, theme: the cached rows are stale
+            self._strips.clear()
+            self._strips_style = style
+        self._frame_style = style
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame_style = None
+
+    def render_line(self, y: int) -> Strip:
+        """One screen row. When the log scrolls, each row shows a line an earlier repaint drew
+        one row lower, so the drawing is cached by the line's text and reused; selections and
+        highlighting take `Log`'s own path."""
+        style = self._frame_style
+        if style is None or self.highlight or self.text_selection is not None:
+            return super().render_line(y)
+        scroll_x, scroll_y = self.scroll_offset
+        index = scroll_y + y
+        width = self.size.width
+        lines = self.lines
+        if index >= len(lines):
+            return Strip.blank(width, style)
+        text = lines[index]
+        strips = self._strips
+        strip = strips.get(text)
+        if strip is None:
+            if len(strips) > _STRIPS_KEPT:
+                strips.clear()
+            clean = self._process_line(text)
+            strip = strips[text] = Strip([Segment(clean, style)], cell_len(clean))
+        return strip.crop_extend(scroll_x, scroll_x + width, style).apply_offsets(scroll_x, index)
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips.clear()
+
+    def clear(self) -> Self:
+        self._strips.clear()
+        return super().clear()
+
     def write_lines(self, lines: Iterable[str], scroll_end: bool | None = None) -> Self:
-        """`Log.write_lines`, plus a repaint when the scroll-back limit dropped old lines.
+        """`Log.write_lines`, plus what it misses when the scroll-back limit drops old lines.
 
         Once `Log` holds `max_lines`, new lines push old ones out at the top while the scroll
         offset (already at the end) stays put, so `Log` neither scrolls nor refreshes the
-        visible rows, and the screen freezes on stale lines (Textual 8.2.8).
+        visible rows: the screen froze on stale lines (Textual 8.2.8). And a reader who has
+        scrolled up would see the text slide under them; the offset follows it instead.
         """
         new = list(lines)
         limit = self.max_lines
-        dropping = limit is not None and len(self.lines) + len(new) > limit
+        dropped = 0 if limit is None else max(0, len(self.lines) + len(new) - limit)
+        reading = dropped and not self.is_vertical_scroll_end
         super().write_lines(new, scroll_end)
-        if dropping:
+        if reading:
+            y = max(0, round(self.scroll_y) - dropped)
+            self.scroll_to(y=y, animate=False, immediate=True)
+        if dropped:
             self.refresh()
         return self
 
@@ -114,6 +187,8 @@ class _Tail:
     version: int = 0
     #: "buffer" (copy new lines from the model), "file" (read once), "" (nothing shown).
     mode: str = ""
+    #: `time.monotonic()` of the last write to the `Log` (0: write the next lines at once).
+    written_at: float = 0.0
 
 
 class LogPanel(Widget):
@@ -149,12 +224,14 @@ class LogPanel(Widget):
         self,
         *,
         scrollback: int = LOG_SCROLLBACK,
+        min_repaint_s: float = MIN_REPAINT_S,
         name: str | None = None,
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self._scrollback = scrollback
+        self._min_repaint_s = min_repaint_s
         self._following = True
         self._trial: int | None = None
         self._running = False
@@ -167,7 +244,7 @@ class LogPanel(Widget):
                 file_name,
                 title,
                 missing,
-                TailLog(max_lines=scrollback, auto_scroll=True, id=f"{source}-log"),
+                TailLog(max_lines=scrollback, id=f"{source}-log"),
             )
             for source, file_name, title, missing in _SOURCES
         ]
@@ -258,12 +335,17 @@ class LogPanel(Widget):
             tail.log.clear()
             tail.version = 0
             tail.mode = ""
+            tail.written_at = 0.0
 
     def _pull(self, tail: _Tail, model: StudyModel) -> None:
         assert self._trial is not None
         buffer = model.logs.get((self._trial, tail.source))
         if buffer is None or buffer.version == tail.version:
             return
+        now = time.monotonic()
+        if now - tail.written_at < self._min_repaint_s:
+            return  # a flood: take these lines with the next ones (the buffer keeps them)
+        tail.written_at = now
         if buffer.version < tail.version:  # the buffer was dropped and started again
             tail.log.clear()
             tail.version = 0
@@ -306,7 +388,7 @@ class LogPanel(Widget):
             if tail.source == "server" and self._running:
                 title += " (running)"
             if not self._following:
-                title += " · pinned (l: follow)"
+                title += " · pinned"
             tail.log.border_title = title
 
     # -- files --------------------------------------------------------------------------------
@@ -356,5 +438,9 @@ def read_tail(path: str, count: int) -> tuple[list[str], bool] | None:
 
 
 def _clean(lines: Iterable[str]) -> list[str]:
-    """Lines safe to print: escape sequences removed (searched for first: most lines have none)."""
-    return [_CONTROL.sub("", line) if _CONTROL.search(line) else line for line in lines]
+    """Lines safe to print: tabs expanded, escape sequences removed.
+
+    `str.isprintable` first: nearly every line passes it, and it is ~20x cheaper than the
+    regular expression (which cost 3 µs a line, a tenth of the panel's CPU at 1,000 lines/s).
+    """
+    return [line if line.isprintable() else _CONTROL.sub("", line.expandtabs()) for line in lines]
