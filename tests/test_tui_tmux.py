@@ -55,11 +55,14 @@ def tmux(tmp_path: Path) -> Iterator[Tmux]:
     subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
 
 
-def test_demo_in_tmux_prune_and_pause(tmux: Tmux, tmp_path: Path, guidellm_exe: Path) -> None:
+@pytest.mark.parametrize("term", ["xterm-256color", "screen"], ids=["256-colours", "16-colours"])
+def test_demo_in_tmux_prune_and_pause(
+    tmux: Tmux, tmp_path: Path, guidellm_exe: Path, term: str
+) -> None:
     study = tmp_path / "study"
     done = tmp_path / "exit-code"
     command = (
-        f"cd {ROOT} && TERM=xterm-256color {sys.executable} -m tui_tuner demo --trials 4 "
+        f"cd {ROOT} && TERM={term} COLORTERM= {sys.executable} -m tui_tuner demo --trials 4 "
         f"--study-dir {study} --guidellm {guidellm_exe}; echo $? > {done}; sleep 30"
     )
     tmux.run("new-session", "-d", "-s", tmux.name, "-x", "120", "-y", "36", command)
