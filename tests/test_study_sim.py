@@ -80,7 +80,8 @@ def test_headless_study_on_the_simulated_server(
     result = tune(config, study_dir, guidellm_exe, "--trials", str(n))
     assert result.returncode == 0, result.stdout + result.stderr
     done = records(config, study_dir)
-    assert len(done) == n and all(r.state == "complete" and r.measurement for r in done)
+    states = [(r.number, r.label, (r.failure or {}).get("message"), r.note) for r in done]
+    assert len(done) == n and all(r.state == "complete" and r.measurement for r in done), states
     assert done[0].baseline and done[0].params == {}
     for r in done:
         assert r.timings["launching"] > 0 and r.timings["load_window_s"] > 2

@@ -27,6 +27,7 @@ from tui_tuner.core.trial import TrialRecord
 from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
 from tui_tuner.engine.study import StudyStore, default_storage_url
 from tui_tuner.ui.app import TunerApp
+from tui_tuner.ui.widgets.gpu import GpuPanel
 
 TIMINGS = {"launching": 2.5, "ready": 0.1, "warmup": 4.0, "measuring": 8.0, "teardown": 0.2,
            "total": 15.0}  # fmt: skip
@@ -87,9 +88,11 @@ def scripted_app(tmp_path: Path) -> TunerApp:
 
 
 async def _settle(pilot: Any) -> None:
+    """Until the study is over and the GPU panel has its first sample, then two redraws."""
     app = pilot.app
-    for _ in range(100):
-        if app.outcome is not None:
+    gpu = app.query_one(GpuPanel)
+    for _ in range(200):
+        if app.outcome is not None and gpu.state is not None:
             break
         await pilot.pause(0.05)
     await pilot.pause(0.5)

@@ -110,6 +110,7 @@ class TunerApp(App[int]):
         )
         self._panels[0].focus()
         self.set_interval(0.1, self._tick)
+        self._sample_gpu()  # at once, then every second
         self.set_interval(1.0, self._sample_gpu)
         self._drive_engine()
 
