@@ -150,3 +150,19 @@ async def test_other_objectives(tmp_path: Path, kind: str) -> None:
     outcome = await orch.run()
     values = [r.values for r in outcome.records]
     assert all(v is not None and len(v) == (2 if kind == "pareto" else 1) for v in values)
+
+
+async def test_a_changed_server_setup_gets_a_new_baseline_and_retries(tmp_path: Path) -> None:
+    """A failed baseline is not retried under the same setup, but fixing the server section
+    (here: other fixed flags) measures a new baseline and tries configurations again."""
+    fakes = Fakes()
+    config = make_config(tmp_path, [3, 16], n_trials=3)
+    failing = replace(config, server=replace(config.server, flags={"max_num_seqs": 1}))
+    orch, _ = build(tmp_path, failing, fakes)
+    outcome = await orch.run()
+    assert "the baseline (vLLM defaults) failed (invalid_args)" in outcome.reason
+    fixed = replace(config, server=replace(config.server, flags={"max_model_len": 4096}))
+    orch, _ = build(tmp_path, fixed, fakes)
+    outcome = await orch.run()
+    baselines = [r for r in outcome.records if r.baseline]
+    assert [r.state for r in baselines] == ["failed", "complete"]

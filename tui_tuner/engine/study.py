@@ -11,6 +11,7 @@ Every method here blocks on the storage; the orchestrator calls them from one wo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import logging
@@ -53,6 +54,23 @@ _STATES: Mapping[TrialState, RecordState] = {
     TrialState.PRUNED: "pruned",
     TrialState.FAIL: "failed",
 }
+
+
+def server_key(config: StudyConfig) -> str:
+    """What, besides the searched parameters, decides what a trial measures: the server command,
+    model, fixed flags, extra arguments and environment, and the workload. A configuration
+    counts as "tried" only under the same key."""
+    s, w = config.server, config.workload
+    setup = {
+        "command": list(s.command),
+        "model": s.model,
+        "flags": dict(s.flags),
+        "extra_args": list(s.extra_args),
+        "env": dict(s.env),
+        "workload": {k: v for k, v in asdict(w).items() if k != "guidellm"},
+    }
+    text = json.dumps(setup, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def default_storage_url(study_dir: Path) -> str:
@@ -162,10 +180,22 @@ class StudyStore:
             with warnings.catch_warnings():  # experimental since 3.2, and still the only way
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.study.set_metric_names(metric_names(kind))
-            if config.study.baseline:
-                self.study.enqueue_trial({}, user_attrs={"baseline": True})
         self._worker = {"host": socket.gethostname(), "pid": os.getpid()}
         self._live: dict[int, optuna.Trial] = {}
+        self.server_key = server_key(config)
+        if config.study.baseline and not self._has_baseline():
+            self.study.enqueue_trial({}, user_attrs={"baseline": True})
+
+    def _has_baseline(self) -> bool:
+        """A baseline of this server setup exists (queued, running, or finished and not
+        interrupted). A study whose fixed flags, command, model or environment changed gets a
+        new baseline: the old one measured another setup."""
+        for t in self.study.get_trials(deepcopy=False):
+            if not t.user_attrs.get("baseline") or "interrupted" in t.user_attrs:
+                continue
+            if t.state == TrialState.WAITING or t.user_attrs.get("server_key") == self.server_key:
+                return True
+        return False
 
     def _is_new(self) -> bool:
         """No trial yet; asks for trial 0 alone (counting would load every trial)."""
@@ -210,6 +240,7 @@ class StudyStore:
             for key, value in trial.params.items():
                 params.setdefault(key, value)
         trial.set_user_attr("worker", self._worker)
+        trial.set_user_attr("server_key", self.server_key)
         trial.set_user_attr("heartbeat", time.time())
         trial.set_user_attr("space", {p.key: p.describe() for p in space.enabled()})
         self._live[trial.number] = trial
@@ -267,6 +298,8 @@ class StudyStore:
         for t in self.study.get_trials(deepcopy=False, states=_FINISHED):
             if t.number == plan.number or "interrupted" in t.user_attrs:
                 continue
+            if t.user_attrs.get("server_key") != self.server_key:
+                continue  # measured with other fixed flags, model or environment
             if "tuner" not in t.user_attrs or bool(t.user_attrs.get("baseline")) != plan.baseline:
                 continue
             record = to_record(t)
@@ -322,13 +355,14 @@ class StudyStore:
         return control
 
     def distinct_configs(self) -> int:
-        """Distinct configurations tried so far (the baseline counts as one)."""
+        """Distinct configurations tried so far under this server setup (the baseline counts
+        as one)."""
         keys = set()
-        for record in self.records():
-            tried = record.state in ("complete", "failed", "pruned") and not record.note.startswith(
-                "interrupted"
-            )
-            if record.duplicate_of is None and tried:
+        for t in self.study.get_trials(deepcopy=False, states=_FINISHED):
+            if "interrupted" in t.user_attrs or t.user_attrs.get("server_key") != self.server_key:
+                continue
+            record = to_record(t)
+            if record.duplicate_of is None:
                 keys.add("baseline" if record.baseline else params_key(record.params))
         return len(keys)
 
