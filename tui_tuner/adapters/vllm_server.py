@@ -98,7 +98,7 @@ async def wait_healthy(server: RunningServer, timeout_s: float, poll_s: float = 
                         return
             if time.monotonic() >= deadline:
                 raise ServerStartError(
-                    "startup_timeout", f"not healthy after {timeout_s:g} s", None, server.tail[-40:]
+                    "startup_timeout", f"not healthy after {timeout_s:g} s", None, list(server.tail)
                 )
             await asyncio.sleep(poll_s)
     if server._pump is not None:
@@ -106,7 +106,7 @@ async def wait_healthy(server: RunningServer, timeout_s: float, poll_s: float = 
             await asyncio.wait_for(asyncio.shield(server._pump), 2)
     code = server.process.returncode
     raise ServerStartError(
-        "exited", f"server exited with code {code} before it was healthy", code, server.tail[-40:]
+        "exited", f"server exited with code {code} before it was healthy", code, list(server.tail)
     )
 
 

@@ -183,7 +183,7 @@ def _config(
     )
     _settings(ctx, Section(ctx, top.get("settings"), "settings", ("trial_interval",)))
     study = read_study(ctx, Section(ctx, top.get("study"), "study", STUDY_FIELDS), legacy)
-    server = read_server(ctx, Section(ctx, top.get("server"), "server", SERVER_FIELDS))
+    server = read_server(ctx, Section(ctx, top.get("server"), "server", SERVER_FIELDS), base_dir)
     section = Section(ctx, top.get("workload"), "workload", WORKLOAD_FIELDS)
     workload = read_workload(ctx, section, base_dir, paths)
     objective = read_objective(

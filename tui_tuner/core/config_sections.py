@@ -129,9 +129,22 @@ def _study_name(value: object, name: str) -> str:
     return text
 
 
-def read_server(ctx: Context, sec: Section) -> ServerSettings:
+def local_path(text: str, base_dir: Path) -> str:
+    """A path written as one (``~/...``, ``./...``, ``../...``, absolute) made absolute, relative
+    paths from the configuration's own directory; anything else (a Hugging Face id such as
+    ``org/model``, a program on PATH) is left as written."""
+    if text.startswith(("~", "./", "../", "/")):
+        return str((base_dir / Path(text).expanduser()).resolve())
+    return text
+
+
+def read_server(ctx: Context, sec: Section, base_dir: Path) -> ServerSettings:
     model = sec.require("model", to_str, "the model to serve (a directory or a Hugging Face id)")
+    if model:
+        model = local_path(model, base_dir)
     command = sec.read("command", ("vllm", "serve"), _command)
+    if command:
+        command = (local_path(command[0], base_dir), *command[1:])
     extra_args = sec.read("extra_args", (), _strings)
     for index, arg in enumerate(extra_args):
         gone = removed(arg.split("=", 1)[0]) if arg.startswith("--") else None
