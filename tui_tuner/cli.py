@@ -1,9 +1,9 @@
 """The `tui-tuner` command: the composition root.
 
 `sim-serve` hands its whole command line to the simulated server, whose parser mimics
-`vllm serve`; the other subcommands are parsed here and run by `headless.py`. Heavy modules
-are imported inside each command so that `tui-tuner --help` stays fast and headless commands
-never import Textual.
+`vllm serve`; the other subcommands are parsed here and run by `headless.py` (no UI) or
+`ui/run.py` (the TUI). Heavy modules are imported inside each command so that `tui-tuner --help`
+stays fast and headless commands never import Textual.
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ def _path(text: str | None) -> Path | None:
 def _run(ns: argparse.Namespace, setup: StudySetup) -> int:
     """Run the study headless or under the TUI."""
     events = _path(ns.events_jsonl)
+    if not ns.headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("tui-tuner: no terminal here; running headless", file=sys.stderr)
+        ns.headless = True
     if ns.headless:
         from tui_tuner.headless import run_headless
 
