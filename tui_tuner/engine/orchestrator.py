@@ -315,6 +315,7 @@ class Orchestrator:
             partial=dict(progress.partial),
             client_limited=progress.client_limited,
             repeats_output_tok_s=tuple(progress.repeats_output_tok_s),
+            note="" if plan.rerun_of is None else f"runs interrupted trial {plan.rerun_of} again",
             started_at=progress.started_at,
             finished_at=time.time(),
         )
