@@ -157,6 +157,7 @@ class Orchestrator:
     async def _run(self) -> StudyOutcome:
         cfg = self.config
         repaired = await self._io(self.store.repair)
+        await self._io(self.store.ensure_baseline)
         await self._io(lambda: self.store.update_control(reset=True))
         records = await self._io(self.store.records)
         self._check_baseline_needed(records)

@@ -183,8 +183,14 @@ class StudyStore:
         self._worker = {"host": socket.gethostname(), "pid": os.getpid()}
         self._live: dict[int, optuna.Trial] = {}
         self.server_key = server_key(config)
-        if config.study.baseline and not self._has_baseline():
-            self.study.enqueue_trial({}, user_attrs={"baseline": True})
+
+    def ensure_baseline(self) -> bool:
+        """Queue the baseline unless this server setup has one; True if it was queued. Only the
+        orchestrator calls this: opening a study to read it never adds a trial."""
+        if not self.config.study.baseline or self._has_baseline():
+            return False
+        self.study.enqueue_trial({}, user_attrs={"baseline": True})
+        return True
 
     def _has_baseline(self) -> bool:
         """A baseline of this server setup exists (queued, running, or finished and not
