@@ -9,6 +9,7 @@ stays fast and headless commands never import Textual.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,7 +39,7 @@ def _overrides(ns: argparse.Namespace) -> dict[str, object]:
     if getattr(ns, "model", None):
         # A path on the command line is relative to where the user is, not to the config file.
         given = Path(ns.model).expanduser()
-        out["server.model"] = str(given.resolve()) if given.exists() else ns.model
+        out["server.model"] = os.path.abspath(given) if given.exists() else ns.model
     if getattr(ns, "study_name", None):
         out["study.name"] = ns.study_name
     if getattr(ns, "trials", None):

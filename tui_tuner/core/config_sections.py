@@ -9,6 +9,7 @@ keys; giving a key in both places is a mistake.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import fields
@@ -134,7 +135,9 @@ def local_path(text: str, base_dir: Path) -> str:
     paths from the configuration's own directory; anything else (a Hugging Face id such as
     ``org/model``, a program on PATH) is left as written."""
     if text.startswith(("~", "./", "../", "/")):
-        return str((base_dir / Path(text).expanduser()).resolve())
+        # abspath, not resolve: following symlinks would turn a venv's python into the base
+        # interpreter, which lacks the venv's packages.
+        return os.path.abspath(base_dir / Path(text).expanduser())
     return text
 
 

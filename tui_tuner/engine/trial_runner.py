@@ -90,7 +90,8 @@ class TrialRunner:
     def prepare(self, plan: TrialPlan) -> tuple[TrialProgress, str | None, int]:
         """Pick the port and the API key and build the command; writes command.txt."""
         server = self.config.server
-        key = secrets.token_urlsafe(24) if server.api_key else None
+        # Hex: a urlsafe token may start with "-", which argparse reads as another option.
+        key = secrets.token_hex(24) if server.api_key else None
         port = self.launcher.free_port(server.host)
         progress = TrialProgress(plan.number)
         progress.argv = server_argv(server, plan.params, host=server.host, port=port, api_key=key)
