@@ -8,35 +8,13 @@ from textual.app import App, ComposeResult
 from textual.geometry import Region
 
 import tui_tuner.ui.widgets.pareto as pareto_module
+from tests.fakes.engine import measurement
 from tui_tuner.core.config import ObjectiveSettings, ServerSettings, StudyConfig, StudySettings
 from tui_tuner.core.events import Notice, TrialFinished
-from tui_tuner.core.measurement import Measurement
 from tui_tuner.core.trial import TrialRecord
 from tui_tuner.report.plot import PlotPoint, render_pareto
 from tui_tuner.ui.model import StudyModel
 from tui_tuner.ui.widgets.pareto import ParetoPlot
-
-
-def measurement(tok_s: float, p95_ms: float) -> Measurement:
-    return Measurement(
-        output_tok_s=tok_s,
-        total_tok_s=tok_s * 2,
-        requests_per_s=tok_s / 100,
-        request_latency_p50_ms=p95_ms / 2,
-        request_latency_p95_ms=p95_ms,
-        request_latency_p99_ms=p95_ms * 1.1,
-        ttft_p50_ms=50.0,
-        ttft_p95_ms=100.0,
-        ttft_p99_ms=110.0,
-        itl_p50_ms=10.0,
-        itl_p95_ms=12.0,
-        tpot_p50_ms=10.0,
-        successful_requests=100,
-        errored_requests=0,
-        incomplete_requests=0,
-        achieved_concurrency=8.0,
-        duration_s=10.0,
-    )
 
 
 def record(
