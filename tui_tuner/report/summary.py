@@ -72,7 +72,11 @@ def best_table(config: StudyConfig, records: Sequence[TrialRecord]) -> Table:
 
 def outcome_lines(config: StudyConfig, records: Sequence[TrialRecord]) -> list[str]:
     """Counts by state and failure class, then the command of the best trial."""
-    counts = Counter(r.label for r in records if r.state not in ("waiting", "running"))
+    counts = Counter(
+        "interrupted" if r.note.startswith("interrupted") else r.label
+        for r in records
+        if r.state not in ("waiting", "running")
+    )
     lines = ["trials: " + ", ".join(f"{n} {label}" for label, n in sorted(counts.items()))]
     best = best_trials(config.objective.kind, records)
     if not best:
