@@ -50,6 +50,7 @@ def records(study_dir: Path) -> list[TrialRecord]:
     return StudyStore(config, default_storage_url(study_dir)).records()
 
 
+@pytest.mark.timeout(1300)  # four real trials: 65-100 s each here, more on a busy CI machine
 def test_a_real_study_measures_and_records_every_trial(
     tmp_path: Path, tiny_model: Path, vllm_exe: Path, guidellm_exe: Path
 ) -> None:
@@ -71,6 +72,7 @@ def test_a_real_study_measures_and_records_every_trial(
     assert "vllm serve " in result.stdout
 
 
+@pytest.mark.timeout(700)
 @pytest.mark.parametrize(
     ("bad_arg", "kv", "max_len", "expected"),
     [
@@ -142,6 +144,7 @@ def _wait_event(events: Path, needle: str, proc: subprocess.Popen[Any], timeout:
     pytest.fail(f"never saw {needle!r} in the event stream")
 
 
+@pytest.mark.timeout(1600)  # three waits of up to 300 s, then a resume of up to 900 s
 def test_prune_then_kill_9_on_real_vllm_then_resume(
     tmp_path: Path, tiny_model: Path, vllm_exe: Path, guidellm_exe: Path
 ) -> None:

@@ -25,7 +25,7 @@ from tui_tuner.core.config_load import load_config
 from tui_tuner.core.trial import TrialRecord
 from tui_tuner.engine.study import StudyStore, default_storage_url
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # each run has its own 600 s limit
 
 SIM = ["tui-tuner", "sim-serve"]
 SIM_ARGS = ["--sim-profile-file", str(FAST_PROFILE), "--sim-time-scale", "4"]

@@ -93,6 +93,7 @@ def test_demo_in_tmux_prune_and_pause(
     assert "resume with: tui-tuner resume" in after
 
 
+@pytest.mark.timeout(900)  # a real start-up and GuideLLM run, waited for up to 660 s
 def test_tune_real_vllm_in_tmux(
     tmux: Tmux, tmp_path: Path, tiny_model: Path, vllm_exe: Path, guidellm_exe: Path
 ) -> None:
