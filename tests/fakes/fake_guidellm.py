@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""A stand-in for `guidellm run` in the fault tests, quick where GuideLLM takes 20 s to start.
+
+It reads the options tui-tuner passes (the same argument list real GuideLLM gets), sends real
+streaming completions to the target with the API key for the load window, then writes a report.
+The report's figures are those of the real GuideLLM report in tests/fixtures/guidellm: a fault
+test checks what the tuner does, never a figure. Real GuideLLM is in test_study_sim.py and the
+real-vLLM tests.
+
+FAKE_GUIDELLM_MODE picks a fault:
+  ok         (default) load for the window, then a whole report, exit 0
+  crash      a traceback after one second, exit 1
+  hang       ignore SIGTERM and the load window; never exit
+  truncated  half a report, exit 0
+  malformed  a report that is not JSON, exit 0
+  errors     every request failed: exit 0 with a report that counts no successful request
+FAKE_GUIDELLM_PIDFILE, when set, gets this process's pid (for the tests' leak checks).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "guidellm" / "report_concurrent.json"
+
+
+def _fields(text: str) -> dict[str, Any]:
+    """An option as tui-tuner writes it: JSON, or kind=...,key=value pairs."""
+    if text.startswith("{"):
+        return dict(json.loads(text))
+    return dict(pair.split("=", 1) for pair in text.split(","))
+
+
+def _options(argv: list[str]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for flag, value in itertools.pairwise(argv):
+        if flag.startswith("--") and not value.startswith("--"):
+            fields = _fields(value)
+            found[f"{flag[2:]}:{fields.get('kind')}"] = fields
+    return found
+
+
+def _load(backend: dict[str, Any], seconds: float, tally: dict[str, int]) -> None:
+    """One stream: completions one after another until the window closes."""
+    body = json.dumps({"model": backend["model"], "prompt": "hello " * 16, "max_tokens": 8})
+    headers = {"Content-Type": "application/json"}
+    if backend.get("api_key"):
+        headers["Authorization"] = f"Bearer {backend['api_key']}"
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        request = urllib.request.Request(
+            f"{backend['target']}/v1/completions", body.encode(), headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                answer.read()
+            tally["ok"] += 1
+        except OSError:
+            tally["errored"] += 1
+            time.sleep(0.05)
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    if os.environ.get("FAKE_GUIDELLM_PIDFILE"):
+        Path(os.environ["FAKE_GUIDELLM_PIDFILE"]).write_text(str(os.getpid()))
+    if not argv or argv[0] != "run":
+        print("Usage: guidellm [OPTIONS] COMMAND [ARGS]...", file=sys.stderr)
+        return 2
+    mode = os.environ.get("FAKE_GUIDELLM_MODE", "ok")
+    options = _options(argv[1:])
+    backend = options["backend:openai_http"]
+    report = Path(next(v["path"] for k, v in options.items() if k == "output:json"))
+    window = float(options["constraint:max_duration"]["seconds"])
+    profile = next(v for k, v in options.items() if k.startswith("profile:"))
+    streams = int(profile.get("streams", 1))
+    print(f"✔ OpenAIHTTPBackend backend validated with model {backend['model']}", flush=True)
+    if mode == "crash":
+        time.sleep(1)
+        print("Traceback (most recent call last):\nRuntimeError: fake GuideLLM crashed", flush=True)
+        return 1
+    if mode == "hang":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while True:
+            time.sleep(1)
+    tally = {"ok": 0, "errored": 0}
+    threads = [
+        threading.Thread(target=_load, args=(backend, window, tally), daemon=True)
+        for _ in range(min(streams, 4))
+    ]
+    for t in threads:
+        t.start()
+    start = time.monotonic()
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.5)
+        print(f"[fake] {time.monotonic() - start:.1f}s ok={tally['ok']} "
+              f"errored={tally['errored']}", flush=True)  # fmt: skip
+    text = FIXTURE.read_text()
+    if mode == "truncated":
+        text = text[: len(text) // 2]
+    elif mode == "malformed":
+        text = "<html>not a report</html>"
+    elif mode == "errors" or tally["ok"] == 0:
+        data = json.loads(text)
+        totals = data["benchmarks"][-1]["metrics"]["request_totals"]
+        totals["errored"] = totals["successful"] + totals["errored"]
+        totals["successful"] = 0
+        text = json.dumps(data)
+    report.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
