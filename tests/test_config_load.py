@@ -148,6 +148,11 @@ def test_rate_profiles_take_a_rate_and_no_streams() -> None:
     assert searched.space.get("workload.rate") is not None
 
 
+def test_benchmark_grace_defaults_to_five_minutes_and_can_be_shortened() -> None:
+    assert parse(HEAD).workload.benchmark_grace_s == 300.0
+    assert parse(HEAD + "workload: {benchmark_grace_s: 2.5}\n").workload.benchmark_grace_s == 2.5
+
+
 def test_dataset_is_resolved_from_the_config_directory(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "prompts.jsonl").write_text('{"prompt": "hi"}\n')
@@ -398,6 +403,21 @@ BAD_CASES: list[tuple[str, str | bytes, list[str]]] = [
         "error rate above one",
         HEAD + "workload: {max_error_rate: 1.5}\n",
         ["max_error_rate must be a number from 0 to 1"],
+    ),
+    (
+        "zero benchmark grace",
+        HEAD + "workload: {benchmark_grace_s: 0}\n",
+        ["workload.benchmark_grace_s: 0 is not allowed", "must be a positive number"],
+    ),
+    (
+        "endless benchmark grace",
+        HEAD + "workload: {benchmark_grace_s: .inf}\n",
+        ["workload.benchmark_grace_s: inf is not allowed", "finite"],
+    ),
+    (
+        "benchmark grace as text",
+        HEAD + "workload: {benchmark_grace_s: 5 min}\n",
+        ["workload.benchmark_grace_s: expected a number, got the text '5 min'"],
     ),
     (
         "missing dataset",

@@ -100,6 +100,9 @@ class WorkloadSettings:
     warmup_s: float = 10.0
     #: Measure this many times and keep the median run; the spread is recorded.
     repeats: int = 1
+    #: Seconds GuideLLM may run past its load window (its own start-up and report writing
+    #: included) before it is stopped as hung and the trial fails as benchmark_failed.
+    benchmark_grace_s: float = 300.0
     max_errors: int = 20
     #: Errored share of finished requests above which the trial fails as too_many_errors.
     max_error_rate: float = 0.05

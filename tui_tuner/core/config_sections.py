@@ -282,6 +282,7 @@ def read_workload(
         duration_s=sec.read("duration_s", d.duration_s, to_float(gt=0)),
         warmup_s=sec.read("warmup_s", d.warmup_s, to_float(ge=0)),
         repeats=sec.read("repeats", d.repeats, to_int(ge=1, le=9)),
+        benchmark_grace_s=sec.read("benchmark_grace_s", d.benchmark_grace_s, to_float(gt=0)),
         max_errors=sec.read("max_errors", d.max_errors, to_int(ge=0)),
         max_error_rate=sec.read("max_error_rate", d.max_error_rate, to_float(ge=0, le=1)),
         request_format=sec.read("request_format", d.request_format, to_choice(REQUEST_FORMATS)),

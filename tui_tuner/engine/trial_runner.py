@@ -197,7 +197,7 @@ class TrialRunner:
                 tokenizer=workload.tokenizer or _local_tokenizer(self.config.server.model),
                 report_path=directory / name,
                 log_path=directory / "guidellm.log",
-                timeout_s=workload.duration_s + workload.warmup_s + 300.0,
+                timeout_s=workload.duration_s + workload.warmup_s + workload.benchmark_grace_s,
             )
             measured = await self._one_run(plan.number, repeat, server, request, progress)
             if measured is None:
