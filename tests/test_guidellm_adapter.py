@@ -612,6 +612,9 @@ def test_find_guidellm_honours_an_explicit_path(
 ) -> None:
     exe = tmp_path / "guidellm"
     exe.write_text("#!/bin/sh\n")
+    with pytest.raises(GuidellmNotFound, match="is not executable"):
+        find_guidellm(str(exe))  # said before any server starts, not by the first trial
+    exe.chmod(0o755)
     monkeypatch.setenv("TUI_TUNER_GUIDELLM", str(exe))
     assert find_guidellm(None) == exe
     assert find_guidellm(str(exe)) == exe

@@ -52,6 +52,9 @@ def find_guidellm(explicit: str | None) -> Path:
         candidates = (env,) if env else (str(DEFAULT_GUIDELLM), shutil.which("guidellm"))
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
+            if not os.access(candidate, os.X_OK):
+                # Found now rather than when the first trial's server is already up.
+                raise _not_found(candidate, "is not executable")
             return Path(candidate)
     where = " or ".join(c for c in candidates if c)
     raise GuidellmNotFound(
