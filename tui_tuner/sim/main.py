@@ -275,6 +275,8 @@ class SimServer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await stop(runner)
+        if self.exit_code == 0:  # a crash exits at once; a requested stop tears the engine down
+            await self._phase(self.profile.startup.shutdown_s)
         return self.exit_code
 
 

@@ -69,6 +69,7 @@ class Startup:
     profile_s: float = 2.5  # memory profiling run
     compile_s: float = 28.0  # torch.compile with a warm cache miss (Inductor)
     capture_s_per_size: float = 0.06  # CUDA graph capture, per captured batch size
+    shutdown_s: float = 1.0  # from SIGTERM to exit: engine core and workers torn down
 
 
 @dataclass(frozen=True)
