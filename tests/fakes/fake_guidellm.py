@@ -14,7 +14,12 @@ FAKE_GUIDELLM_MODE picks a fault:
   truncated  half a report, exit 0
   malformed  a report that is not JSON, exit 0
   errors     every request failed: exit 0 with a report that counts no successful request
+A comma-separated list ("crash,hang,ok") gives each run its own mode, in order (the last one
+repeats); the runs are counted in FAKE_GUIDELLM_RUNS, which a list needs.
 FAKE_GUIDELLM_PIDFILE, when set, gets this process's pid (for the tests' leak checks).
+FAKE_GUIDELLM_RUNS, when set, gets one line per run: this process's pid.
+FAKE_GUIDELLM_KEYFILE, when set, gets one line per run: the API key received ("-" for none), so a
+test can search the tuner's files for it.
 """
 
 from __future__ import annotations
@@ -69,16 +74,32 @@ def _load(backend: dict[str, Any], seconds: float, tally: dict[str, int]) -> Non
             time.sleep(0.05)
 
 
+def _append(variable: str, line: str) -> None:
+    if os.environ.get(variable):
+        with Path(os.environ[variable]).open("a") as out:
+            out.write(line + "\n")
+
+
+def _mode() -> str:
+    """This run's mode: the one given, or the next of a comma-separated list."""
+    modes = os.environ.get("FAKE_GUIDELLM_MODE", "ok").split(",")
+    runs = Path(os.environ["FAKE_GUIDELLM_RUNS"]) if len(modes) > 1 else None
+    done = len(runs.read_text().splitlines()) - 1 if runs is not None else 0  # this run counted
+    return modes[min(done, len(modes) - 1)].strip()
+
+
 def main() -> int:
     argv = sys.argv[1:]
     if os.environ.get("FAKE_GUIDELLM_PIDFILE"):
         Path(os.environ["FAKE_GUIDELLM_PIDFILE"]).write_text(str(os.getpid()))
+    _append("FAKE_GUIDELLM_RUNS", str(os.getpid()))
     if not argv or argv[0] != "run":
         print("Usage: guidellm [OPTIONS] COMMAND [ARGS]...", file=sys.stderr)
         return 2
-    mode = os.environ.get("FAKE_GUIDELLM_MODE", "ok")
+    mode = _mode()
     options = _options(argv[1:])
     backend = options["backend:openai_http"]
+    _append("FAKE_GUIDELLM_KEYFILE", str(backend.get("api_key") or "-"))
     report = Path(next(v["path"] for k, v in options.items() if k == "output:json"))
     window = float(options["constraint:max_duration"]["seconds"])
     profile = next(v for k, v in options.items() if k.startswith("profile:"))
@@ -99,11 +120,16 @@ def main() -> int:
     ]
     for t in threads:
         t.start()
-    start = time.monotonic()
+    start, warmup = time.monotonic(), float(profile.get("warmup") or 0)
     while any(t.is_alive() for t in threads):
-        time.sleep(0.5)
-        print(f"[fake] {time.monotonic() - start:.1f}s ok={tally['ok']} "
-              f"errored={tally['errored']}", flush=True)  # fmt: skip
+        time.sleep(0.25)
+        elapsed = time.monotonic() - start
+        status = "warmup" if elapsed < warmup else "active"
+        # GuideLLM's own progress line, so the tuner's phases follow it as they follow GuideLLM.
+        counts = f"successful={tally['ok']} errored={tally['errored']} incomplete=0"
+        rate = f"requests/s={tally['ok'] / elapsed:.2f} output_tokens/s=0.0"
+        head = f"Benchmark 0 (fake@{streams}): {status} | elapsed={elapsed:.1f}s"
+        print(f"{head} | {counts} | {rate}", flush=True)
     text = FIXTURE.read_text()
     if mode == "truncated":
         text = text[: len(text) // 2]
