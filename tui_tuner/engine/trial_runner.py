@@ -269,7 +269,8 @@ class TrialRunner:
             if server.returncode is not None:
                 progress.failure = classify_under_load(server.returncode, server.tail)
             elif err.errored and not err.successful:
-                progress.failure = too_many_errors(err.errored, err.errored, 0.0, err.tail)
+                limit = self.config.workload.max_error_rate
+                progress.failure = too_many_errors(err.errored, err.errored, limit, err.tail)
             else:
                 progress.failure = benchmark_failure(str(err), err.tail)
             return None
