@@ -130,6 +130,20 @@ async def test_stop_interrupts_and_requeues_for_resume(tmp_path: Path) -> None:
     assert not any(isinstance(e, StudyFinished) and not e.resumable for e in events)
 
 
+async def test_a_stop_in_teardown_keeps_the_finished_measurement(tmp_path: Path) -> None:
+    fakes = Fakes(stop_s=0.5)
+    config = replace(make_config(tmp_path, [8], n_trials=2), study=StudySettings(
+        name="t", n_trials=2, seed=1, sampler="random", baseline=False))  # fmt: skip
+    orch, _events = build(tmp_path, config, fakes)
+    task = asyncio.ensure_future(orch.run())
+    await asyncio.wait_for(fakes.stopping.wait(), 10)
+    orch.stop("stopped by SIGHUP")
+    outcome = await asyncio.wait_for(task, 10)
+    assert outcome.resumable and outcome.reason == "stopped by SIGHUP"
+    assert [(r.number, r.state) for r in outcome.records] == [(0, "complete")]
+    assert outcome.records[0].measurement is not None and fakes.stopped == 1
+
+
 async def test_pause_waits_after_the_running_trial(tmp_path: Path) -> None:
     fakes = Fakes()
     orch, events = build(tmp_path, make_config(tmp_path, [8, 16, 32]), fakes)

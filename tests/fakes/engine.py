@@ -83,6 +83,9 @@ class Fakes:
     #: With False, --max-num-seqs 7 measures at once like any other value.
     slow: bool = True
     bench_started: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set when a server is being stopped, which then takes ``stop_s`` seconds.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    stop_s: float = 0.0
 
     def free_port(self, host: str) -> int:
         return 40000 + len(self.launched)
@@ -102,6 +105,8 @@ class Fakes:
         try:
             yield server
         finally:
+            self.stopping.set()
+            await asyncio.sleep(self.stop_s)
             self.stopped += 1
 
     def launch(

@@ -80,6 +80,7 @@ class Orchestrator:
         self._interrupt_note: str | None = None
         self._prune_requested = False
         self._running: TrialPlan | None = None
+        self._progress: TrialProgress | None = None
         self._wake = asyncio.Event()
         self._started = time.time()
         self._local_changes = 0
@@ -139,6 +140,10 @@ class Orchestrator:
         task.add_done_callback(self._pending.discard)
 
     def _interrupt(self, note: str) -> None:
+        """Cut the running trial short, to run it again later. A trial in teardown has its
+        result (a measurement or a failure) already: it is let finish and kept."""
+        if self._progress is not None and self._progress.phase == "teardown":
+            return
         if self._running is not None and self._interrupt_note is None:
             self._interrupt_note = note
             self._wake.set()
@@ -285,6 +290,7 @@ class Orchestrator:
         trial_dir = self.runner.trial_dir(plan.number)
         self.emit(TrialStarted(plan.number, plan.params, plan.baseline, command, str(trial_dir)))
         self._running, self._prune_requested, self._interrupt_note = plan, False, None
+        self._progress = progress
         self._wake.clear()
         work = asyncio.ensure_future(self.runner.run(plan, progress, key, port))
         waker = asyncio.ensure_future(self._wake.wait())
@@ -297,7 +303,7 @@ class Orchestrator:
                 work.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await work
-            self._running = None
+            self._running, self._progress = None, None
         return await self._finish(plan, progress, command)
 
     async def _finish(
