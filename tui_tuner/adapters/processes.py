@@ -71,14 +71,16 @@ async def wait_group_gone(pgid: int, timeout_s: float) -> bool:
     return True
 
 
-async def terminate_group(pgid: int, grace_s: float) -> None:
-    """SIGTERM the whole group (GuideLLM's spawn workers too), SIGKILL whatever is left."""
+async def terminate_group(pgid: int, grace_s: float) -> bool:
+    """SIGTERM the whole group (GuideLLM's spawn workers too), SIGKILL whatever is left.
+    Returns whether the group was gone within `grace_s`, that is without SIGKILL."""
     try:
         signal_group(pgid, signal.SIGTERM)
         if await wait_group_gone(pgid, grace_s):
-            return
+            return True
         signal_group(pgid, signal.SIGKILL)
         await wait_group_gone(pgid, 5.0)
+        return False
     except BaseException:
         signal_group(pgid, signal.SIGKILL)  # cancelled while waiting: do not leave it running
         raise

@@ -1,9 +1,10 @@
 """Life cycle of one `vllm serve` (or any serve command) process.
 
 Started from an argument list (never a shell) in its own session, so that the whole process group
-can be stopped; its output goes line by line to a log file and to a callback. Ready means
-`GET /health` answered 200 before the deadline while the process stayed alive. Stopping sends
-SIGTERM to the group, waits, then SIGKILLs the group and any descendant that left it.
+can be stopped; its output goes to a capped log file and, rate-limited, line by line to a callback
+(server_output.py). Ready means `GET /health` answered 200 before the deadline while the process
+stayed alive. Stopping sends SIGTERM to the group, waits, then SIGKILLs the group and any
+descendant that left it, and says so in the log.
 On Linux the direct child also gets PR_SET_PDEATHSIG, so it dies with the tuner even on SIGKILL.
 """
 
@@ -20,8 +21,9 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from tui_tuner.adapters.processes import pump_lines, spawn_in_session, terminate_group
+from tui_tuner.adapters.processes import spawn_in_session, terminate_group
 from tui_tuner.adapters.reaper import Reaper
+from tui_tuner.adapters.server_output import CappedLog, ServerOutput
 from tui_tuner.core.errors import UserError
 from tui_tuner.engine.ports import (
     BenchmarkFailed,
@@ -47,7 +49,7 @@ class RunningServer:
     base_url: str
     command: list[str]
     log_path: Path
-    tail: list[str] = field(default_factory=list)
+    output: ServerOutput
     pids_seen: set[int] = field(default_factory=set)
     _pump: asyncio.Task[None] | None = None
 
@@ -58,6 +60,11 @@ class RunningServer:
     @property
     def returncode(self) -> int | None:
         return self.process.returncode
+
+    @property
+    def tail(self) -> list[str]:
+        """The last lines it printed (and the tuner's notes about it)."""
+        return self.output.tail
 
     async def wait_exit(self) -> int:
         # Poll rather than process.wait(): that also waits for the output pipe to close, which
@@ -72,17 +79,15 @@ class RunningServer:
         self.pids_seen.update(p.pid for p in _descendants(self.pid))
 
 
-async def _pump_output(server: RunningServer, on_line: Callable[[str], None], keep: int) -> None:
-    assert server.process.stdout is not None
-
-    def remember(line: str) -> None:
-        server.tail.append(line)
-        if len(server.tail) > keep:
-            del server.tail[: len(server.tail) - keep]
-        on_line(line)
-
-    with server.log_path.open("a", encoding="utf-8") as log:
-        await pump_lines(server.process.stdout, log, remember)
+async def _pump_output(server: RunningServer) -> None:
+    """Read the output in big chunks until it ends (or the pump is cancelled), then finish it."""
+    stream = server.process.stdout
+    assert stream is not None
+    try:
+        while chunk := await stream.read(1 << 18):
+            server.output.feed(chunk)
+    finally:
+        server.output.finish()
 
 
 async def wait_healthy(server: RunningServer, timeout_s: float, poll_s: float = 0.25) -> None:
@@ -122,7 +127,7 @@ async def stop_server(server: RunningServer, grace_s: float = 10.0) -> None:
     descendant that moved to another group or session."""
     pid = server.process.pid
     stragglers = _descendants(pid)
-    await terminate_group(pid, grace_s)
+    exited = await terminate_group(pid, grace_s)
     for child in stragglers + _descendants(pid):
         with contextlib.suppress(psutil.Error):
             child.kill()
@@ -134,6 +139,8 @@ async def stop_server(server: RunningServer, grace_s: float = 10.0) -> None:
     if server.process.returncode is None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(server.process.wait(), 5)
+    if not exited:
+        server.output.note(f"the server did not exit within {grace_s:g} s of SIGTERM: killed")
 
 
 @contextlib.asynccontextmanager
@@ -156,8 +163,9 @@ async def launch_server(
     except FileNotFoundError:
         raise UserError(f"server command not found: {command[0]!r}") from None
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    server = RunningServer(proc, f"http://{netloc}", list(command), log_path)
-    server._pump = asyncio.create_task(_pump_output(server, on_line, keep=200))
+    output = ServerOutput(CappedLog(log_path), on_line)
+    server = RunningServer(proc, f"http://{netloc}", list(command), log_path, output)
+    server._pump = asyncio.create_task(_pump_output(server))
     watcher = asyncio.create_task(_note_descendants(server))
     try:
         await wait_healthy(server, startup_timeout_s)
