@@ -41,7 +41,7 @@ from tui_tuner.core.config_problems import (
     to_str,
 )
 from tui_tuner.core.space_load import OPT_LEVEL_NOTE, FlagValue, coerce_flag_value, resolve_flag
-from tui_tuner.core.vllm_flags import lookup, removed
+from tui_tuner.core.vllm_flags import Flag, lookup, removed
 from tui_tuner.core.yaml_lines import child_path
 
 __all__ = [
@@ -119,6 +119,7 @@ def read_study(ctx: Context, sec: Section, legacy: Section) -> StudySettings:
         time_budget_s=budget,
         baseline=sec.read("baseline", True, to_bool),
         max_consecutive_failures=sec.read("max_consecutive_failures", 5, to_int(ge=1)),
+        storage_timeout_s=sec.read("storage_timeout_s", 60.0, to_float(gt=0)),
     )
 
 
@@ -142,7 +143,7 @@ def local_path(text: str, base_dir: Path) -> str:
 
 
 def read_server(ctx: Context, sec: Section, base_dir: Path) -> ServerSettings:
-    model = sec.require("model", to_str, "the model to serve (a directory or a Hugging Face id)")
+    model = sec.require("model", _argument, "the model to serve (a directory or a Hugging Face id)")
     if model:
         model = local_path(model, base_dir)
     command = sec.read("command", ("vllm", "serve"), _command)
@@ -153,6 +154,10 @@ def read_server(ctx: Context, sec: Section, base_dir: Path) -> ServerSettings:
         gone = removed(arg.split("=", 1)[0]) if arg.startswith("--") else None
         if gone is not None:
             ctx.problem(f"{sec.path('extra_args')}[{index}]", arg, gone.explain())
+        managed = _managed(arg)
+        if managed is not None:
+            why = f"{managed.name} is set by the tuner: {MANAGED_FLAGS[managed.dest]}"
+            ctx.problem(f"{sec.path('extra_args')}[{index}]", arg, why)
     flags = _fixed_flags(ctx, sec.raw("flags"), sec.path("flags"))
     env = _env(ctx, sec.raw("env"), sec.path("env"))
     positive = to_float(gt=0)
@@ -162,12 +167,29 @@ def read_server(ctx: Context, sec: Section, base_dir: Path) -> ServerSettings:
         flags=flags,
         extra_args=extra_args,
         env=env,
-        host=sec.read("host", "127.0.0.1", to_str),
+        host=sec.read("host", "127.0.0.1", _argument),
         startup_timeout_s=sec.read("startup_timeout_s", 900.0, positive),
         stop_grace_s=sec.read("stop_grace_s", 30.0, positive),
         api_key=sec.read("api_key", True, to_bool),
         gpu_release_timeout_s=sec.read("gpu_release_timeout_s", 60.0, positive),
     )
+
+
+def _argument(value: object, name: str) -> str:
+    """Text that becomes one argument of the server's command, never read as an option."""
+    text = to_str(value, name)
+    if text.startswith("-"):
+        raise Invalid(f"{show(value)} is not allowed; {name} must not start with '-'")
+    return text
+
+
+def _managed(arg: str) -> Flag | None:
+    """The tuner-managed flag (host, port, API key) an extra argument would set: ``--api-key``,
+    ``--host=0.0.0.0``, and ``--api_key``, which vLLM's parser also reads."""
+    if not arg.startswith("--"):
+        return None
+    flag = lookup("--" + arg[2:].split("=", 1)[0].replace("_", "-"))
+    return flag if flag is not None and flag.dest in MANAGED_FLAGS else None
 
 
 def _strings(value: object, name: str) -> tuple[str, ...]:

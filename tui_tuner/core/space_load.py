@@ -118,6 +118,10 @@ def coerce_flag_value(flag: Flag, value: object) -> FlagValue:
             raise Invalid(
                 f"{show(value)} is not allowed; {flag.name} takes one of: {allowed}{hint}"
             )
+        if value.startswith("-"):  # the server's parser would read it as another option
+            raise Invalid(
+                f"{show(value)} is not allowed; {flag.name} takes no value starting with '-'"
+            )
         return value
     if flag.kind == "float":
         return as_number(value, flag.name, gt=flag.gt, ge=flag.ge, le=flag.le)
