@@ -96,8 +96,11 @@ class TrialRunner:
         progress = TrialProgress(plan.number)
         progress.argv = server_argv(server, plan.params, host=server.host, port=port, api_key=key)
         directory = self.trial_dir(plan.number)
-        directory.mkdir(parents=True, exist_ok=True)
+        for d in (directory.parent, directory):  # owner-only, like the study directory
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            d.chmod(0o700)
         (directory / "command.txt").write_text(_quote(redact(progress.argv)) + "\n")
+        _owner_only(directory)
         return progress, key, port
 
     def files(self, number: int) -> dict[str, str]:
@@ -153,6 +156,7 @@ class TrialRunner:
             self._enter(progress, "teardown")
             pids = list(server.pids_seen) if server is not None else []
             await stack.aclose()
+            _owner_only(self.trial_dir(plan.number))  # the logs and reports the processes wrote
             if pids:
                 released, _ = await self.gpu.wait_released(pids, cfg.gpu_release_timeout_s)
                 progress.gpu_released = released
@@ -289,6 +293,15 @@ def _in_phase(failure: Failure, phase: str) -> Failure:
 def _local_tokenizer(model: str) -> str | None:
     """A model given as a local directory is also GuideLLM's tokenizer (no hub lookups)."""
     return model if Path(model).is_dir() else None
+
+
+def _owner_only(directory: Path) -> None:
+    """Files of a trial readable by their owner alone (0600). The directory is 0700 from the
+    start; this keeps copies (``cp -p``, ``tar``) private too, whatever the umask was."""
+    with contextlib.suppress(OSError):  # never a reason to fail the trial
+        for path in directory.iterdir():
+            if path.is_file():
+                path.chmod(0o600)
 
 
 def _quote(argv: list[str]) -> str:
