@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import textwrap
 from pathlib import Path
@@ -83,3 +84,44 @@ async def test_stop_kills_sigterm_ignorers_and_escaped_descendants(tmp_path: Pat
         assert len(children) == 1
     for proc in [*children]:
         assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+
+
+async def test_a_worker_left_behind_by_a_server_that_died_is_stopped(tmp_path: Path) -> None:
+    """The server exits on its own (a crash) and its worker, in a session of its own, is left
+    behind, no longer its descendant: the stop still finds it among the processes seen."""
+    port = free_port()
+    cmd = _script(
+        tmp_path,
+        f"""
+        import http.server, subprocess, sys, threading, time
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "{tmp_path}"],
+                         start_new_session=True)
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200); self.end_headers()
+            def log_message(self, *a): pass
+        server = http.server.HTTPServer(("127.0.0.1", {port}), H)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        time.sleep(2.5)
+        print("crashed", flush=True)
+        sys.exit(1)
+    """,
+    )
+    async with launch_server(cmd, host="127.0.0.1", port=port, startup_timeout_s=20,
+                             log_path=tmp_path / "server.log") as server:  # fmt: skip
+        assert await server.wait_exit() == 1
+        await asyncio.sleep(1.5)  # the process tree is watched once a second
+
+    def worker() -> list[psutil.Process]:
+        return [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if str(tmp_path) in " ".join(p.info["cmdline"] or [])
+            and "fake_server.py" not in " ".join(p.info["cmdline"] or [])
+            and p.status() != psutil.STATUS_ZOMBIE
+        ]
+
+    left = worker()
+    for p in left:
+        p.kill()
+    assert not left

@@ -51,6 +51,8 @@ class RunningServer:
     log_path: Path
     output: ServerOutput
     pids_seen: set[int] = field(default_factory=set)
+    #: The processes behind `pids_seen` (psutil checks their identity before signalling).
+    seen: dict[int, psutil.Process] = field(default_factory=dict)
     _pump: asyncio.Task[None] | None = None
 
     @property
@@ -74,9 +76,12 @@ class RunningServer:
         return self.process.returncode
 
     def note_descendants(self) -> None:
-        """Remember every process of the server, to check their GPU memory after the stop."""
+        """Remember every process of the server, to check their GPU memory after the stop and
+        to stop a worker that a crashed server left behind (no longer its descendant)."""
         self.pids_seen.add(self.pid)
-        self.pids_seen.update(p.pid for p in _descendants(self.pid))
+        for p in _descendants(self.pid):
+            self.pids_seen.add(p.pid)
+            self.seen.setdefault(p.pid, p)
 
 
 async def _pump_output(server: RunningServer) -> None:
@@ -123,12 +128,14 @@ def _descendants(pid: int) -> list[psutil.Process]:
 
 
 async def stop_server(server: RunningServer, grace_s: float = 10.0) -> None:
-    """SIGTERM the process group, wait up to `grace_s`, SIGKILL what is left, then sweep any
-    descendant that moved to another group or session."""
+    """SIGTERM the process group, wait up to `grace_s`, SIGKILL what is left, then sweep every
+    descendant seen that is still running: one that moved to another group or session, or one
+    that a server which died left behind."""
     pid = server.process.pid
-    stragglers = _descendants(pid)
+    stragglers = list({**server.seen, **{p.pid: p for p in _descendants(pid)}}.values())
     exited = await terminate_group(pid, grace_s)
-    for child in stragglers + _descendants(pid):
+    stragglers = [p for p in stragglers + _descendants(pid) if p.is_running()]  # same identity
+    for child in stragglers:
         with contextlib.suppress(psutil.Error):
             child.kill()
     await asyncio.to_thread(psutil.wait_procs, stragglers, timeout=5)
