@@ -7,22 +7,33 @@ its own event sink. Nothing here decides anything about tuning; it only wires.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
 import signal
+import socket
 import sys
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from tui_tuner.core.config import StudyConfig
+from tui_tuner.core.errors import UserError
 from tui_tuner.core.events import Event, Notice
 from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
 from tui_tuner.engine.study import StudyStore, default_storage_url
 from tui_tuner.engine.trial_runner import TrialRunner
 
-__all__ = ["CONFIG_NAME", "StudySetup", "default_study_dir", "prepare", "run_study"]
+__all__ = [
+    "CONFIG_NAME",
+    "StudySetup",
+    "default_study_dir",
+    "hold_study_dir",
+    "prepare",
+    "run_study",
+]
 
 CONFIG_NAME = "config.yaml"
 OVERRIDES_NAME = "overrides.json"
@@ -81,6 +92,35 @@ def saved_overrides(study_dir: Path) -> dict[str, object]:
     return dict(data) if isinstance(data, dict) else {}
 
 
+LOCK_NAME = ".lock"
+#: Study directories this process holds, by real path: holding one again is a no-op.
+_HELD: dict[str, int] = {}
+
+
+def hold_study_dir(study_dir: Path) -> None:
+    """Take the study directory for this process until it exits (a SIGKILL included: the kernel
+    drops the lock with the process). A directory another tuner holds is refused with who holds
+    it: two tuners on one directory would overwrite each other's files and fight over the GPU."""
+    key = os.path.realpath(study_dir)
+    if key in _HELD:
+        return
+    fd = os.open(study_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise UserError(
+            f"{study_dir} is in use by another tui-tuner ({holder}). Stop that one first. "
+            "To add a worker on another GPU or machine, give it its own --study-dir and the "
+            'same study.storage (docs/configuration.md, "Several workers")'
+        ) from None
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}\n".encode())
+    _HELD[key] = fd
+
+
 def prepare(
     config: StudyConfig,
     study_dir: Path,
@@ -99,6 +139,7 @@ def prepare(
         server = replace(server, model=str(ensure_tiny_model(CACHE / "tiny-llama").path))
     config = replace(config, server=server)
     study_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    hold_study_dir(study_dir)
     kept = study_dir / CONFIG_NAME
     if source_text is not None and not kept.exists():
         kept.write_text(source_text, encoding="utf-8")

@@ -54,6 +54,9 @@ class StudySettings:
     baseline: bool = True
     #: Stop the study after this many failed trials in a row.
     max_consecutive_failures: int = 5
+    #: Seconds to wait for the storage (a lock another process holds, a database that is down)
+    #: before the study stops; finished trials are kept and the study resumes later.
+    storage_timeout_s: float = 60.0
 
 
 @dataclass(frozen=True)

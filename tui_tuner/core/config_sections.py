@@ -119,6 +119,7 @@ def read_study(ctx: Context, sec: Section, legacy: Section) -> StudySettings:
         time_budget_s=budget,
         baseline=sec.read("baseline", True, to_bool),
         max_consecutive_failures=sec.read("max_consecutive_failures", 5, to_int(ge=1)),
+        storage_timeout_s=sec.read("storage_timeout_s", 60.0, to_float(gt=0)),
     )
 
 

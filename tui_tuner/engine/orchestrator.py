@@ -40,7 +40,15 @@ from tui_tuner.core.objectives import (
 )
 from tui_tuner.core.space import SearchSpace
 from tui_tuner.core.trial import TrialRecord
-from tui_tuner.engine.study import StudyStore, TrialPlan, record_attrs
+from tui_tuner.engine.study import (
+    STORAGE_ERRORS,
+    StorageUnavailable,
+    StudyStore,
+    TrialPlan,
+    record_attrs,
+    shown_url,
+    storage_cause,
+)
 from tui_tuner.engine.trial_runner import TrialProgress, TrialRunner
 
 __all__ = ["Orchestrator", "StudyOutcome"]
@@ -137,7 +145,14 @@ class Orchestrator:
         self._local_changes += 1
         task = asyncio.ensure_future(self._io(lambda: self.store.update_control(**change)))
         self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        task.add_done_callback(self._published)
+
+    def _published(self, task: asyncio.Future[Any]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and isinstance(task.exception(), StorageUnavailable):
+            # This process obeys the command anyway; only other processes miss it.
+            self.emit(Notice("warning", f"the command was not written to the storage: "
+                                        f"{task.exception()}"))  # fmt: skip
 
     def _interrupt(self, note: str) -> None:
         """Cut the running trial short, to run it again later. A trial in teardown has its
@@ -151,7 +166,17 @@ class Orchestrator:
     # -- the loop --------------------------------------------------------------------------
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._io_pool, fn, *args)
+        """Run a storage call off the loop. A storage that stays locked or unreachable past
+        ``study.storage_timeout_s`` (the driver waits that long) ends the study cleanly."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._io_pool, fn, *args)
+        except STORAGE_ERRORS as err:
+            cause = storage_cause(err)
+            raise StorageUnavailable(
+                f"the study storage {shown_url(self.store.storage_url)} did not answer within "
+                f"study.storage_timeout_s ({self.config.study.storage_timeout_s:g} s): {cause}. "
+                "Finished trials are kept in it; resume once it is available again"
+            ) from None
 
     async def run(self) -> StudyOutcome:
         try:
@@ -170,7 +195,7 @@ class Orchestrator:
             StudyStarted(
                 study_name=cfg.study.name,
                 objective=cfg.objective.kind,
-                storage=self.store.storage_url,
+                storage=shown_url(self.store.storage_url),
                 study_dir=str(self.study_dir),
                 n_trials=self.n_trials,
                 time_budget_s=cfg.study.time_budget_s,
@@ -262,7 +287,10 @@ class Orchestrator:
         while True:
             await asyncio.sleep(POLL_S)
             seen = self._local_changes
-            control = await self._io(self.store.control)
+            try:
+                control = await self._io(self.store.control)
+            except StorageUnavailable:
+                continue  # best effort: the study loop meets the same storage and says so
             if seen != self._local_changes:
                 continue  # a local command changed it meanwhile; read again next time
             if control.stop_at is not None and control.stop_at > self._started:
@@ -278,7 +306,8 @@ class Orchestrator:
                 self.prune(running.number)
             if running is not None and time.monotonic() - last_beat >= HEARTBEAT_S:
                 last_beat = time.monotonic()
-                await self._io(self.store.heartbeat, running)
+                with contextlib.suppress(StorageUnavailable):
+                    await self._io(self.store.heartbeat, running)
 
     async def _one_trial(self) -> TrialRecord | None:
         plan = await self._io(self.store.ask, self.space)

@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
+import sqlalchemy.engine
+import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
 from tui_tuner.core.config import StudyConfig
@@ -75,6 +78,39 @@ def server_key(config: StudyConfig) -> str:
 
 def default_storage_url(study_dir: Path) -> str:
     return f"sqlite:///{(study_dir / 'study.db').resolve()}"
+
+
+def shown_url(url: str) -> str:
+    """A storage URL fit for a screen, a log or an event: its password masked."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return url
+
+
+class StorageUnavailable(UserError):
+    """The storage did not answer within ``study.storage_timeout_s`` (a lock held elsewhere, a
+    database down, a full disk). Finished trials are in it; the study resumes later."""
+
+
+def storage_cause(err: BaseException) -> str:
+    """The driver's own words for a storage error ("database is locked"), not Optuna's wrapper
+    text, which guesses at invalid data."""
+    seen: BaseException | None = err
+    while seen is not None:
+        orig = getattr(seen, "orig", None)
+        if orig is not None:
+            return str(orig).splitlines()[0]
+        seen = seen.__cause__ or seen.__context__
+    return str(err).splitlines()[0]
+
+
+#: What the storage raises when it cannot be read or written right now.
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    optuna.exceptions.StorageInternalError,
+)
 
 
 def _suggest(trial: optuna.Trial, p: Param) -> object:
@@ -154,13 +190,17 @@ class StudyStore:
         logging.getLogger("optuna").propagate = False
         self.config = config
         self.storage_url = storage_url
-        kwargs: dict[str, Any] = {}
+        wait = config.study.storage_timeout_s
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}  # a dropped connection is reopened
         if storage_url.startswith("sqlite"):
-            kwargs = {"connect_args": {"timeout": 60}}  # wait for a lock instead of failing
+            kwargs["connect_args"] = {"timeout": wait}  # wait for a lock instead of failing
+        elif storage_url.startswith("postgresql"):
+            kwargs["connect_args"] = {"connect_timeout": max(1, round(wait))}
         try:
             self.storage = optuna.storages.RDBStorage(storage_url, engine_kwargs=kwargs)
         except Exception as exc:  # any driver or URL error is the user's to fix
-            raise UserError(f"study.storage: cannot open {storage_url!r}: {exc}") from None
+            shown = shown_url(storage_url)
+            raise UserError(f"study.storage: cannot open {shown!r}: {exc}") from None
         kind = config.objective.kind
         self.study = optuna.create_study(
             study_name=config.study.name,

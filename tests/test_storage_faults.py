@@ -1,0 +1,155 @@
+"""The study's storage held by another process, and a second tuner on a study directory.
+
+Each test runs the real `tui-tuner tune` on the simulated server with the quick fake GuideLLM
+(tests/fakes/fake_guidellm.py; these tests check the tuner, not a measurement).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import FAST_PROFILE, ROOT
+from tui_tuner.compose import saved_overrides
+from tui_tuner.core.config_load import load_config
+from tui_tuner.core.trial import TrialRecord
+from tui_tuner.engine.study import StudyStore, default_storage_url
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+FAKE_GUIDELLM = ROOT / "tests" / "fakes" / "fake_guidellm.py"
+
+
+def write_config(tmp_path: Path, model: Path, *, storage_timeout_s: float, trials: int) -> Path:
+    profile = tmp_path / FAST_PROFILE.name  # its path marks this test's servers
+    profile.write_text(FAST_PROFILE.read_text())
+    args = ["--sim-profile-file", str(profile), "--sim-time-scale", "4"]
+    config = tmp_path / "storage.yaml"
+    config.write_text(
+        f"""
+study: {{name: storage, seed: 0, sampler: grid, n_trials: {trials},
+         storage_timeout_s: {storage_timeout_s}}}
+server:
+  command: ["tui-tuner", "sim-serve"]
+  model: {model}
+  extra_args: {json.dumps(args)}
+  startup_timeout_s: 60
+workload: {{prompt_tokens: 64, output_tokens: 16, streams: 2, duration_s: 2, warmup_s: 1}}
+search_space: {{max_num_seqs: {{options: [8, 16]}}}}
+"""
+    )
+    return config
+
+
+def tune_cmd(config: Path, study: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tui_tuner", "tune", str(config), "--headless",
+            "--study-dir", str(study), "--guidellm", str(FAKE_GUIDELLM), *extra]  # fmt: skip
+
+
+def start(cmd: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def records(study: Path) -> dict[int, TrialRecord]:
+    config = load_config(study / "config.yaml", saved_overrides(study))
+    return {r.number: r for r in StudyStore(config, default_storage_url(study)).records()}
+
+
+def wait_for(events: Path, needle: str, proc: subprocess.Popen[Any], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if events.exists() and needle in events.read_text():
+            return
+        assert proc.poll() is None, f"the tuner ended (code {proc.returncode}) before {needle}"
+        time.sleep(0.05)
+    pytest.fail(f"never saw {needle!r}")
+
+
+def hold_exclusive(db: Path) -> sqlite3.Connection:
+    """What a backup tool or a `sqlite3` shell left in a transaction does: no one else reads
+    or writes the database until it lets go."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+    conn.execute("BEGIN EXCLUSIVE")
+    return conn
+
+
+def leftovers(marker: str) -> list[str]:
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        cmdline = " ".join(p.info["cmdline"] or [])
+        if marker in cmdline and p.info["status"] != psutil.STATUS_ZOMBIE and p.pid != 0:
+            found.append(cmdline)
+    return found
+
+
+def test_a_storage_locked_for_a_while_is_waited_for(tmp_path: Path, tiny_model: Path) -> None:
+    study, events = tmp_path / "study", tmp_path / "events.jsonl"
+    config = write_config(tmp_path, tiny_model, storage_timeout_s=30, trials=2)
+    proc = start(tune_cmd(config, study, "--events-jsonl", str(events)))
+    wait_for(events, '"phase": "warmup"', proc)
+    lock = hold_exclusive(study / "study.db")
+    time.sleep(5)  # the trial ends meanwhile: its result waits for the storage
+    lock.execute("COMMIT")
+    lock.close()
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output[-3000:]
+    done = records(study)
+    assert [r.state for r in done.values()] == ["complete", "complete"], done
+
+
+def test_a_storage_locked_too_long_stops_the_study_cleanly_and_it_resumes(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    study, events = tmp_path / "study", tmp_path / "events.jsonl"
+    config = write_config(tmp_path, tiny_model, storage_timeout_s=2, trials=3)
+    proc = start(tune_cmd(config, study, "--events-jsonl", str(events)))
+    wait_for(events, '"kind": "trial_finished"', proc)  # trial 0 is stored
+    wait_for(events, '"number": 1, "phase": "warmup"', proc)
+    before = records(study)
+    lock = hold_exclusive(study / "study.db")
+    try:
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    assert proc.returncode == 2, output[-3000:]
+    assert "did not answer within study.storage_timeout_s (2 s): database is locked" in output
+    assert "Traceback" not in output
+    assert not leftovers(str(tmp_path))
+    resumed = subprocess.run([sys.executable, "-m", "tui_tuner", "resume", str(study),
+                              "--headless", "--guidellm", str(FAKE_GUIDELLM)],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    after = records(study)
+    assert after[0] == before[0] and after[0].state == "complete"
+    assert after[1].note.startswith("interrupted: the tuner running it died")
+    assert sum(r.state == "complete" for r in after.values()) == 3
+
+
+def test_a_second_tuner_on_the_same_directory_is_refused(tmp_path: Path, tiny_model: Path) -> None:
+    study, events = tmp_path / "study", tmp_path / "events.jsonl"
+    config = write_config(tmp_path, tiny_model, storage_timeout_s=30, trials=2)
+    first = start(tune_cmd(config, study, "--events-jsonl", str(events)))
+    wait_for(events, '"phase": "launching"', first)
+    kept = (study / "overrides.json").read_bytes() if (study / "overrides.json").exists() else None
+    for second in (
+        tune_cmd(config, study, "--trials", "5"),
+        [sys.executable, "-m", "tui_tuner", "resume", str(study), "--headless"],
+    ):
+        result = subprocess.run(second, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert f"is in use by another tui-tuner (pid {first.pid} on " in result.stderr
+        assert "Traceback" not in result.stderr
+    after = (study / "overrides.json").read_bytes() if (study / "overrides.json").exists() else None
+    assert after == kept  # the refused tuner changed nothing
+    output, _ = first.communicate(timeout=120)
+    assert first.returncode == 0, output[-3000:]
+    assert [r.state for r in records(study).values()] == ["complete", "complete"]
