@@ -314,6 +314,9 @@ class Orchestrator:
         same = await self._io(self.store.find_same, plan)
         if same is not None:
             return await self._tell_duplicate(plan, same)
+        elsewhere = await self._io(self.store.find_running_same, plan)
+        if elsewhere is not None:
+            return await self._tell_running_elsewhere(plan, elsewhere)
         progress, key, port = self.runner.prepare(plan)
         command = tuple(redact(progress.argv))
         trial_dir = self.runner.trial_dir(plan.number)
@@ -433,6 +436,25 @@ class Orchestrator:
             state = TrialState.PRUNED if same.state == "pruned" else TrialState.FAIL
         await self._io(lambda: self.store.tell(plan, record, values=values, state=state))
         self.emit(TrialFinished(record))
+        return record
+
+    async def _tell_running_elsewhere(self, plan: TrialPlan, number: int) -> TrialRecord:
+        """Another worker runs this configuration now: skip it (a failed Optuna trial, which
+        samplers ignore, not counted against the budget), and give that worker a moment."""
+        now = time.time()
+        record = TrialRecord(
+            number=plan.number,
+            state="failed",
+            params=plan.params,
+            baseline=plan.baseline,
+            duplicate_of=number,
+            note=f"skipped: trial {number} runs the same configuration on another worker",
+            started_at=now,
+            finished_at=now,
+        )
+        await self._io(lambda: self.store.tell(plan, record, values=None, state=TrialState.FAIL))
+        self.emit(TrialFinished(record))
+        await asyncio.sleep(POLL_S)
         return record
 
 

@@ -182,6 +182,19 @@ class Control:
     prune: set[int] = field(default_factory=set)
 
 
+def _open_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
+    """Open (and on first use create) the storage. Workers started together on an empty
+    database race to create Optuna's tables; the loser finds them made on its next try."""
+    for attempt in range(4):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == 3:
+                raise
+            time.sleep(0.5 + attempt)
+    raise AssertionError("unreachable")
+
+
 class StudyStore:
     """One study in one Optuna storage."""
 
@@ -197,7 +210,7 @@ class StudyStore:
         elif storage_url.startswith("postgresql"):
             kwargs["connect_args"] = {"connect_timeout": max(1, round(wait))}
         try:
-            self.storage = optuna.storages.RDBStorage(storage_url, engine_kwargs=kwargs)
+            self.storage = _open_storage(storage_url, kwargs)
         except Exception as exc:  # any driver or URL error is the user's to fix
             shown = shown_url(storage_url)
             raise UserError(f"study.storage: cannot open {shown!r}: {exc}") from None
@@ -400,12 +413,30 @@ class StudyStore:
         )
         return control
 
+    def find_running_same(self, plan: TrialPlan) -> int | None:
+        """The number of a trial another worker is running with exactly these parameters (and
+        this server setup), or None."""
+        key = params_key(plan.params)
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.number == plan.number or t.user_attrs.get("server_key") != self.server_key:
+                continue
+            if bool(t.user_attrs.get("baseline")) == plan.baseline and (
+                plan.baseline or params_key(dict(t.params)) == key
+            ):
+                return t.number
+        return None
+
     def distinct_configs(self) -> int:
         """Distinct configurations tried so far under this server setup (the baseline counts
-        as one)."""
+        as one), those other workers are running now included."""
         keys = set()
-        for t in self.study.get_trials(deepcopy=False, states=_FINISHED):
+        states = (*_FINISHED, TrialState.RUNNING)
+        for t in self.study.get_trials(deepcopy=False, states=states):
             if "interrupted" in t.user_attrs or t.user_attrs.get("server_key") != self.server_key:
+                continue
+            if t.state == TrialState.RUNNING:
+                baseline = bool(t.user_attrs.get("baseline"))
+                keys.add("baseline" if baseline else params_key(dict(t.params)))
                 continue
             record = to_record(t)
             if record.duplicate_of is None:
