@@ -7,8 +7,10 @@ end-to-end behaviour with real processes is in test_study_sim.py.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,6 +144,29 @@ async def test_a_stop_in_teardown_keeps_the_finished_measurement(tmp_path: Path)
     assert outcome.resumable and outcome.reason == "stopped by SIGHUP"
     assert [(r.number, r.state) for r in outcome.records] == [(0, "complete")]
     assert outcome.records[0].measurement is not None and fakes.stopped == 1
+
+
+async def test_a_full_disk_ends_the_trial_as_interrupted_and_stops_the_study(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever a trial says when its disk fills up says nothing about its flags: it runs
+    again once there is room, and no trial starts until then."""
+    fakes = Fakes(stop_s=0.2)
+    orch, _events = build(tmp_path, make_config(tmp_path, [8, 16], n_trials=3), fakes)
+    real = shutil.disk_usage
+
+    def usage(path: str | Path) -> Any:
+        total, used, free = real(path)
+        full = fakes.stopping.is_set()  # the disk fills while the first trial runs
+        return type(real(path))(total, used, 2**20 if full else free)
+
+    monkeypatch.setattr("tui_tuner.engine.orchestrator.shutil.disk_usage", usage)
+    outcome = await asyncio.wait_for(orch.run(), 10)
+    assert outcome.reason.startswith("the disk holding") and outcome.resumable
+    assert "(1.0 MiB free); free some space, then resume" in outcome.reason
+    assert [(r.number, r.state) for r in outcome.records] == [(0, "failed"), (1, "waiting")]
+    assert outcome.records[0].note.startswith("interrupted: the disk holding")
+    assert len(fakes.launched) == 1  # nothing started once the disk was full
 
 
 async def test_pause_waits_after_the_running_trial(tmp_path: Path) -> None:

@@ -113,3 +113,18 @@ def test_a_line_without_end_is_passed_on_in_pieces(tmp_path: Path) -> None:
         out.feed(b"x" * 10_000)
     out.finish()
     assert sum(map(len, shown)) == 1_000_000 and max(map(len, shown)) < 80_000
+
+
+def test_a_log_that_cannot_be_written_leaves_the_lines_shown() -> None:
+    """A full disk (here /dev/full, where every write fails with ENOSPC) stops the log file,
+    not the server's output: the lines are still shown and kept for the failure classifier."""
+    shown: list[str] = []
+    out = ServerOutput(CappedLog(Path("/dev/full")), shown.append)
+    out.feed(b"INFO one\nINFO two\n")
+    out.feed(b"INFO three\n")
+    out.note("the server did not exit within 2 s of SIGTERM: killed")
+    out.finish()
+    assert shown[0] == "[tui-tuner] server.log cannot be written (No space left on device): " \
+        "from here the server's lines are only shown"  # fmt: skip
+    assert shown[1:4] == ["INFO one", "INFO two", "INFO three"]
+    assert out.tail[-1].endswith("killed") and out.log.error is not None

@@ -1,4 +1,5 @@
-"""The study's storage held by another process, and a second tuner on a study directory.
+"""The study's storage held by another process, a full disk, and a second tuner on a study
+directory.
 
 Each test runs the real `tui-tuner tune` on the simulated server with the quick fake GuideLLM
 (tests/fakes/fake_guidellm.py; these tests check the tuner, not a measurement).
@@ -7,10 +8,12 @@ Each test runs the real `tui-tuner tune` on the simulated server with the quick 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +156,63 @@ def test_a_second_tuner_on_the_same_directory_is_refused(tmp_path: Path, tiny_mo
     output, _ = first.communicate(timeout=120)
     assert first.returncode == 0, output[-3000:]
     assert [r.state for r in records(study).values()] == ["complete", "complete"]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 24 MiB file system of its own (tmpfs), to fill up."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        message = f"cannot mount a small tmpfs here: {mounted.stderr.strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 2**20)
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_stops_the_study_cleanly_and_it_resumes(
+    tmp_path: Path, tiny_model: Path, small_disk: Path
+) -> None:
+    study, events = small_disk / "study", tmp_path / "events.jsonl"
+    config = write_config(tmp_path, tiny_model, storage_timeout_s=5, trials=3)
+    proc = start(tune_cmd(config, study, "--events-jsonl", str(events)))
+    wait_for(events, '"kind": "trial_finished"', proc)
+    wait_for(events, '"number": 1, "phase": "warmup"', proc)
+    before = records(study)
+    filler = fill(small_disk)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode in (1, 2), output[-3000:]  # stopped by the engine, or the storage
+    assert "full" in output and "free some space, then resume" in output, output[-3000:]
+    assert "Traceback" not in output
+    assert not leftovers(str(tmp_path))
+    resume = [sys.executable, "-m", "tui_tuner", "resume", str(study), "--headless",
+              "--guidellm", str(FAKE_GUIDELLM)]  # fmt: skip
+    refused = subprocess.run(resume, capture_output=True, text=True, timeout=120)
+    said = refused.stdout + refused.stderr
+    assert refused.returncode in (1, 2) and "full" in said and "Traceback" not in said, said
+    assert not (study / "trials" / "0002").exists()  # no trial starts on a full disk
+    filler.unlink()
+    resumed = subprocess.run(resume, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    after = records(study)
+    assert after[0] == before[0] and after[0].state == "complete"
+    assert sum(r.state == "complete" for r in after.values()) == 3
+    assert not leftovers(str(tmp_path))

@@ -30,6 +30,7 @@ from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.config_load import load_config, load_space
 from tui_tuner.core.errors import UserError
 from tui_tuner.core.events import Event
+from tui_tuner.engine.orchestrator import DISK_FULL_REASON
 from tui_tuner.report.console import ConsoleSink, JsonlSink
 from tui_tuner.report.summary import best_table, outcome_lines
 
@@ -92,6 +93,7 @@ def run_headless(
     if outcome.reason.startswith("stopped by SIG"):
         return 130
     failed = "failed in a row" in outcome.reason or "baseline" in outcome.reason
+    failed = failed or outcome.reason.startswith(DISK_FULL_REASON)
     return 1 if failed else 0
 
 

@@ -54,6 +54,8 @@ class CappedLog:
         self._ends_line = True
         self.dropped_bytes = 0
         self.dropped_lines = 0
+        #: The first write that failed (a full disk): from then on nothing more is written.
+        self.error: OSError | None = None
 
     def write(self, data: bytes) -> None:
         if not data:
@@ -62,7 +64,7 @@ class CappedLog:
             if len(data) <= self._room:
                 self._put(data)
                 self._room -= len(data)
-                self._file.flush()
+                self._flush()
                 return
             cut = data.rfind(b"\n", 0, self._room) + 1 or self._room  # whole lines if it can
             self._put(data[:cut])
@@ -72,7 +74,7 @@ class CappedLog:
                 f"here only the last {self._tail_bytes / MiB:g} MiB of the output are kept, "
                 "written when the server stops"
             )
-            self._file.flush()
+            self._flush()
         self._ring.append(data)
         self._ring_size += len(data)
         while self._ring_size - len(self._ring[0]) >= self._tail_bytes:
@@ -85,12 +87,16 @@ class CappedLog:
         """A line of the tuner's own, on a line of its own (also after `close`)."""
         line = ("" if self._ends_line else "\n").encode() + text.encode() + b"\n"
         if self._file.closed:
-            with self.path.open("ab") as file:
-                file.write(line)
+            if self.error is None:
+                try:
+                    with self.path.open("ab") as file:
+                        file.write(line)
+                except OSError as err:
+                    self.error = err
             self._ends_line = True
         else:
             self._put(line)
-            self._file.flush()
+            self._flush()
 
     def close(self) -> None:
         """Write the kept tail (after a line on what was dropped) and close; idempotent."""
@@ -115,12 +121,25 @@ class CappedLog:
         self._put(tail)
         if not self._ends_line:
             self._put(b"\n")
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as err:  # the last buffered bytes did not fit
+            self.error = self.error or err
 
     def _put(self, data: bytes) -> None:
-        if data:
-            self._file.write(data)
+        if data and self.error is None:
+            try:
+                self._file.write(data)
+            except OSError as err:
+                self.error = err
             self._ends_line = data.endswith(b"\n")
+
+    def _flush(self) -> None:
+        if self.error is None:
+            try:
+                self._file.flush()
+            except OSError as err:
+                self.error = err
 
 
 class LineBudget:
@@ -170,7 +189,11 @@ class ServerOutput:
         return [_text(raw) for raw in self._tail]
 
     def feed(self, chunk: bytes) -> None:
+        failed = self.log.error
         self.log.write(chunk)
+        if failed is None and self.log.error is not None:
+            self._on_line(f"{TAG} server.log cannot be written ({self.log.error.strerror}): "
+                          "from here the server's lines are only shown")  # fmt: skip
         *lines, self._pending = (self._pending + chunk).split(b"\n")
         if len(self._pending) > MAX_LINE_BYTES:
             lines.append(self._pending)

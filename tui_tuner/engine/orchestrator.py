@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -58,6 +60,9 @@ POLL_S = 1.0
 HEARTBEAT_S = 10.0
 #: Proposals of already-tried configurations in a row before the space counts as exhausted.
 MAX_DUPLICATES_IN_A_ROW = 30
+#: Below this much free space where the study writes, no trial starts and a running one ends.
+LOW_DISK_BYTES = 16 * 2**20
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,11 @@ class Orchestrator:
             return await asyncio.get_running_loop().run_in_executor(self._io_pool, fn, *args)
         except STORAGE_ERRORS as err:
             cause = storage_cause(err)
+            if "full" in cause:
+                raise StorageUnavailable(
+                    f"the study storage {shown_url(self.store.storage_url)} cannot be written: "
+                    f"{cause}. Finished trials are kept in it; free some space, then resume"
+                ) from None
             raise StorageUnavailable(
                 f"the study storage {shown_url(self.store.storage_url)} did not answer within "
                 f"study.storage_timeout_s ({self.config.study.storage_timeout_s:g} s): {cause}. "
@@ -267,6 +277,9 @@ class Orchestrator:
                 f"{failures_in_a_row} trials failed in a row (study.max_consecutive_failures); "
                 "see their logs, fix the configuration, then resume"
             )
+        low_disk = self._low_disk()
+        if low_disk:
+            return low_disk
         if duplicates_in_a_row >= MAX_DUPLICATES_IN_A_ROW:
             return "every configuration the sampler proposes has been tried already"
         size = self.space.size()
@@ -333,10 +346,36 @@ class Orchestrator:
             waker.cancel()
             if not work.done():
                 work.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            write_error = ""
+            try:
                 await work
+            except asyncio.CancelledError:
+                pass
+            except OSError as err:  # a log or report could not be written
+                if err.errno not in DISK_FULL_ERRNOS:
+                    raise
+                write_error = f"{DISK_FULL_REASON} is full: {err}; free some space, then resume"
             self._running, self._progress = None, None
+        low_disk = self._low_disk() or write_error
+        if low_disk and self._interrupt_note is None:
+            # Whatever the trial says (a failed write, a GuideLLM that could not save its
+            # report), it says nothing about the flags: it runs again once there is room.
+            self._interrupt_note = f"interrupted: {low_disk}"
+            self.stop(low_disk, now=False)
         return await self._finish(plan, progress, command)
+
+    def _low_disk(self) -> str:
+        """Why no trial can run for lack of disk space where the study writes, or ""."""
+        try:
+            free = shutil.disk_usage(self.study_dir).free
+        except OSError:
+            return ""
+        if free >= LOW_DISK_BYTES:
+            return ""
+        return (
+            f"{DISK_FULL_REASON} holding {self.study_dir} is full ({free / 2**20:.1f} MiB "
+            "free); free some space, then resume"
+        )
 
     async def _finish(
         self, plan: TrialPlan, progress: TrialProgress, command: tuple[str, ...]
@@ -459,3 +498,5 @@ class Orchestrator:
 
 
 _PRUNED, _COMPLETE = TrialState.PRUNED, TrialState.COMPLETE
+#: How a study stopped for lack of disk space begins its reason.
+DISK_FULL_REASON = "the disk"
