@@ -640,6 +640,16 @@ BAD_CASES: list[tuple[str, str | bytes, list[str]]] = [
         ["config.yaml:1: study.sampler: grid search needs a finite space"],
     ),
     (
+        "huge grid",
+        "study: {name: t, n_trials: 4, sampler: grid}\nserver: {model: /m}\n"
+        "search_space:\n  max_num_batched_tokens: {low: 1024, high: 1000000000, step: 1}\n"
+        "  max_num_seqs: {low: 1, high: 1024}\n",
+        [
+            "config.yaml:1: study.sampler: grid search over 1,023,998,952,448 configurations "
+            "(999,998,977 max_num_batched_tokens x 1,024 max_num_seqs) would never finish"
+        ],
+    ),
+    (
         "trials twice",
         HEAD + "optimization: {n_trials: 5}\n",
         ["optimization.n_trials: also given as study.n_trials"],
@@ -669,6 +679,17 @@ def test_bad_case_table_is_large_enough() -> None:
 
 
 # -- the predecessor's format ----------------------------------------------------------------
+
+
+def test_a_huge_space_is_counted_without_listing_it() -> None:
+    """A sampler other than grid takes any size; counting it must not build a list of 10^12."""
+    text = (
+        "study: {name: t, n_trials: 4, sampler: tpe}\nserver: {model: /m}\nsearch_space:\n"
+        "  max_num_batched_tokens: {low: 1, high: 1000000000000, step: 1}\n"
+        "  gpu_memory_utilization: {low: 0.5, high: 0.95, step: 0.05}\n"
+    )
+    config = parse_config(text, Path("config.yaml"))
+    assert config.space.size() == 1_000_000_000_000 * 10
 
 
 def test_predecessor_sample_maps_as_documented() -> None:

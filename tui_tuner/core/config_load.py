@@ -62,6 +62,8 @@ __all__ = [
 ]
 
 SECTIONS = ("study", "server", "workload", "objective", "search_space")
+#: The most configurations a grid search may have (each is a server start and a benchmark).
+MAX_GRID = 100_000
 
 LEGACY_SECTIONS = ("optimization", "parameters", "settings")
 
@@ -236,10 +238,16 @@ def _check_space(
                 f"{param.key} is also fixed in server.flags; remove one",
             )
     endless = [p for p in space.enabled() if p.kind == "float" and p.step is None]
+    where = "study.sampler" if "study.sampler" in ctx.lines else "optimization.sampler"
+    size = space.size()
     if study.sampler == "grid" and endless:
         message = f"grid search needs a finite space; give {endless[0].name} a step, or options"
-        where = "study.sampler" if "study.sampler" in ctx.lines else "optimization.sampler"
         ctx.problem(where, "grid", message)
+    elif study.sampler == "grid" and size is not None and size > MAX_GRID:
+        counts = " x ".join(f"{p.count():,} {p.key}" for p in space.enabled())
+        ctx.problem(where, "grid", f"grid search over {size:,} configurations ({counts}) "
+                    f"would never finish; at most {MAX_GRID:,}: use options or larger steps, "
+                    "or sampler tpe")  # fmt: skip
     tokens = _extent("max_num_batched_tokens", space, server)
     seqs = _extent("max_num_seqs", space, server)
     if tokens is not None and seqs is not None and tokens[1] < seqs[0]:

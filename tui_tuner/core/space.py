@@ -80,6 +80,21 @@ class Param:
         n = math.floor((self.high - self.low) / self.step + 1e-9)
         return tuple(round(self.low + i * self.step, 12) for i in range(n + 1))
 
+    def count(self) -> int | None:
+        """How many values ``choices`` would list, without listing them (None: unbounded)."""
+        if self.kind == "options":
+            return len(self.options)
+        if self.kind == "bool":
+            return 2
+        if self.low is None or self.high is None:
+            return None
+        if self.kind == "int":
+            step = 1 if self.step is None else int(self.step)
+            return (int(self.high) - int(self.low)) // step + 1
+        if self.step is None:
+            return None
+        return math.floor((self.high - self.low) / self.step + 1e-9) + 1
+
     def contains(self, value: object) -> bool:
         """Whether ``value`` is one this parameter could have produced."""
         if self.kind in ("options", "bool"):
@@ -139,10 +154,10 @@ class SearchSpace:
         """How many distinct configurations the enabled parameters allow (None: unbounded)."""
         total = 1
         for p in self.enabled():
-            choices = p.choices()
-            if choices is None:
+            count = p.count()
+            if count is None:
                 return None
-            total *= len(choices)
+            total *= count
         return total
 
     def set_enabled(self, key: str, enabled: bool) -> SearchSpace:
