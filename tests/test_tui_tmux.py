@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.conftest import ROOT
@@ -121,3 +122,33 @@ def test_tune_real_vllm_in_tmux(
     tmux.keys("q")
     tmux.wait_for(lambda _: done.exists(), 60, "the TUI to exit")
     assert done.read_text().strip() == "0"
+
+
+def test_a_dropped_terminal_stops_the_tui_cleanly_and_the_study_resumes(
+    tmux: Tmux, tmp_path: Path
+) -> None:
+    """SSH drops without tmux: the terminal goes away and the TUI gets SIGHUP mid-trial. It must
+    stop its servers and leave a study that resumes (the quick fake GuideLLM stands in)."""
+    study = tmp_path / "study"
+    fake = ROOT / "tests" / "fakes" / "fake_guidellm.py"
+    events = tmp_path / "events.jsonl"
+    command = (
+        f"cd {ROOT} && exec {sys.executable} -m tui_tuner demo --trials 3 --study-dir {study} "
+        f"--guidellm {fake} --events-jsonl {events}"
+    )
+    tmux.start(command, 120, 36)
+    tmux.wait_for(lambda s: "running: warmup" in s or "running: measuring" in s, 90,
+                  "trial 0 to reach its load")  # fmt: skip
+    pid = int(tmux.run("display-message", "-p", "-t", tmux.name, "#{pane_pid}").strip())
+    tuner = psutil.Process(pid)
+    family = [tuner, *tuner.children(recursive=True)]
+    assert any("sim-serve" in " ".join(p.cmdline()) for p in family)
+    tmux.run("kill-session", "-t", tmux.name)  # the pane's terminal closes: SIGHUP
+    _, alive = psutil.wait_procs(family, timeout=60)
+    assert not [p.cmdline() for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    result = subprocess.run([sys.executable, "-m", "tui_tuner", "resume", str(study), "--headless",
+                             "--guidellm", str(fake)], capture_output=True, text=True,
+                            timeout=300, cwd=ROOT)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    counts = next(line for line in result.stdout.splitlines() if line.startswith("trials:"))
+    assert counts.endswith(", 1 interrupted"), counts  # the trial the hangup cut short

@@ -9,6 +9,8 @@ only set flags. Storage, files and NVML are touched from worker threads, never f
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
@@ -326,11 +328,18 @@ class TunerApp(App[int]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
-    def on_signal(self, sig: object) -> None:
-        """SIGTERM or SIGHUP (a dropped SSH session): stop cleanly and leave, as `q` does."""
-        self.action_quit_study()
+    def on_signal(self, sig: signal.Signals) -> None:
+        """SIGINT, SIGTERM or SIGHUP: stop cleanly and leave, as `q` does. SIGHUP means the
+        terminal is gone (an SSH session dropped outside tmux): the screen is sent to /dev/null,
+        since writes to a closed terminal can block the UI's exit forever."""
+        if sig == signal.SIGHUP:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            os.close(devnull)
+        self.action_quit_study(f"stopped by {sig.name}")
 
-    def action_quit_study(self) -> None:
+    def action_quit_study(self, reason: str = "quit by the user") -> None:
         engine_done = self.outcome is not None or self.error is not None
         if engine_done or self.orchestrator is None:
             self.exit(self._exit_code())
@@ -342,7 +351,7 @@ class TunerApp(App[int]):
                     worker.cancel()
             return
         self._quitting = True
-        self.orchestrator.stop("quit by the user")
+        self.orchestrator.stop(reason)
         self.notify("stopping the running trial; the study stays resumable (q again: at once)")
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:

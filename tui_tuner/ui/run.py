@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 from collections.abc import Callable
@@ -30,11 +31,15 @@ def run_tui(
     chosen = load_theme(theme) if theme else None
     app: TunerApp | None = None
 
+    hangup = False
+
     async def engine(
         setup: StudySetup, emit: Callable[[Event], None], attach: Callable[[Orchestrator], None]
     ) -> StudyOutcome:
         def on_signal(sig: signal.Signals) -> None:
+            nonlocal hangup
             assert app is not None
+            hangup = hangup or sig == signal.SIGHUP
             app.on_signal(sig)
 
         if jsonl is not None:
@@ -44,9 +49,17 @@ def run_tui(
                 ui_emit(event)
                 write(event)
 
-        return await run_study(
+        outcome = await run_study(
             setup, emit, guidellm=exe, on_orchestrator=attach, on_signal=on_signal
         )
+        if hangup:
+            # The terminal is gone (an SSH session dropped outside tmux). The study is stopped,
+            # its servers too, and everything is in the storage; restoring a terminal that no
+            # longer exists can hang Textual's exit, so leave at once.
+            if jsonl is not None:
+                jsonl.close()
+            os._exit(128 + signal.SIGHUP)
+        return outcome
 
     jsonl = JsonlSink(events_jsonl) if events_jsonl else None
     app = TunerApp(setup, engine, theme=chosen)
