@@ -49,6 +49,9 @@ DEMO_CONFIG = Path(__file__).parent / "demo-sim.yaml"
 def _setup(
     config: StudyConfig, study_dir: Path, overrides: Mapping[str, object] | None
 ) -> StudySetup:
+    problems = check_runnable(config)
+    if problems:  # every trial would fail, each after a server start: say so now
+        raise UserError("cannot start the study: " + "; ".join(problems))
     text = config.source.read_text(encoding="utf-8") if config.source else None
     # Paths in the file are relative to it; the copy kept in the study directory is not next
     # to them, so the resolved paths travel with the study's saved command-line settings.
@@ -116,6 +119,9 @@ def resume_setup(study_dir: Path, *, overrides: Mapping[str, object] | None) -> 
         )
     merged = {**saved_overrides(study_dir), **(overrides or {})}
     config = load_config(kept, merged)
+    problems = check_runnable(config)
+    if problems:
+        raise UserError("cannot resume the study: " + "; ".join(problems))
     edited = study_dir / SPACE_NAME
     if edited.is_file():
         config = replace(config, space=load_space(edited))
