@@ -8,9 +8,7 @@ The simulated server and the quick fake GuideLLM stand in for vLLM and GuideLLM.
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_PROFILE, ROOT
+from tests.fakes.studies import sim_study, start, tuner
 from tests.postgres import postgres_server
 from tui_tuner.core.config_load import load_config
 from tui_tuner.core.space import params_key
@@ -26,7 +24,6 @@ from tui_tuner.engine.study import StudyStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
-FAKE_GUIDELLM = ROOT / "tests" / "fakes" / "fake_guidellm.py"
 OPTIONS = [4, 8, 16, 32, 64, 128]
 
 
@@ -37,27 +34,12 @@ def postgres_url() -> Iterator[str]:
 
 
 def write_config(tmp_path: Path, model: Path, url: str, name: str) -> Path:
-    args = ["--sim-profile-file", str(FAST_PROFILE), "--sim-time-scale", "4"]
-    config = tmp_path / f"{name}.yaml"
-    config.write_text(
-        f"""
-study: {{name: {name}, storage: "{url}", seed: 0, sampler: grid, n_trials: {len(OPTIONS) + 1}}}
-server:
-  command: ["tui-tuner", "sim-serve"]
-  model: {model}
-  extra_args: {json.dumps(args)}
-  startup_timeout_s: 60
-workload: {{prompt_tokens: 64, output_tokens: 16, streams: 2, duration_s: 2, warmup_s: 1}}
-search_space: {{max_num_seqs: {{options: {OPTIONS}}}}}
-"""
-    )
-    return config
+    budget = f'n_trials: {len(OPTIONS) + 1}, storage: "{url}"'
+    return sim_study(tmp_path, model, name=name, study=budget, options=OPTIONS)
 
 
 def worker(config: Path, study_dir: Path) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "tui_tuner", "tune", str(config), "--headless",
-           "--study-dir", str(study_dir), "--guidellm", str(FAKE_GUIDELLM)]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return start(tuner("tune", config, "--study-dir", str(study_dir)))
 
 
 def test_two_workers_share_a_study_and_measure_each_configuration_once(

@@ -7,7 +7,6 @@ Each test runs the real `tui-tuner tune` on the simulated server with the quick 
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import subprocess
@@ -15,65 +14,21 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import psutil
 import pytest
 
-from tests.conftest import FAST_PROFILE, ROOT
-from tui_tuner.compose import saved_overrides
-from tui_tuner.core.config_load import load_config
-from tui_tuner.core.trial import TrialRecord
-from tui_tuner.engine.study import StudyStore, default_storage_url
+from tests.fakes.studies import leftovers, records, sim_study, start, tuner, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-FAKE_GUIDELLM = ROOT / "tests" / "fakes" / "fake_guidellm.py"
-
 
 def write_config(tmp_path: Path, model: Path, *, storage_timeout_s: float, trials: int) -> Path:
-    profile = tmp_path / FAST_PROFILE.name  # its path marks this test's servers
-    profile.write_text(FAST_PROFILE.read_text())
-    args = ["--sim-profile-file", str(profile), "--sim-time-scale", "4"]
-    config = tmp_path / "storage.yaml"
-    config.write_text(
-        f"""
-study: {{name: storage, seed: 0, sampler: grid, n_trials: {trials},
-         storage_timeout_s: {storage_timeout_s}}}
-server:
-  command: ["tui-tuner", "sim-serve"]
-  model: {model}
-  extra_args: {json.dumps(args)}
-  startup_timeout_s: 60
-workload: {{prompt_tokens: 64, output_tokens: 16, streams: 2, duration_s: 2, warmup_s: 1}}
-search_space: {{max_num_seqs: {{options: [8, 16]}}}}
-"""
-    )
-    return config
+    extra = f"n_trials: {trials}, storage_timeout_s: {storage_timeout_s}"
+    return sim_study(tmp_path, model, name="storage", study=extra)
 
 
 def tune_cmd(config: Path, study: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "tui_tuner", "tune", str(config), "--headless",
-            "--study-dir", str(study), "--guidellm", str(FAKE_GUIDELLM), *extra]  # fmt: skip
-
-
-def start(cmd: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def records(study: Path) -> dict[int, TrialRecord]:
-    config = load_config(study / "config.yaml", saved_overrides(study))
-    return {r.number: r for r in StudyStore(config, default_storage_url(study)).records()}
-
-
-def wait_for(events: Path, needle: str, proc: subprocess.Popen[Any], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if events.exists() and needle in events.read_text():
-            return
-        assert proc.poll() is None, f"the tuner ended (code {proc.returncode}) before {needle}"
-        time.sleep(0.05)
-    pytest.fail(f"never saw {needle!r}")
+    return tuner("tune", config, "--study-dir", str(study), *extra)
 
 
 def hold_exclusive(db: Path) -> sqlite3.Connection:
@@ -82,15 +37,6 @@ def hold_exclusive(db: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(db, isolation_level=None, timeout=30)
     conn.execute("BEGIN EXCLUSIVE")
     return conn
-
-
-def leftovers(marker: str) -> list[str]:
-    found = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        cmdline = " ".join(p.info["cmdline"] or [])
-        if marker in cmdline and p.info["status"] != psutil.STATUS_ZOMBIE and p.pid != 0:
-            found.append(cmdline)
-    return found
 
 
 def test_a_storage_locked_for_a_while_is_waited_for(tmp_path: Path, tiny_model: Path) -> None:
@@ -127,9 +73,7 @@ def test_a_storage_locked_too_long_stops_the_study_cleanly_and_it_resumes(
     assert "did not answer within study.storage_timeout_s (2 s): database is locked" in output
     assert "Traceback" not in output
     assert not leftovers(str(tmp_path))
-    resumed = subprocess.run([sys.executable, "-m", "tui_tuner", "resume", str(study),
-                              "--headless", "--guidellm", str(FAKE_GUIDELLM)],
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    resumed = subprocess.run(tuner("resume", study), capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     after = records(study)
     assert after[0] == before[0] and after[0].state == "complete"
@@ -203,8 +147,7 @@ def test_a_full_disk_stops_the_study_cleanly_and_it_resumes(
     assert "full" in output and "free some space, then resume" in output, output[-3000:]
     assert "Traceback" not in output
     assert not leftovers(str(tmp_path))
-    resume = [sys.executable, "-m", "tui_tuner", "resume", str(study), "--headless",
-              "--guidellm", str(FAKE_GUIDELLM)]  # fmt: skip
+    resume = tuner("resume", study)
     refused = subprocess.run(resume, capture_output=True, text=True, timeout=120)
     said = refused.stdout + refused.stderr
     assert refused.returncode in (1, 2) and "full" in said and "Traceback" not in said, said
