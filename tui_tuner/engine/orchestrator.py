@@ -42,15 +42,8 @@ from tui_tuner.core.objectives import (
 )
 from tui_tuner.core.space import SearchSpace
 from tui_tuner.core.trial import TrialRecord
-from tui_tuner.engine.study import (
-    STORAGE_ERRORS,
-    StorageUnavailable,
-    StudyStore,
-    TrialPlan,
-    record_attrs,
-    shown_url,
-    storage_cause,
-)
+from tui_tuner.engine.storage import STORAGE_ERRORS, StorageUnavailable, shown_url, storage_cause
+from tui_tuner.engine.study import StudyStore, TrialPlan, record_attrs
 from tui_tuner.engine.trial_runner import TrialProgress, TrialRunner
 
 __all__ = ["Orchestrator", "StudyOutcome"]

@@ -25,9 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy
-import sqlalchemy.engine
-import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
 from tui_tuner.core.config import StudyConfig
@@ -37,6 +34,7 @@ from tui_tuner.core.objectives import directions, metric_names
 from tui_tuner.core.space import Param, SearchSpace, params_key
 from tui_tuner.core.trial import TrialRecord
 from tui_tuner.core.trial import TrialState as RecordState
+from tui_tuner.engine.storage import open_storage, shown_url
 
 __all__ = [
     "Control",
@@ -78,39 +76,6 @@ def server_key(config: StudyConfig) -> str:
 
 def default_storage_url(study_dir: Path) -> str:
     return f"sqlite:///{(study_dir / 'study.db').resolve()}"
-
-
-def shown_url(url: str) -> str:
-    """A storage URL fit for a screen, a log or an event: its password masked."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        return url
-
-
-class StorageUnavailable(UserError):
-    """The storage did not answer within ``study.storage_timeout_s`` (a lock held elsewhere, a
-    database down, a full disk). Finished trials are in it; the study resumes later."""
-
-
-def storage_cause(err: BaseException) -> str:
-    """The driver's own words for a storage error ("database is locked"), not Optuna's wrapper
-    text, which guesses at invalid data."""
-    seen: BaseException | None = err
-    while seen is not None:
-        orig = getattr(seen, "orig", None)
-        if orig is not None:
-            return str(orig).splitlines()[0]
-        seen = seen.__cause__ or seen.__context__
-    return str(err).splitlines()[0]
-
-
-#: What the storage raises when it cannot be read or written right now.
-STORAGE_ERRORS: tuple[type[BaseException], ...] = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    optuna.exceptions.StorageInternalError,
-)
 
 
 def _suggest(trial: optuna.Trial, p: Param) -> object:
@@ -182,19 +147,6 @@ class Control:
     prune: set[int] = field(default_factory=set)
 
 
-def _open_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
-    """Open (and on first use create) the storage. Workers started together on an empty
-    database race to create Optuna's tables; the loser finds them made on its next try."""
-    for attempt in range(4):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if attempt == 3:
-                raise
-            time.sleep(0.5 + attempt)
-    raise AssertionError("unreachable")
-
-
 class StudyStore:
     """One study in one Optuna storage."""
 
@@ -210,7 +162,7 @@ class StudyStore:
         elif storage_url.startswith("postgresql"):
             kwargs["connect_args"] = {"connect_timeout": max(1, round(wait))}
         try:
-            self.storage = _open_storage(storage_url, kwargs)
+            self.storage = open_storage(storage_url, kwargs)
         except Exception as exc:  # any driver or URL error is the user's to fix
             shown = shown_url(storage_url)
             raise UserError(f"study.storage: cannot open {shown!r}: {exc}") from None
