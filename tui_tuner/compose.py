@@ -138,6 +138,8 @@ def prepare(
         # offline: the generated tiny model provides one.
         server = replace(server, model=str(ensure_tiny_model(CACHE / "tiny-llama").path))
     config = replace(config, server=server)
+    # Absolute, so the file paths stored with each trial hold from any working directory.
+    study_dir = Path(os.path.abspath(study_dir))
     study_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     hold_study_dir(study_dir)
     kept = study_dir / CONFIG_NAME
