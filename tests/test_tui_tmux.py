@@ -145,9 +145,10 @@ def test_a_dropped_terminal_stops_the_tui_cleanly_and_the_study_resumes(
     assert any("sim-serve" in " ".join(p.cmdline()) for p in family)
     tmux.run("kill-session", "-t", tmux.name)  # the pane's terminal closes: SIGHUP
     _, alive = psutil.wait_procs(family, timeout=60)
+    left = [p.cmdline() for p in alive if p.status() != psutil.STATUS_ZOMBIE]
     for p in alive:  # a failure here must not leave them running
         p.kill()
-    assert not [p.cmdline() for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    assert not left
     result = subprocess.run([sys.executable, "-m", "tui_tuner", "resume", str(study), "--headless",
                              "--guidellm", str(fake)], capture_output=True, text=True,
                             timeout=300, cwd=ROOT)  # fmt: skip
