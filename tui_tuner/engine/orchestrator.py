@@ -42,7 +42,12 @@ from tui_tuner.core.objectives import (
 )
 from tui_tuner.core.space import SearchSpace
 from tui_tuner.core.trial import TrialRecord
-from tui_tuner.engine.storage import STORAGE_ERRORS, StorageUnavailable, shown_url, storage_cause
+from tui_tuner.engine.storage import (
+    StorageUnavailable,
+    is_storage_error,
+    shown_url,
+    storage_cause,
+)
 from tui_tuner.engine.study import StudyStore, TrialPlan, record_attrs
 from tui_tuner.engine.trial_runner import TrialProgress, TrialRunner
 
@@ -168,7 +173,9 @@ class Orchestrator:
         ``study.storage_timeout_s`` (the driver waits that long) ends the study cleanly."""
         try:
             return await asyncio.get_running_loop().run_in_executor(self._io_pool, fn, *args)
-        except STORAGE_ERRORS as err:
+        except Exception as err:
+            if not is_storage_error(err):
+                raise
             cause = storage_cause(err)
             if "full" in cause:
                 raise StorageUnavailable(

@@ -1,23 +1,28 @@
 """Opening an Optuna storage, and telling its errors apart: a lock held elsewhere, a database
-that is down or a full disk (the study stops and resumes later) from everything else."""
+that is down or a full disk (the study stops and resumes later) from everything else.
+
+SQLAlchemy is imported inside the functions: it costs a quarter of a second, which the TUI
+spends on its first frame instead (the storage is opened in a worker thread after it).
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
-
-import optuna
-import sqlalchemy
-import sqlalchemy.engine
-import sqlalchemy.exc
+from typing import TYPE_CHECKING, Any
 
 from tui_tuner.core.errors import UserError
 
-__all__ = ["STORAGE_ERRORS", "StorageUnavailable", "open_storage", "shown_url", "storage_cause"]
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["StorageUnavailable", "is_storage_error", "open_storage", "shown_url", "storage_cause"]
 
 
 def shown_url(url: str) -> str:
     """A storage URL fit for a screen, a log or an event: its password masked."""
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
     try:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except (sqlalchemy.exc.ArgumentError, ValueError):
@@ -41,17 +46,25 @@ def storage_cause(err: BaseException) -> str:
     return str(err).splitlines()[0]
 
 
-#: What the storage raises when it cannot be read or written right now.
-STORAGE_ERRORS: tuple[type[BaseException], ...] = (
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    optuna.exceptions.StorageInternalError,
-)
+def is_storage_error(err: BaseException) -> bool:
+    """Whether the storage could not be read or written right now (rather than a bug)."""
+    import optuna.exceptions
+    import sqlalchemy.exc
+
+    kinds = (
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.InterfaceError,
+        optuna.exceptions.StorageInternalError,
+    )
+    return isinstance(err, kinds)
 
 
 def open_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
     """Open (and on first use create) the storage. Workers started together on an empty
     database race to create Optuna's tables; the loser finds them made on its next try."""
+    import optuna.storages
+    import sqlalchemy.exc
+
     for attempt in range(4):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
