@@ -84,6 +84,7 @@ def test_a_signal_in_every_phase_loses_nothing_and_leaves_nothing(
             time.sleep(0.2)
         assert not leftovers(str(tmp_path), family), (phase, output[-2000:])
         assert code == (-9 if sig == signal.SIGKILL else 130), (phase, code, output[-2000:])
+        assert "Traceback" not in output, output[-3000:]
         after = records(study)
         for n, record in before.items():
             if record.state == "complete":
