@@ -146,26 +146,39 @@ async def test_a_stop_in_teardown_keeps_the_finished_measurement(tmp_path: Path)
     assert outcome.records[0].measurement is not None and fakes.stopped == 1
 
 
-async def test_a_full_disk_ends_the_trial_as_interrupted_and_stops_the_study(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Whatever a trial says when its disk fills up says nothing about its flags: it runs
-    again once there is room, and no trial starts until then."""
-    fakes = Fakes(stop_s=0.2)
-    orch, _events = build(tmp_path, make_config(tmp_path, [8, 16], n_trials=3), fakes)
+def _disk_fills_when_a_server_stops(monkeypatch: pytest.MonkeyPatch, fakes: Fakes) -> None:
     real = shutil.disk_usage
 
     def usage(path: str | Path) -> Any:
         total, used, free = real(path)
-        full = fakes.stopping.is_set()  # the disk fills while the first trial runs
-        return type(real(path))(total, used, 2**20 if full else free)
+        return type(real(path))(total, used, 2**20 if fakes.stopping.is_set() else free)
 
     monkeypatch.setattr("tui_tuner.engine.orchestrator.shutil.disk_usage", usage)
+
+
+@pytest.mark.parametrize(
+    ("seqs", "state"),
+    [(8, "complete"), (5, "failed")],  # 5: the benchmark fails, as GuideLLM does on a full disk
+    ids=["measured-is-kept", "failure-runs-again"],
+)
+async def test_a_full_disk_stops_the_study(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seqs: int, state: str
+) -> None:
+    """A failure on a full disk says nothing about the flags: the trial runs again once there is
+    room. A whole measurement is kept. No trial starts until there is room."""
+    fakes = Fakes(stop_s=0.2)
+    config = replace(make_config(tmp_path, [seqs, 16], n_trials=3), study=StudySettings(
+        name="t", n_trials=3, seed=1, sampler="grid", baseline=False))  # fmt: skip
+    orch, _events = build(tmp_path, config, fakes)
+    _disk_fills_when_a_server_stops(monkeypatch, fakes)
     outcome = await asyncio.wait_for(orch.run(), 10)
     assert outcome.reason.startswith("the disk holding") and outcome.resumable
     assert "(1.0 MiB free); free some space, then resume" in outcome.reason
-    assert [(r.number, r.state) for r in outcome.records] == [(0, "failed"), (1, "waiting")]
-    assert outcome.records[0].note.startswith("interrupted: the disk holding")
+    first = outcome.records[0]
+    assert first.params == {"max_num_seqs": seqs} and first.state == state
+    if state == "failed":
+        assert first.note.startswith("interrupted: the disk holding") and not first.failure
+        assert outcome.records[1].state == "waiting"  # queued to run again
     assert len(fakes.launched) == 1  # nothing started once the disk was full
 
 

@@ -357,10 +357,13 @@ class Orchestrator:
                 write_error = f"{DISK_FULL_REASON} is full: {err}; free some space, then resume"
             self._running, self._progress = None, None
         low_disk = self._low_disk() or write_error
-        if low_disk and self._interrupt_note is None:
-            # Whatever the trial says (a failed write, a GuideLLM that could not save its
-            # report), it says nothing about the flags: it runs again once there is room.
-            self._interrupt_note = f"interrupted: {low_disk}"
+        if low_disk:
+            # A failure on a full disk (a log or a report that could not be written) says
+            # nothing about the flags: the trial runs again once there is room. A whole
+            # measurement is kept.
+            measured = progress.measurement is not None and progress.failure is None
+            if self._interrupt_note is None and (write_error or not measured):
+                self._interrupt_note = f"interrupted: {low_disk}"
             self.stop(low_disk, now=False)
         return await self._finish(plan, progress, command)
 
