@@ -16,7 +16,13 @@ import pytest
 
 from tests.fakes.engine import Fakes, make_config, seqs_of
 from tui_tuner.core.config import SlaTerm, StudyConfig, StudySettings
-from tui_tuner.core.events import Event, StudyFinished, TrialFinished, TrialPhaseChanged
+from tui_tuner.core.events import (
+    Event,
+    Notice,
+    StudyFinished,
+    TrialFinished,
+    TrialPhaseChanged,
+)
 from tui_tuner.engine.orchestrator import Orchestrator
 from tui_tuner.engine.study import StudyStore, default_storage_url
 from tui_tuner.engine.trial_runner import TrialRunner
@@ -180,6 +186,28 @@ async def test_a_full_disk_stops_the_study(
         assert first.note.startswith("interrupted: the disk holding") and not first.failure
         assert outcome.records[1].state == "waiting"  # queued to run again
     assert len(fakes.launched) == 1  # nothing started once the disk was full
+
+
+async def test_a_trial_left_by_a_worker_that_died_meanwhile_runs_again(tmp_path: Path) -> None:
+    """In a shared study another worker can die at any time, not only before this one starts:
+    its RUNNING trial (silent past the heartbeat limit) is repaired between trials."""
+    fakes = Fakes()
+    config = make_config(tmp_path, [8, 16, 32], n_trials=4)
+    orch, events = build(tmp_path, config, fakes)
+    task = asyncio.ensure_future(orch.run())
+    await asyncio.wait_for(fakes.bench_started.wait(), 10)
+    other = StudyStore(config, default_storage_url(tmp_path))
+    plan = other.ask(config.space)  # the other worker's trial, then it dies
+    trial = other._live[plan.number]
+    trial.set_user_attr("worker", {"host": "elsewhere", "pid": 1})
+    trial.set_user_attr("heartbeat", 0.0)
+    outcome = await asyncio.wait_for(task, 20)
+    notes = [e.text for e in events if isinstance(e, Notice)]
+    assert f"trial {plan.number} was left running by a dead tuner" in " ".join(notes)
+    dead = next(r for r in outcome.records if r.number == plan.number)
+    assert dead.note.startswith("interrupted: the tuner running it died")
+    rerun = [r for r in outcome.records if r.note == f"runs interrupted trial {plan.number} again"]
+    assert len(rerun) == 1 and rerun[0].state == "complete"
 
 
 async def test_pause_waits_after_the_running_trial(tmp_path: Path) -> None:

@@ -215,14 +215,14 @@ class Orchestrator:
                 trials=tuple(r for r in records if r.state not in ("waiting", "running")),
             )
         )
-        for number in repaired:
-            self.emit(Notice("warning", f"trial {number} was left running by a dead tuner; "
-                             "it was marked failed and queued again", number))  # fmt: skip
+        self._say_repaired(repaired)
         poller = asyncio.ensure_future(self._poll_control())
         failures_in_a_row, duplicates_in_a_row = 0, 0
         reason = ""
         try:
             while True:
+                # Another worker of a shared study may have died since: its trial runs again.
+                self._say_repaired(await self._io(self.store.repair))
                 reason = await self._budget_reason(failures_in_a_row, duplicates_in_a_row)
                 if reason:
                     break
@@ -260,6 +260,11 @@ class Orchestrator:
         self.emit(StudyStateChanged("finished", reason))
         self.emit(StudyFinished(reason, resumable))
         return StudyOutcome(reason, resumable, records)
+
+    def _say_repaired(self, numbers: list[int]) -> None:
+        for number in numbers:
+            self.emit(Notice("warning", f"trial {number} was left running by a dead tuner; "
+                             "it was marked failed and queued again", number))  # fmt: skip
 
     def _check_baseline_needed(self, records: list[TrialRecord]) -> None:
         if self.config.objective.latency_vs_baseline and not any(r.baseline for r in records):
