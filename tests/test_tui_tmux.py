@@ -25,11 +25,15 @@ pytestmark = [
 
 
 class Tmux:
+    """One session on a tmux server of its own (`-L`): a test never meets another test's
+    server, nor one that is exiting because its last session just closed."""
+
     def __init__(self, name: str) -> None:
         self.name = name
 
     def run(self, *args: str) -> str:
-        return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+        cmd = ["tmux", "-L", self.name, *args]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
     def start(self, command: str, width: int, height: int) -> None:
         """A detached session of exactly this size (a tmux server that is already running may
@@ -59,7 +63,7 @@ def tmux(tmp_path: Path) -> Iterator[Tmux]:
     name = f"tui-tuner-test-{tmp_path.name}"
     session = Tmux(name)
     yield session
-    subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+    subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True)
 
 
 @pytest.mark.parametrize("term", ["xterm-256color", "screen"], ids=["256-colours", "16-colours"])
