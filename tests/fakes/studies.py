@@ -68,9 +68,9 @@ def start(cmd: list[str]) -> subprocess.Popen[str]:
                             cwd=ROOT)  # fmt: skip
 
 
-def records(study_dir: Path, storage_url: str | None = None) -> dict[int, TrialRecord]:
+def records(study_dir: Path) -> dict[int, TrialRecord]:
     config = load_config(study_dir / "config.yaml", saved_overrides(study_dir))
-    store = StudyStore(config, storage_url or default_storage_url(study_dir))
+    store = StudyStore(config, default_storage_url(study_dir))
     return {r.number: r for r in store.records()}
 
 
