@@ -9,7 +9,6 @@ only set flags. Storage, files and NVML are touched from worker threads, never f
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -329,14 +328,8 @@ class TunerApp(App[int]):
         self.push_screen(HelpScreen())
 
     def on_signal(self, sig: signal.Signals) -> None:
-        """SIGINT, SIGTERM or SIGHUP: stop cleanly and leave, as `q` does. SIGHUP means the
-        terminal is gone (an SSH session dropped outside tmux): the screen is sent to /dev/null,
-        since writes to a closed terminal can block the UI's exit forever."""
-        if sig == signal.SIGHUP:
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(devnull, fd)
-            os.close(devnull)
+        """SIGINT, SIGTERM or SIGHUP: stop cleanly and leave, as `q` does. (After SIGHUP the
+        terminal is gone; `ui/run.py` ends the process once the study has stopped.)"""
         self.action_quit_study(f"stopped by {sig.name}")
 
     def action_quit_study(self, reason: str = "quit by the user") -> None:
