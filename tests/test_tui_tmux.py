@@ -98,6 +98,11 @@ def test_demo_in_tmux_prune_and_pause(
     assert "resume with: tui-tuner resume" in after
 
 
+def baseline_row(screen: str) -> str:
+    """The trial table's row of the baseline trial, or "" while it is not on the screen."""
+    return next((line for line in screen.splitlines() if "vLLM defaults" in line), "")
+
+
 @pytest.mark.timeout(900)  # a real start-up and GuideLLM run, waited for up to 660 s
 def test_tune_real_vllm_in_tmux(
     tmux: Tmux, tmp_path: Path, tiny_model: Path, vllm_exe: Path, guidellm_exe: Path
@@ -120,9 +125,13 @@ def test_tune_real_vllm_in_tmux(
         "vLLM's own log lines (its API server's prefix) in the live log",
     )
     assert "SIMULATED" not in screen
-    screen = tmux.wait_for(lambda s: "finished" in s, 300, "the trial's result")
-    row = next(line for line in screen.splitlines() if "vLLM defaults" in line)
-    assert "complete" in row and any(ch.isdigit() for ch in row.split("complete")[1])
+    # Wait on the trial's own row: "finished" alone also matches log lines shown in teardown.
+    screen = tmux.wait_for(
+        lambda s: "complete" in baseline_row(s), 300, "the trial's result in its row"
+    )
+    row = baseline_row(screen)
+    assert any(ch.isdigit() for ch in row.split("complete")[1])
+    tmux.wait_for(lambda s: "finished" in s, 60, "the study to finish")
     tmux.keys("q")
     tmux.wait_for(lambda _: done.exists(), 60, "the TUI to exit")
     assert done.read_text().strip() == "0"
