@@ -56,6 +56,7 @@ class TrialTable(DataTable[Text | str]):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
         self._sort_column = 0
         self._best: set[int] = set()
+        self._last_row = -1  # the highest trial number with a row
 
     def on_mount(self) -> None:
         for i, name in enumerate(COLUMNS):
@@ -69,6 +70,7 @@ class TrialTable(DataTable[Text | str]):
         if not changed:
             return
         running = model.running
+        out_of_order = False
         for number in sorted(changed):
             if running is not None and running.number == number and number not in model.records:
                 cells = self._running_cells(model)
@@ -81,8 +83,11 @@ class TrialTable(DataTable[Text | str]):
                 for i, cell in enumerate(cells):
                     self.update_cell(key, str(i), cell, update_width=True)
             else:
+                out_of_order = out_of_order or number < self._last_row
+                self._last_row = max(self._last_row, number)
                 self.add_row(*cells, key=key)
-        if self._sort_column != 0 or len(changed) > 1:
+        # Rows added in number order need no sort by number (sorting 1,000 rows takes 0.15 s).
+        if self._sort_column != 0 or out_of_order:
             self._sort()
 
     def _running_cells(self, model: StudyModel) -> list[Text | str]:
