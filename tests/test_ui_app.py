@@ -87,6 +87,40 @@ async def test_a_study_runs_to_the_end_and_the_screen_follows(tmp_path: Path) ->
     assert app.return_value == 0
 
 
+async def test_a_reopened_study_shows_its_trials_before_the_engine_has_opened_it(
+    tmp_path: Path,
+) -> None:
+    """The first look (engine/preview.py) fills the table while the engine is held back; the
+    engine's own list then takes over without adding or losing a row."""
+    config = make_config(tmp_path, [8, 16, 32])
+    first = make_app(tmp_path, config, Fakes())
+    async with first.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: first.outcome is not None)
+        await pilot.press("q")
+    again = make_app(tmp_path, config, Fakes())
+    gate, engine = asyncio.Event(), again.run_engine
+
+    async def held_engine(
+        setup: StudySetup, emit: Callable[[Event], None], attach: Callable[[Orchestrator], None]
+    ) -> StudyOutcome:
+        await gate.wait()
+        return await engine(setup, emit, attach)
+
+    again.run_engine = held_engine
+    async with again.run_test(size=(120, 36)) as pilot:
+        table = again.query_one(TrialTable)
+        await until(pilot, lambda: table.row_count == 4)
+        header = str(again.query_one("#header").render())
+        assert again.orchestrator is None and "starting" in header
+        assert "trials 4/4" in header and "3,200 tok/s" in header
+        gate.set()
+        await until(pilot, lambda: again.outcome is not None)
+        await pilot.pause(0.3)
+        assert table.row_count == 4
+        assert "finished" in str(again.query_one("#header").render())
+        await pilot.press("q")
+
+
 async def test_pause_resume_and_pause_now(tmp_path: Path) -> None:
     fakes = Fakes()
     app = make_app(tmp_path, slow_config(tmp_path), fakes)

@@ -29,11 +29,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.errors import UserError
-from tui_tuner.core.measurement import Measurement
 from tui_tuner.core.objectives import directions, metric_names
 from tui_tuner.core.space import Param, SearchSpace, params_key
 from tui_tuner.core.trial import TrialRecord
-from tui_tuner.core.trial import TrialState as RecordState
+from tui_tuner.engine.records import record_attrs, record_from
 from tui_tuner.engine.storage import open_storage, shown_url
 
 __all__ = [
@@ -48,13 +47,6 @@ __all__ = [
 
 #: A RUNNING trial whose worker has not written a heartbeat for this long is taken as dead.
 STALE_AFTER_S = 120.0
-_STATES: Mapping[TrialState, RecordState] = {
-    TrialState.WAITING: "waiting",
-    TrialState.RUNNING: "running",
-    TrialState.COMPLETE: "complete",
-    TrialState.PRUNED: "pruned",
-    TrialState.FAIL: "failed",
-}
 
 
 def server_key(config: StudyConfig) -> str:
@@ -415,44 +407,5 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def record_attrs(record: TrialRecord) -> dict[str, Any]:
-    out = asdict(record)
-    out["measurement"] = None if record.measurement is None else record.measurement.to_dict()
-    out["values"] = None if record.values is None else [_finite(v) for v in record.values]
-    for key in ("number", "params", "baseline", "state"):
-        out.pop(key)
-    return out
-
-
-def _finite(v: float) -> float | str:
-    return v if v == v and abs(v) != float("inf") else str(v)
-
-
 def to_record(t: FrozenTrial) -> TrialRecord:
-    attrs: dict[str, Any] = dict(t.user_attrs.get("tuner") or {})
-    measurement = attrs.pop("measurement", None)
-    values = attrs.pop("values", None)
-    state = _STATES[t.state]
-    if attrs.get("failure") is not None:
-        state = "failed"
-    note = attrs.pop("note", "") or str(t.user_attrs.get("interrupted", ""))
-    return TrialRecord(
-        number=t.number,
-        state=state,
-        params=dict(t.params),
-        baseline=bool(t.user_attrs.get("baseline")),
-        measurement=None if measurement is None else Measurement.from_dict(measurement),
-        values=None if values is None else tuple(float(v) for v in values),
-        constraints=dict(attrs.get("constraints") or {}),
-        failure=attrs.get("failure"),
-        timings=dict(attrs.get("timings") or {}),
-        command=tuple(attrs.get("command") or ()),
-        files=dict(attrs.get("files") or {}),
-        duplicate_of=attrs.get("duplicate_of"),
-        note=note,
-        repeats_output_tok_s=tuple(attrs.get("repeats_output_tok_s") or ()),
-        partial=dict(attrs.get("partial") or {}),
-        client_limited=bool(attrs.get("client_limited")),
-        started_at=attrs.get("started_at"),
-        finished_at=attrs.get("finished_at"),
-    )
+    return record_from(t.number, t.state.name, t.params, t.user_attrs)

@@ -12,6 +12,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual import work
@@ -33,6 +34,7 @@ from tui_tuner.core.events import Event, Notice, StudyFinished
 from tui_tuner.core.space import SearchSpace
 from tui_tuner.core.trial import TrialRecord
 from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
+from tui_tuner.engine.preview import preview_records, sqlite_path
 from tui_tuner.ui.header import header_text
 from tui_tuner.ui.model import StudyModel
 from tui_tuner.ui.screens.detail import TrialDetail
@@ -113,12 +115,34 @@ class TunerApp(App[int]):
         self.set_interval(0.1, self._tick)
         self._sample_gpu()  # at once, then every second
         self.set_interval(1.0, self._sample_gpu)
-        self._drive_engine()
+        db = sqlite_path(self.setup.storage_url)
+        if db is not None and db.is_file():
+            self._first_look(db)  # shows the stored trials, then starts the engine
+        else:
+            self._drive_engine()
 
     def on_resize(self) -> None:
         self.screen.set_class(self.size.width < NARROW, "narrow")
 
     # -- engine ----------------------------------------------------------------------------
+
+    @work(thread=True, group="first-look", exit_on_error=False)
+    def _first_look(self, db: Path) -> None:
+        """Read the finished trials straight from the SQLite file (0.1 s for 1,000 trials,
+        where opening the study through Optuna takes over a second), show them, then start
+        the engine, whose own list replaces this one."""
+        records = None
+        try:
+            records = preview_records(db, self.setup.config.study.name)
+        finally:  # whatever the first look met, the engine starts
+            self.call_from_thread(self._show_first_look, records)
+
+    def _show_first_look(self, records: list[TrialRecord] | None) -> None:
+        if records and self.model.state == "starting":
+            self.model.load(records)
+            self._tick()
+        if not self._quitting:
+            self.call_after_refresh(self._drive_engine)
 
     @work(group="engine", exclusive=True, exit_on_error=False)
     async def _drive_engine(self) -> None:
@@ -335,6 +359,7 @@ class TunerApp(App[int]):
     def action_quit_study(self, reason: str = "quit by the user") -> None:
         engine_done = self.outcome is not None or self.error is not None
         if engine_done or self.orchestrator is None:
+            self._quitting = True  # an engine not started yet is not started
             self.exit(self._exit_code())
             return
         if self._quitting:

@@ -92,12 +92,22 @@ class StudyModel:
 
     # -- input -----------------------------------------------------------------------------
 
+    def __post_init__(self) -> None:
+        if self.n_trials is None:
+            self.n_trials = self.config.study.n_trials
+
     def load(self, records: Sequence[TrialRecord]) -> None:
-        """The trials a resumed study already has, before any event."""
-        for r in records:
-            if r.state not in ("waiting", "running"):
-                self.records[r.number] = r
-                self._changed.add(r.number)
+        """The finished trials the study has: a first look read before the engine starts
+        (``engine/preview.py``), then the engine's own list, which replaces it. Only trials
+        that differ from what is shown are marked changed."""
+        finished = {r.number: r for r in records if r.state not in ("waiting", "running")}
+        for number in [n for n in self.records if n not in finished]:
+            del self.records[number]
+            self._changed.add(number)
+        for number, r in finished.items():
+            if self.records.get(number) != r:
+                self.records[number] = r
+                self._changed.add(number)
         self.version += 1
 
     def apply(self, event: Event) -> None:

@@ -76,7 +76,9 @@ class TrialTable(DataTable[Text | str]):
                 cells = self._running_cells(model)
             elif number in model.records:
                 cells = self._record_cells(model, model.records[number], number in best)
-            else:
+            else:  # a trial shown by the first look that the study does not have
+                if str(number) in self.rows:
+                    self.remove_row(str(number))
                 continue
             key = str(number)
             if key in self.rows:
