@@ -28,7 +28,8 @@ def test_dry_run_shows_the_commands_and_starts_nothing(tmp_path: Path) -> None:
     result = tui_tuner("validate", str(SAMPLES / "demo-sim.yaml"), "--dry-run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "dry run (nothing is started):" in result.stdout
-    assert "--host 127.0.0.1 --port 8000 --api-key '<random per trial>'" in result.stdout
+    assert "server: VLLM_API_KEY='<random per trial>' " in result.stdout
+    assert result.stdout.count("--host 127.0.0.1 --port 8000") == 2
     assert "load: GuideLLM concurrent, 32 concurrent streams" in result.stdout
     assert not any(tmp_path.iterdir())  # no study directory, no file
 

@@ -25,10 +25,10 @@ from tui_tuner.adapters.guidellm import (
     GuidellmReportError,
     GuidellmTimeout,
     GuidellmWorkload,
+    backend_scenario,
     build_guidellm_command,
     parse_guidellm_report,
     parse_progress_line,
-    redact_command,
 )
 from tui_tuner.adapters.guidellm_runner import find_guidellm, run_guidellm
 from tui_tuner.adapters.processes import group_alive
@@ -53,7 +53,6 @@ def _cmd(workload: GuidellmWorkload, **kw: Any) -> list[str]:
         "tokenizer": Path("/models/tiny"),
         "workload": workload,
         "report_path": Path("/tmp/out/report.json"),
-        "api_key": None,
     }
     args.update(kw)
     return build_guidellm_command(**args)
@@ -149,8 +148,7 @@ def test_small_floats_are_not_written_in_exponent_form() -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("api_key", "sk-a,b=c"),
-        ("api_key", "1234"),
+        ("model", "1234"),
         ("model", "yes"),
         ("target", "http://host:8000/v1 #x"),
         ("report_path", Path("/tmp/my reports/a: b.json")),
@@ -163,18 +161,28 @@ def test_values_guidellm_would_misread_are_passed_as_json(field: str, value: Any
     assert parsed[field.replace("report_", "")] == str(value)
 
 
-def test_api_key_is_passed_and_redacted_in_both_forms() -> None:
+def test_an_api_key_goes_in_the_scenario_file_never_in_the_arguments() -> None:
+    w = _workload()
     for key in ("sk-plain-key", 'sk-with,comma:"quote"'):
-        cmd = _cmd(_workload(), api_key=key)
-        backend = _opt(cmd, "--backend")[0]
-        assert key in backend or json.loads(backend)["api_key"] == key
-        shown = redact_command(cmd)
-        assert not any(key in arg for arg in shown)
-        assert "api_key" in _opt(shown, "--backend")[0]
-        assert len(shown) == len(cmd)
-        # Everything except the key is untouched.
-        assert [a for a in shown if "api_key" not in a] == [a for a in cmd if "api_key" not in a]
-    assert redact_command(_cmd(_workload())) == _cmd(_workload())
+        scenario = json.loads(backend_scenario("http://127.0.0.1:8000", "/models/tiny", w, key))
+        assert scenario == {
+            "spec": {
+                "backend": {
+                    "kind": "openai_http",
+                    "target": "http://127.0.0.1:8000",
+                    "model": "/models/tiny",
+                    "request_format": "/v1/completions",
+                    "api_key": key,
+                }
+            }
+        }
+    cmd = _cmd(w, scenario_path=Path("/tmp/out/guidellm-backend.json"))
+    assert _opt(cmd, "--scenario") == ["/tmp/out/guidellm-backend.json"]
+    assert "--backend" not in cmd
+    without = _cmd(w)
+    assert [a for a in cmd if a not in ("--scenario", "/tmp/out/guidellm-backend.json")] == [
+        a for a in without if a != "--backend" and "target=" not in a
+    ]
 
 
 @pytest.mark.parametrize(
@@ -208,7 +216,6 @@ def test_options_parse_with_guidellms_own_parser(guidellm_exe: Path) -> None:
     """Every option string round-trips through GuideLLM's real ``parse_arguments``."""
     cmd = _cmd(
         _workload(seed=3, prefix_tokens=16, prefix_count=2),
-        api_key='k,"y: z',
         report_path=Path("/tmp/a b/r.json"),
     )
     values = [cmd[i + 1] for i, arg in enumerate(cmd) if arg.startswith("--") and i + 1 < len(cmd)]
@@ -227,7 +234,7 @@ def test_options_parse_with_guidellms_own_parser(guidellm_exe: Path) -> None:
     )
     parsed = dict(zip(values, json.loads(out.stdout), strict=True))
     backend = parsed[_opt(cmd, "--backend")[0]]
-    assert backend["api_key"] == 'k,"y: z' and backend["target"] == "http://127.0.0.1:8000"
+    assert backend["target"] == "http://127.0.0.1:8000" and backend["model"] == "/models/tiny"
     assert parsed[_opt(cmd, "--output")[0]] == {"kind": "json", "path": "/tmp/a b/r.json"}
     assert parsed[_opt(cmd, "--profile")[0]] == {
         "kind": "concurrent",

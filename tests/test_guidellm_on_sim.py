@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import FAST_PROFILE, SimProcess
 from tui_tuner.adapters.guidellm import (
     GuidellmWorkload,
+    backend_scenario,
     build_guidellm_command,
     parse_guidellm_report,
     parse_progress_line,
@@ -55,9 +56,13 @@ async def test_guidellm_measures_the_simulated_server(
         seed=0,
     )
     report = tmp_path / "report.json"
+    # The key reaches GuideLLM in a scenario file, as the tuner passes it (never as an argument).
+    scenario = tmp_path / "backend.json"
+    scenario.write_text(backend_scenario(sim.url, str(tiny_model), workload, key))
     cmd = build_guidellm_command(
-        guidellm_exe, sim.url, str(tiny_model), tiny_model, workload, report, api_key=key
+        guidellm_exe, sim.url, str(tiny_model), tiny_model, workload, report, scenario
     )
+    assert not any(key in arg for arg in cmd)
     lines: list[str] = []
     code = await run_guidellm(
         cmd,

@@ -51,7 +51,11 @@ async def test_baseline_first_then_measured_trials(tmp_path: Path) -> None:
     assert all(r.state == "complete" and r.measurement is not None for r in records)
     assert records[1].timings.keys() >= {"launching", "ready", "warmup", "measuring", "teardown"}
     assert outcome.reason.startswith(("budget reached", "every configuration"))
-    assert (tmp_path / "trials" / "0001" / "command.txt").read_text().count("***") == 1
+    # Each server finds its own key in its environment, the client gets the same one, and the
+    # stored command says where the key was without giving it.
+    assert fakes.server_keys == fakes.client_keys and len(set(fakes.server_keys)) == 4
+    command = (tmp_path / "trials" / "0001" / "command.txt").read_text()
+    assert command.startswith("# VLLM_API_KEY: ") and fakes.server_keys[1] not in command
     phases = [e.phase for e in events if isinstance(e, TrialPhaseChanged) and e.number == 1]
     assert phases == ["launching", "ready", "warmup", "measuring", "teardown"]
 

@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +70,7 @@ def test_a_real_study_measures_and_records_every_trial(
         assert m is not None and m.output_tok_s > 0 and m.successful_requests > 0
         assert r.timings["launching"] > 5  # a real vLLM start-up, not a simulator's
         assert Path(r.files["server.log"]).read_text().count("vLLM") > 0
-        assert r.command[0] == str(vllm_exe) and "--api-key" in r.command
+        assert r.command[0] == str(vllm_exe) and "--api-key" not in r.command
     assert "vllm serve " in result.stdout
 
 
@@ -167,6 +169,13 @@ def test_prune_then_kill_9_on_real_vllm_then_resume(
         family = [root, *root.children(recursive=True)]
         names = " ".join(" ".join(p.cmdline()) for p in family if p.is_running())
         assert "vllm" in names and "guidellm" in names
+        # The real server demands its key (VLLM_API_KEY), which no command line shows.
+        command = (study / "trials" / "0001" / "command.txt").read_text().split()
+        url = f"http://127.0.0.1:{command[command.index('--port') + 1]}/v1/models"
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(url, timeout=10)
+        assert denied.value.code == 401
+        assert "--api-key" not in names and "api_key" not in names and "--scenario" in names
         assert len(_vllm_processes(tiny_model)) >= 2  # the API server and its EngineCore
         tuner.send_signal(signal.SIGKILL)
         tuner.wait(10)

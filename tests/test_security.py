@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from tests.conftest import FAST_PROFILE, ROOT, SimProcess
-from tui_tuner.core.commands import server_argv
+from tui_tuner.core.commands import server_argv, server_env
 from tui_tuner.core.config import ServerSettings
 from tui_tuner.core.config_load import ConfigError, parse_config
 from tui_tuner.core.space import flag_args
@@ -231,7 +231,7 @@ def test_every_value_reaches_the_server_as_its_own_argument() -> None:
     )
     params = {"kv_cache_dtype": "fp8", "max_num_seqs": 64, "enforce_eager": True,
               "gpu_memory_utilization": 0.9, "workload.streams": 8}  # fmt: skip
-    argv = server_argv(server, params, host="127.0.0.1", port=8123, api_key="k" * 48)
+    argv = server_argv(server, params, host="127.0.0.1", port=8123)
     assert argv[:3] == ["vllm", "serve", "/models/my model"]
     for pair in (["--served-model-name", "name with spaces"], ["--kv-cache-dtype", "fp8"],
                  ["--max-num-seqs", "64"], ["--gpu-memory-utilization", "0.9"]):  # fmt: skip
@@ -239,11 +239,19 @@ def test_every_value_reaches_the_server_as_its_own_argument() -> None:
         assert argv[i : i + 2] == pair
     assert "--enforce-eager" in argv and "8" not in argv  # a workload knob is not a flag
     # What only the tuner sets comes last, once each, so nothing before it can override it.
-    assert argv[-6:] == ["--host", "127.0.0.1", "--port", "8123", "--api-key", "k" * 48]
-    for flag in ("--host", "--port", "--api-key"):
+    assert argv[-4:] == ["--host", "127.0.0.1", "--port", "8123"]
+    for flag in ("--host", "--port"):
         assert argv.count(flag) == 1
+    assert "--api-key" not in argv  # the key is in the environment: see below
     served = lookup("served_model_name")
     assert served is not None and flag_args(served, "a --b") == ["--served-model-name", "a --b"]
+
+
+def test_the_api_key_travels_in_the_servers_environment_not_its_arguments() -> None:
+    """`ps` shows every process's arguments to every user; its environment only to its owner."""
+    server = ServerSettings(model="/m", env={"VLLM_LOGGING_LEVEL": "INFO"})
+    assert server_env(server, "k" * 48) == {"VLLM_LOGGING_LEVEL": "INFO", "VLLM_API_KEY": "k" * 48}
+    assert server_env(server, None) == {"VLLM_LOGGING_LEVEL": "INFO"}
 
 
 # -- the study: one short run whose files, events and output the checks below read ---------------
@@ -258,6 +266,17 @@ class Study:
     keys: list[str]
     #: Addresses the trial servers listened on, seen while they ran.
     listening: set[str]
+    #: Command lines of the study's processes (servers, GuideLLM), seen while they ran.
+    command_lines: set[str]
+
+
+def _command_lines(marker: str) -> set[str]:
+    found = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or ())
+        if marker in line:
+            found.add(line)
+    return found
 
 
 def _listening(marker: str) -> set[str]:
@@ -298,15 +317,17 @@ search_space: {{max_num_seqs: {{options: [16]}}}}
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
     ) as tuner:
         listening: set[str] = set()
+        command_lines: set[str] = set()
         deadline = time.monotonic() + 120
         while tuner.poll() is None and time.monotonic() < deadline:
             listening |= _listening(str(directory))
+            command_lines |= _command_lines(str(directory))
             time.sleep(0.1)
         out, err = tuner.communicate(timeout=max(1.0, deadline - time.monotonic()))
     result = subprocess.CompletedProcess(cmd, tuner.returncode, out, err)
     assert result.returncode == 0, out + err
     keys = keyfile.read_text().split() if keyfile.exists() else []
-    yield Study(directory, study_dir, events, result, keys, listening)
+    yield Study(directory, study_dir, events, result, keys, listening, command_lines)
 
 
 # -- (c) loopback unless the configuration says otherwise ----------------------------------------
@@ -336,7 +357,8 @@ def test_the_running_servers_listened_on_loopback_only(study: Study) -> None:
     assert {address.split(":")[0] for address in study.listening} == {"127.0.0.1"}
     for number in ("0000", "0001"):
         command = (study.study_dir / "trials" / number / "command.txt").read_text()
-        assert "--host 127.0.0.1 " in command and command.rstrip().endswith("--api-key '***'")
+        assert "--host 127.0.0.1 " in command and "--api-key" not in command
+        assert command.startswith("# VLLM_API_KEY: this trial's random API key (not kept)\n")
 
 
 # -- (d) a random API key per trial, which the server demands ------------------------------------
@@ -376,6 +398,15 @@ def test_the_simulated_server_demands_its_api_key(
     assert key not in sim.log()
 
 
+def test_the_simulated_server_demands_the_key_it_finds_in_its_environment(
+    start_sim: Callable[..., SimProcess],
+) -> None:
+    key = "fedcba9876543210" * 3
+    sim = start_sim("--sim-profile-file", str(FAST_PROFILE), env={"VLLM_API_KEY": key})
+    assert _status(sim.url + "/v1/models", None) == 401
+    assert _status(sim.url + "/v1/models", key) == 200
+
+
 # -- (e) owner-only files -----------------------------------------------------------------------
 
 
@@ -407,3 +438,11 @@ def test_the_api_key_is_written_nowhere(study: Study) -> None:
     for key in study.keys:
         leaked = [where for where, data in places.items() if key.encode() in data]
         assert not leaked, f"the API key is in {leaked}"
+
+
+def test_no_command_line_shows_the_api_key(study: Study) -> None:
+    """Both sides of each trial were seen running, and neither had the key in its arguments."""
+    assert any("sim-serve" in line for line in study.command_lines)
+    assert any("fake_guidellm" in line and "--scenario" in line for line in study.command_lines)
+    for key in study.keys:
+        assert not [line for line in study.command_lines if key in line]

@@ -25,7 +25,7 @@ from tui_tuner.compose import (
     run_study,
     saved_overrides,
 )
-from tui_tuner.core.commands import load_for, serve_command, server_argv
+from tui_tuner.core.commands import API_KEY_ENV, load_for, serve_command, server_argv
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.config_load import load_config, load_space
 from tui_tuner.core.errors import UserError
@@ -177,10 +177,9 @@ def _dry_run(console: Console, c: StudyConfig) -> None:
         elif p.low is not None and p.high is not None:
             mid[p.key] = (p.low + p.high) / 2
     for label, params in (("baseline", {}), ("a trial", mid)):
-        argv = server_argv(c.server, params, host=c.server.host, port=8000, api_key=None)
-        if c.server.api_key:
-            argv += ["--api-key", "<random per trial>"]
-        console.print(f"  {label} server: {shlex.join(argv)}", soft_wrap=True)
+        argv = server_argv(c.server, params, host=c.server.host, port=8000)
+        env = f"{API_KEY_ENV}='<random per trial>' " if c.server.api_key else ""
+        console.print(f"  {label} server: {env}{shlex.join(argv)}", soft_wrap=True)
     streams, rate = load_for(c.workload, mid)
     load = (
         f"{streams} concurrent streams" if c.workload.profile == "concurrent" else f"{rate} req/s"

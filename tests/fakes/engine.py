@@ -77,6 +77,12 @@ class Fakes:
     7 -> slow benchmark (for prune/stop); otherwise throughput = 100 x seqs."""
 
     launched: list[list[str]] = field(default_factory=list)
+
+    #: The API key each server found in its environment, and each client was given.
+
+    server_keys: list[str | None] = field(default_factory=list)
+
+    client_keys: list[str | None] = field(default_factory=list)
     stopped: int = 0
     #: Servers that got as far as running (a start-up failure never does).
     started_servers: int = 0
@@ -93,6 +99,7 @@ class Fakes:
     @contextlib.asynccontextmanager
     async def _launch(self, request: LaunchRequest) -> AsyncIterator[ServerHandle]:
         self.launched.append(request.argv)
+        self.server_keys.append(request.env.get("VLLM_API_KEY"))
         seqs = seqs_of(request.argv)
         if seqs == 1:
             tail = ["vllm serve: error: argument --max-num-seqs: invalid int value: 'x'"]
@@ -117,6 +124,7 @@ class Fakes:
 
     async def smoke_test(self, server: ServerHandle, model: str, api_key: str | None) -> None:
         assert api_key  # a random key per trial reaches the client
+        self.client_keys.append(api_key)
         return None
 
     async def run(

@@ -48,7 +48,10 @@ def _fields(text: str) -> dict[str, Any]:
 def _options(argv: list[str]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for flag, value in itertools.pairwise(argv):
-        if flag.startswith("--") and not value.startswith("--"):
+        if flag == "--scenario":  # the backend, with the API key, as GuideLLM reads it
+            backend = json.loads(Path(value).read_text())["spec"]["backend"]
+            found[f"backend:{backend.get('kind')}"] = backend
+        elif flag.startswith("--") and not value.startswith("--"):
             fields = _fields(value)
             found[f"{flag[2:]}:{fields.get('kind')}"] = fields
     return found

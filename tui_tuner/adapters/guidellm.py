@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -27,10 +27,10 @@ __all__ = [
     "GuidellmTimeout",
     "GuidellmWorkload",
     "ProfileKind",
+    "backend_scenario",
     "build_guidellm_command",
     "parse_guidellm_report",
     "parse_progress_line",
-    "redact_command",
 ]
 
 GUIDELLM_VERSION = "0.8.1"
@@ -162,6 +162,28 @@ def _option(kind: str, fields: Mapping[str, _Scalar]) -> str:
     return json.dumps(items, ensure_ascii=False)
 
 
+def _backend(target: str, model: str, workload: GuidellmWorkload) -> dict[str, _Scalar]:
+    backend: dict[str, _Scalar] = {
+        "target": target,
+        "model": model,
+        "request_format": workload.request_format,
+    }
+    if workload.dataset is not None:
+        backend["max_tokens"] = workload.output_tokens
+    return backend
+
+
+def backend_scenario(target: str, model: str, workload: GuidellmWorkload, api_key: str) -> str:
+    """A GuideLLM scenario file (JSON) that holds only the backend, API key included.
+
+    GuideLLM has no environment variable for the key, and an argument is visible to every user
+    of the machine (``ps``), so with a key the backend goes in this file, written owner-only
+    and passed with ``--scenario``; GuideLLM merges the other options of the command over it.
+    """
+    backend = {"kind": "openai_http", **_backend(target, model, workload), "api_key": api_key}
+    return json.dumps({"spec": {"backend": backend}})
+
+
 def build_guidellm_command(
     executable: str | Path,
     target: str,
@@ -169,26 +191,21 @@ def build_guidellm_command(
     tokenizer: str | Path | None,
     workload: GuidellmWorkload,
     report_path: Path,
-    api_key: str | None = None,
+    scenario_path: Path | None = None,
 ) -> list[str]:
     """Argument list (never a shell string) for one ``guidellm run`` level.
 
     ``sample_size=0`` drops prompt/output text from the report; per-request timing records
     are still written (about 3.3 KB each), so long runs give reports of several MB. Only a JSON
-    output is requested, which also stops GuideLLM writing its default CSV into the cwd. The
-    API key ends up in the argument list (GuideLLM has no environment variable for it); use
-    :func:`redact_command` before showing or logging the command.
+    output is requested, which also stops GuideLLM writing its default CSV into the cwd. With
+    ``scenario_path`` (the file :func:`backend_scenario` wrote, for a server that needs an API
+    key) the backend is read from that file; otherwise it is an argument.
     """
     w = workload
-    backend: dict[str, _Scalar] = {
-        "target": target,
-        "model": model,
-        "request_format": w.request_format,
-    }
-    if w.dataset is not None:
-        backend["max_tokens"] = w.output_tokens
+    backend: list[str] = ["--backend", _option("openai_http", _backend(target, model, w))]
+    if scenario_path is not None:
+        backend = ["--scenario", str(scenario_path)]
     options: list[tuple[str, str, dict[str, _Scalar]]] = [
-        ("--backend", "openai_http", {**backend, "api_key": api_key}),
         # Only the fields relevant to the profile are set (the workload validates that).
         (
             "--profile",
@@ -225,7 +242,7 @@ def build_guidellm_command(
         options.append(("--seed", "static", {"value": w.seed}))
     options.append(("--metrics", "generative", {"sample_size": 0}))
     options.append(("--output", "json", {"path": str(report_path)}))
-    cmd = [str(executable), "run"]
+    cmd = [str(executable), "run", *backend]
     for flag, kind, fields in options:
         cmd += [flag, _option(kind, fields)]
     return [*cmd, "--disable-console-interactive"]
@@ -248,19 +265,6 @@ def _dataset_kind(path: str) -> str:
         allowed = ", ".join(sorted(_DATASET_KINDS))
         raise ValueError(f"dataset {path}: unknown file type {suffix!r}; use one of {allowed}")
     return _DATASET_KINDS[suffix]
-
-
-_KEY_KV = re.compile(r"(?<![A-Za-z0-9_])api_key=[^,]*")
-_KEY_JSON = re.compile(r'"api_key":\s*"(?:[^"\\]|\\.)*"')
-
-
-def redact_command(cmd: Sequence[str]) -> list[str]:
-    """Copy of ``cmd`` with any API key replaced by ``***``, safe to display or log."""
-    out = []
-    for arg in cmd:
-        arg = _KEY_KV.sub("api_key=***", arg)
-        out.append(_KEY_JSON.sub('"api_key": "***"', arg))
-    return out
 
 
 # --- report ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,10 +11,10 @@ from tui_tuner.adapters.guidellm import (
     GuidellmReportError,
     GuidellmTimeout,
     GuidellmWorkload,
+    backend_scenario,
     build_guidellm_command,
     parse_guidellm_report,
     parse_progress_line,
-    redact_command,
 )
 from tui_tuner.adapters.guidellm_runner import run_guidellm
 from tui_tuner.adapters.reaper import Reaper
@@ -64,15 +65,34 @@ class GuidellmBenchmarker:
         on_line: Callable[[str], None],
         on_progress: ProgressCallback,
     ) -> Measurement:
+        workload = workload_for(request)
+        scenario = None
+        if request.api_key is not None:  # the key goes in an owner-only file, not the argv
+            scenario = request.report_path.with_name("guidellm-backend.json")
+            text = backend_scenario(request.target, request.model, workload, request.api_key)
+            _write_private(scenario, text)
         cmd = build_guidellm_command(
             self.executable,
             request.target,
             request.model,
             request.tokenizer,
-            workload_for(request),
+            workload,
             request.report_path,
-            api_key=request.api_key,
+            scenario_path=scenario,
         )
+        try:
+            return await self._run(cmd, request, on_line, on_progress)
+        finally:
+            if scenario is not None:
+                scenario.unlink(missing_ok=True)
+
+    async def _run(
+        self,
+        cmd: list[str],
+        request: BenchRequest,
+        on_line: Callable[[str], None],
+        on_progress: ProgressCallback,
+    ) -> Measurement:
         tail: list[str] = []
 
         def line(text: str) -> None:
@@ -91,7 +111,7 @@ class GuidellmBenchmarker:
 
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
         with request.log_path.open("a", encoding="utf-8") as log:
-            log.write("$ " + " ".join(redact_command(cmd)) + "\n")
+            log.write("$ " + " ".join(cmd) + "\n")
         try:
             code = await run_guidellm(
                 cmd,
@@ -111,6 +131,15 @@ class GuidellmBenchmarker:
         except GuidellmReportError as err:
             counts = _counts(request.report_path)
             raise BenchmarkFailed(str(err), tail, successful=counts[0], errored=counts[1]) from None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a new file only its owner can read (created so, never widened)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _counts(report: Path) -> tuple[int, int]:

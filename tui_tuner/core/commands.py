@@ -17,14 +17,15 @@ from tui_tuner.core.vllm_flags import lookup
 
 __all__ = [
     "load_for",
-    "redact",
     "serve_command",
     "server_argv",
+    "server_env",
     "vllm_flag_args",
     "without_sim_options",
 ]
 
-API_KEY_FLAG = "--api-key"
+#: Where a trial's server finds its API key.
+API_KEY_ENV = "VLLM_API_KEY"
 
 
 def vllm_flag_args(server: ServerSettings, params: Mapping[str, object]) -> list[str]:
@@ -42,28 +43,22 @@ def vllm_flag_args(server: ServerSettings, params: Mapping[str, object]) -> list
 
 
 def server_argv(
-    server: ServerSettings,
-    params: Mapping[str, object],
-    *,
-    host: str,
-    port: int,
-    api_key: str | None,
+    server: ServerSettings, params: Mapping[str, object], *, host: str, port: int
 ) -> list[str]:
-    """The full argument list of one trial's server (never run through a shell)."""
+    """The full argument list of one trial's server (never run through a shell). The API key
+    is not in it: see :func:`server_env`."""
     argv = [*server.command, server.model, *vllm_flag_args(server, params), *server.extra_args]
-    argv += ["--host", host, "--port", str(port)]
+    return [*argv, "--host", host, "--port", str(port)]
+
+
+def server_env(server: ServerSettings, api_key: str | None) -> dict[str, str]:
+    """The environment added for one trial's server. The API key travels as ``VLLM_API_KEY``
+    (vLLM reads it when ``--api-key`` is not given): an argument would show in ``ps`` to every
+    user of the machine, a process's environment only to its owner."""
+    env = dict(server.env)
     if api_key is not None:
-        argv += [API_KEY_FLAG, api_key]
-    return argv
-
-
-def redact(argv: list[str]) -> list[str]:
-    """``argv`` with the API key's value replaced by ``***``, safe to log and store."""
-    out = list(argv)
-    for i, arg in enumerate(out[:-1]):
-        if arg == API_KEY_FLAG:
-            out[i + 1] = "***"
-    return out
+        env[API_KEY_ENV] = api_key
+    return env
 
 
 def without_sim_options(args: tuple[str, ...]) -> list[str]:

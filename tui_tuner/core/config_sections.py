@@ -265,6 +265,8 @@ def _env(ctx: Context, data: object, where: str) -> dict[str, str]:
         path = child_path(where, key)
         if not isinstance(key, str) or not key or "=" in key or "\0" in key:
             ctx.problem(path, key, f"{show(key)} is not a valid environment variable name")
+        elif key == "VLLM_API_KEY":  # the trial's key travels there (core/commands.server_env)
+            ctx.problem(path, key, f"VLLM_API_KEY is set by the tuner: {MANAGED_FLAGS['api_key']}")
         elif isinstance(value, int | float) and not isinstance(value, bool):
             env[key] = str(value)
         elif isinstance(value, str) and "\0" not in value:

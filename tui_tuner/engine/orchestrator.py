@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 
 from optuna.trial import TrialState
 
-from tui_tuner.core.commands import redact
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.errors import UserError
 from tui_tuner.core.events import (
@@ -336,7 +335,7 @@ class Orchestrator:
         if elsewhere is not None:
             return await self._tell_running_elsewhere(plan, elsewhere)
         progress, key, port = self.runner.prepare(plan)
-        command = tuple(redact(progress.argv))
+        command = tuple(progress.argv)
         trial_dir = self.runner.trial_dir(plan.number)
         self.emit(TrialStarted(plan.number, plan.params, plan.baseline, command, str(trial_dir)))
         self._running, self._prune_requested, self._interrupt_note = plan, False, None

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tui_tuner.core.commands import load_for, redact, server_argv
+from tui_tuner.core.commands import API_KEY_ENV, load_for, server_argv, server_env
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.events import BenchProgress, Event, LogLine, TrialPhaseChanged
 from tui_tuner.core.failures import (
@@ -94,12 +94,13 @@ class TrialRunner:
         key = secrets.token_hex(24) if server.api_key else None
         port = self.launcher.free_port(server.host)
         progress = TrialProgress(plan.number)
-        progress.argv = server_argv(server, plan.params, host=server.host, port=port, api_key=key)
+        progress.argv = server_argv(server, plan.params, host=server.host, port=port)
         directory = self.trial_dir(plan.number)
         for d in (directory.parent, directory):  # owner-only, like the study directory
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
             d.chmod(0o700)
-        (directory / "command.txt").write_text(_quote(redact(progress.argv)) + "\n")
+        note = f"# {API_KEY_ENV}: this trial's random API key (not kept)\n" if key else ""
+        (directory / "command.txt").write_text(note + _quote(progress.argv) + "\n")
         _owner_only(directory)
         return progress, key, port
 
@@ -126,7 +127,7 @@ class TrialRunner:
         cfg = self.config.server
         request = LaunchRequest(
             argv=progress.argv,
-            env=dict(cfg.env),
+            env=server_env(cfg, key),
             host=cfg.host,
             port=port,
             log_path=self.trial_dir(plan.number) / "server.log",
