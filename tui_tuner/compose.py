@@ -154,6 +154,17 @@ def prepare(
     return StudySetup(config, study_dir, storage_url=url)
 
 
+def load_adapters() -> None:
+    """Import the real adapters that `run_study` uses (aiohttp, psutil, NVML's bindings: about
+    a quarter of a second). The TUI calls this from a thread first, so that `run_study` does not
+    import them on the event loop the screen is drawn from."""
+    import tui_tuner.adapters.gpu
+    import tui_tuner.adapters.guidellm_bench
+    import tui_tuner.adapters.guidellm_runner
+    import tui_tuner.adapters.reaper
+    import tui_tuner.adapters.vllm_server  # noqa: F401
+
+
 async def run_study(
     setup: StudySetup,
     emit: Callable[[Event], None],

@@ -12,7 +12,6 @@ import contextlib
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual import work
@@ -24,7 +23,7 @@ from textual.theme import Theme
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
-from tui_tuner.compose import StudySetup
+from tui_tuner.compose import StudySetup, load_adapters
 
 if TYPE_CHECKING:
     import aiohttp
@@ -115,34 +114,37 @@ class TunerApp(App[int]):
         self.set_interval(0.1, self._tick)
         self._sample_gpu()  # at once, then every second
         self.set_interval(1.0, self._sample_gpu)
-        db = sqlite_path(self.setup.storage_url)
-        if db is not None and db.is_file():
-            self._first_look(db)  # shows the stored trials, then starts the engine
-        else:
-            self._drive_engine()
+        self._open_study()  # a first look at the stored trials, then the engine starts
 
     def on_resize(self) -> None:
         self.screen.set_class(self.size.width < NARROW, "narrow")
 
     # -- engine ----------------------------------------------------------------------------
 
-    @work(thread=True, group="first-look", exit_on_error=False)
-    def _first_look(self, db: Path) -> None:
-        """Read the finished trials straight from the SQLite file (0.1 s for 1,000 trials,
-        where opening the study through Optuna takes over a second), show them, then start
-        the engine, whose own list replaces this one."""
-        records = None
+    @work(thread=True, group="open", exit_on_error=False)
+    def _open_study(self) -> None:
+        """What comes before the engine, off the event loop. A first look at a SQLite study's
+        finished trials, read straight from its file and shown at once (0.1 s for 1,000 trials,
+        where opening the study through Optuna takes over a second); the engine's own list
+        replaces it. Then the real adapters' imports (a quarter of a second), which the engine
+        would otherwise do on this loop. Then the engine starts, whatever happened before."""
         try:
-            records = preview_records(db, self.setup.config.study.name)
-        finally:  # whatever the first look met, the engine starts
-            self.call_from_thread(self._show_first_look, records)
+            db = sqlite_path(self.setup.storage_url)
+            records = None if db is None else preview_records(db, self.setup.config.study.name)
+            if records:
+                self.call_from_thread(self._show_first_look, records)
+            load_adapters()
+        finally:
+            self.call_from_thread(self._start_engine)
 
-    def _show_first_look(self, records: list[TrialRecord] | None) -> None:
-        if records and self.model.state == "starting":
+    def _show_first_look(self, records: list[TrialRecord]) -> None:
+        if self.model.state == "starting":
             self.model.load(records)
             self._tick()
+
+    def _start_engine(self) -> None:
         if not self._quitting:
-            self.call_after_refresh(self._drive_engine)
+            self._drive_engine()
 
     @work(group="engine", exclusive=True, exit_on_error=False)
     async def _drive_engine(self) -> None:
