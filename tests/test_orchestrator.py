@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from optuna.trial import TrialState
 
-from tests.fakes.engine import Fakes, make_config, seqs_of
+from tests.fakes.engine import Fakes, make_config, measurement, seqs_of
 from tui_tuner.core.config import SlaTerm, StudyConfig, StudySettings
 from tui_tuner.core.events import (
     Event,
@@ -23,6 +24,7 @@ from tui_tuner.core.events import (
     TrialFinished,
     TrialPhaseChanged,
 )
+from tui_tuner.core.trial import TrialRecord
 from tui_tuner.engine.orchestrator import Orchestrator
 from tui_tuner.engine.study import StudyStore, default_storage_url
 from tui_tuner.engine.trial_runner import TrialRunner
@@ -212,6 +214,30 @@ async def test_a_trial_left_by_a_worker_that_died_meanwhile_runs_again(tmp_path:
     assert dead.note.startswith("interrupted: the tuner running it died")
     rerun = [r for r in outcome.records if r.note == f"runs interrupted trial {plan.number} again"]
     assert len(rerun) == 1 and rerun[0].state == "complete"
+
+
+async def test_the_budgets_last_trial_running_elsewhere_is_waited_for(tmp_path: Path) -> None:
+    """Two workers, a budget of two: with the baseline done here and the other worker's trial
+    running, this worker neither starts a third trial nor stops; it ends when that one ends."""
+    fakes = Fakes()
+    config = make_config(tmp_path, [8, 16, 32], n_trials=2)
+    other = StudyStore(config, default_storage_url(tmp_path))
+    plan = other.ask(config.space)  # the other worker's trial, running
+    orch, events = build(tmp_path, config, fakes)
+    task = asyncio.ensure_future(orch.run())
+    for _ in range(100):
+        if any(isinstance(e, Notice) and "run on other workers" in e.text for e in events):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("no notice of waiting for the other worker")
+    assert len(fakes.launched) == 1 and not task.done()  # the baseline only
+    done = TrialRecord(plan.number, "complete", plan.params, False, measurement(500.0),
+                       values=(500.0,))  # fmt: skip
+    other.tell(plan, done, values=[500.0], state=TrialState.COMPLETE)
+    outcome = await asyncio.wait_for(task, 10)
+    assert outcome.reason == "budget reached: 2 of 2 trials"
+    assert len(fakes.launched) == 1 and len(outcome.records) == 2
 
 
 async def test_pause_waits_after_the_running_trial(tmp_path: Path) -> None:

@@ -94,6 +94,7 @@ class Orchestrator:
         self._wake = asyncio.Event()
         self._started = time.time()
         self._local_changes = 0
+        self._waiting_for_others = False  # said once per wait (see _rest_runs_elsewhere)
         self._pending: set[asyncio.Future[Any]] = set()
 
     # -- commands --------------------------------------------------------------------------
@@ -225,6 +226,9 @@ class Orchestrator:
                 reason = await self._budget_reason(failures_in_a_row, duplicates_in_a_row)
                 if reason:
                     break
+                if await self._rest_runs_elsewhere():
+                    await asyncio.sleep(POLL_S)
+                    continue
                 await self._go.wait()
                 if self._stop_reason is not None:
                     reason = self._stop_reason
@@ -297,6 +301,23 @@ class Orchestrator:
         if cfg.time_budget_s is not None and time.time() - self._started >= cfg.time_budget_s:
             return f"budget reached: time budget of {cfg.time_budget_s:g} s used"
         return ""
+
+    async def _rest_runs_elsewhere(self) -> bool:
+        """The budget's last trials are running on other workers of a shared study. Starting
+        one more would overshoot ``study.n_trials``; stopping would come short if one of them
+        fails. So wait: they finish, or their worker dies and they are repaired and run here."""
+        if self.n_trials is None:
+            return False
+        running = await self._io(self.store.running_count)  # none of them this worker's
+        done = await self._io(self.store.counted)
+        if not running or done + running < self.n_trials:
+            self._waiting_for_others = False
+            return False
+        if not self._waiting_for_others:
+            self._waiting_for_others = True
+            self.emit(Notice("info", f"the budget's last {running} trial(s) run on other "
+                             "workers; waiting for them to finish"))  # fmt: skip
+        return True
 
     async def _poll_control(self) -> None:
         """Obey requests other processes left in the storage; keep the running trial's heartbeat."""

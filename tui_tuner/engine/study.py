@@ -310,6 +310,10 @@ class StudyStore:
                 return record
         return None
 
+    def running_count(self) -> int:
+        """Trials running now, by any worker of the study."""
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
     def counted(self) -> int:
         """Finished trials that count against the budget: not interrupted, not duplicates."""
         n = 0
