@@ -305,7 +305,8 @@ class Orchestrator:
     async def _rest_runs_elsewhere(self) -> bool:
         """The budget's last trials are running on other workers of a shared study. Starting
         one more would overshoot ``study.n_trials``; stopping would come short if one of them
-        fails. So wait: they finish, or their worker dies and they are repaired and run here."""
+        ends up not counted (interrupted, a duplicate). So wait: they finish, or their worker
+        dies and they are repaired and run here."""
         if self.n_trials is None:
             return False
         running = await self._io(self.store.running_count)  # none of them this worker's
