@@ -56,6 +56,8 @@ def test_the_first_look_reads_what_the_study_store_reads(tmp_path: Path) -> None
     looked = preview_records(db, store.config.study.name)
     stored = [r for r in store.records() if r.state not in ("waiting", "running")]
     assert looked == stored
+    # In the same order too: the table shows the parameters as they come.
+    assert [list(r.params) for r in looked] == [list(r.params) for r in stored]
     kinds = {type(v) for r in stored for v in r.params.values()}
     assert kinds == {int, float, str, bool}, "every kind of parameter is covered"
     assert {r.state for r in stored} == {"complete", "failed", "pruned"}

@@ -31,7 +31,7 @@ SELECT t.trial_id FROM trials t JOIN studies s ON s.study_id = t.study_id WHERE 
 """
 _PARAMS = f"""
 SELECT trial_id, param_name, param_value, distribution_json FROM trial_params
-WHERE trial_id IN ({_OF_STUDY})
+WHERE trial_id IN ({_OF_STUDY}) ORDER BY param_id
 """
 _ATTRS = f"""
 SELECT trial_id, key, value_json FROM trial_user_attributes WHERE trial_id IN ({_OF_STUDY})
