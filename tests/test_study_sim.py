@@ -86,7 +86,9 @@ def test_headless_study_on_the_simulated_server(
     for r in done:
         assert r.timings["launching"] > 0 and r.timings["load_window_s"] > 2
         assert Path(r.files["report.json"]).is_file() and Path(r.files["server.log"]).is_file()
-        assert r.command[-2:] == ("--api-key", "***")
+        # Each trial's key reached the server and real GuideLLM without a command line.
+        assert r.command[-2] == "--port" and "--api-key" not in r.command
+        assert not (Path(r.files["report.json"]).parent / "guidellm-backend.json").exists()
     out = result.stdout
     assert "SIMULATED" in out and "vllm serve " in out and "output tok/s" in out
     if "throughput" in objective:
@@ -100,7 +102,8 @@ def test_headless_study_on_the_simulated_server(
     # The study directory: its config, a database and the trials' files, owner-only.
     assert (study_dir / "config.yaml").is_file() and (study_dir / "study.db").is_file()
     assert oct(study_dir.stat().st_mode & 0o777) == "0o700"
-    assert (study_dir / "trials" / "0001" / "command.txt").read_text().startswith(sys.executable)
+    note, command = (study_dir / "trials" / "0001" / "command.txt").read_text().splitlines()
+    assert note.startswith("# VLLM_API_KEY") and command.startswith(sys.executable)
     events = [json.loads(line) for line in (tmp_path / "study-events.jsonl").open()]
     kinds = {e["kind"] for e in events}
     assert {"study_started", "trial_started", "trial_phase", "log", "trial_finished"} <= kinds
