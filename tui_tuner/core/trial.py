@@ -41,7 +41,7 @@ class TrialRecord:
     failure: Mapping[str, object] | None = None
     #: Seconds per phase (launching, ready, warmup, measuring, teardown, total).
     timings: Mapping[str, float] = field(default_factory=dict)
-    #: The server command exactly as run (API key redacted).
+    #: The server command exactly as run (the API key is in its environment, never here).
     command: tuple[str, ...] = ()
     #: Where its files are: server.log, guidellm.log, report.json, command.txt.
     files: Mapping[str, str] = field(default_factory=dict)
