@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 from tests.fakes.studies import leftovers, records, sim_study, start, tuner
+from tui_tuner.adapters.guidellm import SCENARIO_NAME
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -89,7 +90,11 @@ def test_a_signal_in_every_phase_loses_nothing_and_leaves_nothing(
         for n, record in before.items():
             if record.state == "complete":
                 assert after[n] == record, f"trial {n} changed by {sig.name} in {phase}"
+        key_file = study / "trials" / f"{number:04d}" / SCENARIO_NAME
+        if sig == signal.SIGKILL and phase == "measuring":
+            assert key_file.exists()  # the next resume removes it (checked at the end)
         if sig != signal.SIGKILL:
+            assert not key_file.exists()
             assert "resume with: tui-tuner resume" in output, output[-2000:]
             hit = after[number]
             # Stopped before its measurement ended, it runs again on resume; in teardown its
@@ -103,3 +108,4 @@ def test_a_signal_in_every_phase_loses_nothing_and_leaves_nothing(
     assert {bool(r.baseline) for r in complete} == {True, False}, done  # both configurations
     assert all(r.state == "complete" or r.note.startswith("interrupted") for r in done.values())
     assert not leftovers(str(tmp_path), [])
+    assert not list(study.glob(f"trials/*/{SCENARIO_NAME}"))

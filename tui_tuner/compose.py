@@ -142,6 +142,12 @@ def prepare(
     study_dir = Path(os.path.abspath(study_dir))
     study_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     hold_study_dir(study_dir)
+    from tui_tuner.adapters.guidellm import SCENARIO_NAME
+
+    # A tuner killed while GuideLLM ran left the file that gave GuideLLM its key. That key
+    # died with its server, but the file goes: no key stays written down.
+    for leftover in study_dir.glob(f"trials/*/{SCENARIO_NAME}"):
+        leftover.unlink(missing_ok=True)
     kept = study_dir / CONFIG_NAME
     if source_text is not None and not kept.exists():
         kept.write_text(source_text, encoding="utf-8")

@@ -21,6 +21,7 @@ from tui_tuner.core.measurement import Measurement
 
 __all__ = [
     "GUIDELLM_VERSION",
+    "SCENARIO_NAME",
     "GuidellmNotFound",
     "GuidellmProgress",
     "GuidellmReportError",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 GUIDELLM_VERSION = "0.8.1"
+#: The file, in the trial's directory, that gives GuideLLM its backend and the API key.
+SCENARIO_NAME = "guidellm-backend.json"
 ProfileKind = Literal["concurrent", "constant", "poisson", "throughput", "synchronous"]
 RequestFormat = Literal["/v1/completions", "/v1/chat/completions"]
 _Scalar = str | int | float | bool | None

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tui_tuner.adapters.guidellm import (
+    SCENARIO_NAME,
     GuidellmReportError,
     GuidellmTimeout,
     GuidellmWorkload,
@@ -68,7 +69,7 @@ class GuidellmBenchmarker:
         workload = workload_for(request)
         scenario = None
         if request.api_key is not None:  # the key goes in an owner-only file, not the argv
-            scenario = request.report_path.with_name("guidellm-backend.json")
+            scenario = request.report_path.with_name(SCENARIO_NAME)
             text = backend_scenario(request.target, request.model, workload, request.api_key)
             _write_private(scenario, text)
         cmd = build_guidellm_command(
