@@ -77,11 +77,8 @@ class Fakes:
     7 -> slow benchmark (for prune/stop); otherwise throughput = 100 x seqs."""
 
     launched: list[list[str]] = field(default_factory=list)
-
     #: The API key each server found in its environment, and each client was given.
-
     server_keys: list[str | None] = field(default_factory=list)
-
     client_keys: list[str | None] = field(default_factory=list)
     stopped: int = 0
     #: Servers that got as far as running (a start-up failure never does).
