@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,22 @@ async def test_the_budgets_last_trial_running_elsewhere_is_waited_for(tmp_path: 
     outcome = await asyncio.wait_for(task, 10)
     assert outcome.reason == "budget reached: 2 of 2 trials"
     assert len(fakes.launched) == 1 and len(outcome.records) == 2
+
+
+def test_a_trial_another_worker_is_just_taking_is_not_repaired(tmp_path: Path) -> None:
+    """Between Optuna handing a worker its trial and the worker writing its heartbeat, another
+    worker's repair must not take the trial for dead: it used to fail it and queue it again
+    without its parameters, which GridSampler then refused (a crash seen in CI)."""
+    config = make_config(tmp_path, [8, 16, 32])
+    taker = StudyStore(config, default_storage_url(tmp_path))
+    other = StudyStore(config, default_storage_url(tmp_path))
+    taken = taker.study.ask()  # RUNNING, nothing written on it yet
+    assert other.repair() == []
+    assert taker.study.get_trials(deepcopy=False)[taken.number].state == TrialState.RUNNING
+    # A trial that stays so (its worker died right then) is repaired once it is stale.
+    assert other.repair(stale_after_s=0.2) == []
+    time.sleep(0.3)
+    assert other.repair(stale_after_s=0.2) == [taken.number]
 
 
 async def test_pause_waits_after_the_running_trial(tmp_path: Path) -> None:

@@ -179,6 +179,8 @@ class StudyStore:
                 self.study.set_metric_names(metric_names(kind))
         self._worker = {"host": socket.gethostname(), "pid": os.getpid()}
         self._live: dict[int, optuna.Trial] = {}
+        #: RUNNING trials seen with no heartbeat yet, and when this store first saw them.
+        self._first_seen: dict[int, float] = {}
         self.server_key = server_key(config)
 
     def ensure_baseline(self) -> bool:
@@ -217,7 +219,13 @@ class StudyStore:
         now = time.time()
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             worker = t.user_attrs.get("worker") or {}
-            beat = float(t.user_attrs.get("heartbeat", 0.0))
+            beat = t.user_attrs.get("heartbeat")
+            if beat is None:
+                # Just taken by a worker that has not written its name and first heartbeat yet
+                # (another worker's `ask` in progress), or one that died right then: judged by
+                # how long this store has seen it so, not failed at once under a live worker.
+                beat = self._first_seen.setdefault(t.number, now)
+            beat = float(beat)
             mine = worker.get("host") == self._worker["host"]
             if mine and worker.get("pid") == os.getpid():
                 continue
@@ -234,6 +242,9 @@ class StudyStore:
     def ask(self, space: SearchSpace) -> TrialPlan:
         trial = self.study.ask()
         attrs = trial.user_attrs
+        # Who runs it, first: other workers' `repair` must see a live trial (see there).
+        trial.set_user_attr("worker", self._worker)
+        trial.set_user_attr("heartbeat", time.time())
         baseline = bool(attrs.get("baseline"))
         params: dict[str, object] = {}
         if not baseline:
@@ -242,9 +253,7 @@ class StudyStore:
             # A re-queued trial may fix params disabled since; it runs as it was.
             for key, value in trial.params.items():
                 params.setdefault(key, value)
-        trial.set_user_attr("worker", self._worker)
         trial.set_user_attr("server_key", self.server_key)
-        trial.set_user_attr("heartbeat", time.time())
         trial.set_user_attr("space", {p.key: p.describe() for p in space.enabled()})
         self._live[trial.number] = trial
         rerun = attrs.get("rerun_of")
