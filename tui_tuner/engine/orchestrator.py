@@ -310,8 +310,8 @@ class Orchestrator:
         if self.n_trials is None:
             return False
         running = await self._io(self.store.running_count)  # none of them this worker's
-        done = await self._io(self.store.counted)
-        if not running or done + running < self.n_trials:
+        # `counted` was just read by _budget_reason; read it again only when others run.
+        if not running or await self._io(self.store.counted) + running < self.n_trials:
             self._waiting_for_others = False
             return False
         if not self._waiting_for_others:
