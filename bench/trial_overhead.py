@@ -19,9 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tui_tuner.compose import CONFIG_NAME, saved_overrides
 from tui_tuner.core.config_load import load_config
 from tui_tuner.engine.study import StudyStore, default_storage_url
+from tui_tuner.study_dir import StudyDir, saved_overrides
 
 
 def run_demo(trials: int, work: Path) -> Path:
@@ -38,7 +38,7 @@ def main() -> int:
     parser.add_argument("--study-dir", type=Path, default=None)
     args = parser.parse_args()
     study_dir = args.study_dir or run_demo(args.trials, Path(tempfile.mkdtemp()))
-    config = load_config(study_dir / CONFIG_NAME, saved_overrides(study_dir))
+    config = load_config(study_dir / StudyDir.CONFIG, saved_overrides(study_dir))
     records = StudyStore(config, default_storage_url(study_dir)).records()
     ran = [r for r in records if r.timings and r.started_at and r.finished_at]
     rows = []

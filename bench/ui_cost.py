@@ -133,10 +133,10 @@ def run_child(args: argparse.Namespace) -> None:
     from textual.containers import Horizontal, Vertical
     from textual.widgets import Static
 
-    from tui_tuner.adapters.gpu import GpuSample, GpuState
-    from tui_tuner.adapters.metrics import SimFigures
+    import tui_tuner.ui as ui_package
     from tui_tuner.core.config import ServerSettings, StudyConfig, StudySettings
     from tui_tuner.core.events import LogLine, StudyStarted, TrialStarted
+    from tui_tuner.core.telemetry import GpuSample, GpuState, ServerFigures
     from tui_tuner.ui.model import StudyModel
     from tui_tuner.ui.widgets.gpu import GpuPanel
     from tui_tuner.ui.widgets.logs import LogPanel
@@ -156,6 +156,8 @@ def run_child(args: argparse.Namespace) -> None:
     stats["other_widgets"] = [type(w).__name__ for w in others]
 
     class BenchApp(App[None]):
+        # The app's stylesheet styles the widgets (LogPanel, ParetoPlot); CSS adds the layout.
+        CSS_PATH = Path(ui_package.__file__).with_name("tuner.tcss")
         CSS = """
         #marker { height: 1; background: $panel; }
         #header { height: 1; }
@@ -219,7 +221,8 @@ def run_child(args: argparse.Namespace) -> None:
             )
             self.gpu.update_state(GpuState(True, "", samples))
             rate = 2000 + 500 * math.sin(t)
-            self.gpu.update_sim(SimFigures(True, "NVIDIA H100 80GB HBM3", wave, 64, 3, rate, t, t))
+            figures = ServerFigures(True, "NVIDIA H100 80GB HBM3", wave, 64, 3, rate, t, t)
+            self.gpu.update_figures(figures)
 
         async def produce(self) -> None:
             start, sent = time.perf_counter(), 0

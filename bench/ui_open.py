@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.fakes.engine import measurement  # noqa: E402
-from tui_tuner.compose import CONFIG_NAME  # noqa: E402
 from tui_tuner.core.config_load import load_config  # noqa: E402
 from tui_tuner.core.trial import TrialRecord  # noqa: E402
 from tui_tuner.engine.study import StudyStore, default_storage_url  # noqa: E402
+from tui_tuner.study_dir import StudyDir  # noqa: E402
 
 N = 1000
 CONFIG = """
@@ -49,8 +49,8 @@ search_space:
 
 def build_study(study_dir: Path) -> None:
     study_dir.mkdir(parents=True)
-    (study_dir / CONFIG_NAME).write_text(CONFIG)
-    config = load_config(study_dir / CONFIG_NAME)
+    (study_dir / StudyDir.CONFIG).write_text(CONFIG)
+    config = load_config(study_dir / StudyDir.CONFIG)
     store = StudyStore(config, default_storage_url(study_dir))
     rng = random.Random(0)
     from optuna.trial import TrialState

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tui_tuner.adapters.guidellm import GuidellmNotFound
-from tui_tuner.adapters.guidellm_runner import find_guidellm
+from tui_tuner.adapters.guidellm import GuidellmNotFound, find_guidellm
 from tui_tuner.adapters.vllm_server import free_port
 from tui_tuner.sim.tiny_model import ensure_tiny_model
 

@@ -21,16 +21,19 @@ from typing import Any
 import pytest
 
 from tui_tuner.adapters.guidellm import (
+    SCENARIO_NAME,
     GuidellmNotFound,
     GuidellmReportError,
     GuidellmTimeout,
     GuidellmWorkload,
     backend_scenario,
     build_guidellm_command,
+    find_guidellm,
     parse_guidellm_report,
     parse_progress_line,
+    remove_leftover_keys,
+    run_guidellm,
 )
-from tui_tuner.adapters.guidellm_runner import find_guidellm, run_guidellm
 from tui_tuner.adapters.processes import group_alive
 from tui_tuner.core.measurement import Measurement, client_limited
 
@@ -183,6 +186,17 @@ def test_an_api_key_goes_in_the_scenario_file_never_in_the_arguments() -> None:
     assert [a for a in cmd if a not in ("--scenario", "/tmp/out/guidellm-backend.json")] == [
         a for a in without if a != "--backend" and "target=" not in a
     ]
+
+
+def test_leftover_key_files_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    kept = [tmp_path / "trials" / "0001" / "report.json", tmp_path / SCENARIO_NAME]
+    left = [tmp_path / "trials" / n / SCENARIO_NAME for n in ("0001", "0002")]
+    for path in (*kept, *left):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}", encoding="utf-8")
+    remove_leftover_keys(tmp_path)
+    assert [p.exists() for p in (*kept, *left)] == [True, True, False, False]
+    remove_leftover_keys(tmp_path / "no-such-study")  # nothing there: nothing to do
 
 
 @pytest.mark.parametrize(

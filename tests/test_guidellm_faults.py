@@ -24,10 +24,10 @@ import psutil
 import pytest
 
 from tests.conftest import FAST_PROFILE, ROOT
-from tui_tuner.compose import saved_overrides
 from tui_tuner.core.config_load import load_config
 from tui_tuner.core.trial import TrialRecord
 from tui_tuner.engine.study import StudyStore, default_storage_url
+from tui_tuner.study_dir import saved_overrides
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -35,7 +35,7 @@ FAKE = ROOT / "tests" / "fakes" / "fake_guidellm.py"
 #: The fake's mode for each trial of the study, in order.
 MODES = ("crash", "truncated", "malformed", "errors", "hang", "ok")
 DURATION_S, GRACE_S = 1.0, 2.0
-#: GuideLLM's SIGTERM grace (guidellm_runner.run_guidellm's term_grace_s) before the SIGKILL.
+#: GuideLLM's SIGTERM grace (guidellm.process.run_guidellm's term_grace_s) before the SIGKILL.
 TERM_GRACE_S = 5.0
 
 

@@ -21,8 +21,8 @@ from tui_tuner.adapters.guidellm import (
     build_guidellm_command,
     parse_guidellm_report,
     parse_progress_line,
+    run_guidellm,
 )
-from tui_tuner.adapters.guidellm_runner import run_guidellm
 from tui_tuner.sim.args import parse
 from tui_tuner.sim.predict import predict_closed_loop
 from tui_tuner.sim.profiles import load_profile_file

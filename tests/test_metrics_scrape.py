@@ -12,9 +12,8 @@ from aiohttp import web
 
 from tui_tuner.adapters.metrics import (
     SIMULATED_INFO,
-    MetricsPoller,
+    MetricsScraper,
     ScrapeError,
-    base_url_from_command,
     parse_exposition,
     scrape,
     server_figures,
@@ -136,14 +135,6 @@ def test_info_labels_with_escapes() -> None:
     assert expo.info["x_info"] == {"a": "1", "b": 'q"uote', "c": "sp ace"}
 
 
-def test_base_url_from_command() -> None:
-    argv = ("vllm", "serve", "m", "--host", "0.0.0.0", "--port", "8123")
-    assert base_url_from_command(argv) == "http://127.0.0.1:8123"
-    assert base_url_from_command(("vllm", "serve", "--port=9000")) == "http://127.0.0.1:9000"
-    assert base_url_from_command(("x", "--host", "::", "--port", "1")) == "http://[::1]:1"
-    assert base_url_from_command(("vllm", "serve", "m")) is None
-
-
 @pytest.fixture
 async def server() -> AsyncIterator[str]:
     calls = {"n": 0}
@@ -172,11 +163,17 @@ async def test_scrape_a_live_server(server: str) -> None:
     async with aiohttp.ClientSession() as session:
         values = await scrape(server, session)
         assert values["vllm:generation_tokens_total"] == 1500.0
-        poller = MetricsPoller(server, session)
-        first = await poller.poll()
-        second = await poller.poll()
+        scraper = MetricsScraper()
+        first = await scraper.poll(server)
+        second = await scraper.poll(server)
         assert first is not None and second is not None
+        assert first.generation_tok_s is None  # a rate needs two scrapes of one server
         assert second.generation_tok_s is not None and second.generation_tok_s > 0
+        with pytest.raises(ScrapeError, match="HTTP 500"):
+            await scraper.poll(server + "/broken")
+        again = await scraper.poll(server)  # another server came between: no rate yet
+        assert again is not None and again.generation_tok_s is None
+        await scraper.close()
         with pytest.raises(ScrapeError, match="HTTP 500"):
             await scrape(server + "/broken", session)
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import time
+from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from tui_tuner.core.events import (
     TrialFinished,
     TrialPhaseChanged,
 )
+from tui_tuner.core.stop import StopKind
 from tui_tuner.core.trial import TrialRecord
 from tui_tuner.engine.orchestrator import Orchestrator
 from tui_tuner.engine.study import StudyStore, default_storage_url
@@ -53,12 +56,13 @@ async def test_baseline_first_then_measured_trials(tmp_path: Path) -> None:
     assert {r.params["max_num_seqs"] for r in records[1:]} == {8, 16, 32}
     assert all(r.state == "complete" and r.measurement is not None for r in records)
     assert records[1].timings.keys() >= {"launching", "ready", "warmup", "measuring", "teardown"}
-    assert outcome.reason.startswith(("budget reached", "every configuration"))
+    assert outcome.stop.kind in (StopKind.BUDGET, StopKind.SPACE_DONE)
     # Each server finds its own key in its environment, the client gets the same one, and the
     # stored command says where the key was without giving it.
     assert fakes.server_keys == fakes.client_keys and len(set(fakes.server_keys)) == 4
     command = (tmp_path / "trials" / "0001" / "command.txt").read_text()
-    assert command.startswith("# VLLM_API_KEY: ") and fakes.server_keys[1] not in command
+    key = fakes.server_keys[1]
+    assert command.startswith("# VLLM_API_KEY: ") and key is not None and key not in command
     phases = [e.phase for e in events if isinstance(e, TrialPhaseChanged) and e.number == 1]
     assert phases == ["launching", "ready", "warmup", "measuring", "teardown"]
 
@@ -86,7 +90,7 @@ async def test_consecutive_failures_stop_the_study(tmp_path: Path) -> None:
     orch, _ = build(tmp_path, config, fakes)
     outcome = await orch.run()
     assert "2 trials failed in a row" in outcome.reason
-    assert outcome.resumable
+    assert outcome.stop.kind is StopKind.FAILURES and outcome.resumable
 
 
 async def test_a_failed_configuration_is_never_launched_again(tmp_path: Path) -> None:
@@ -98,6 +102,7 @@ async def test_a_failed_configuration_is_never_launched_again(tmp_path: Path) ->
     launched_with_3 = [a for a in fakes.launched if seqs_of(a) == 3]
     assert len(launched_with_3) == 1
     assert "every configuration" in outcome.reason
+    assert outcome.stop.kind is StopKind.SPACE_DONE and not outcome.resumable
 
 
 async def test_sla_makes_trials_infeasible_and_best_feasible(tmp_path: Path) -> None:
@@ -135,9 +140,10 @@ async def test_stop_interrupts_and_requeues_for_resume(tmp_path: Path) -> None:
     orch, events = build(tmp_path, config, fakes)
     task = asyncio.ensure_future(orch.run())
     await asyncio.wait_for(fakes.bench_started.wait(), 10)
-    orch.stop("stopped by SIGINT")
+    orch.stop(StopKind.SIGNAL, "stopped by SIGINT")
     outcome = await asyncio.wait_for(task, 10)
     assert outcome.resumable and outcome.reason == "stopped by SIGINT"
+    assert outcome.stop.kind is StopKind.SIGNAL
     assert fakes.stopped == 1
     states = [(r.number, r.state) for r in outcome.records]
     assert states == [(0, "failed"), (1, "waiting")]  # queued again with the same params
@@ -152,7 +158,7 @@ async def test_a_stop_in_teardown_keeps_the_finished_measurement(tmp_path: Path)
     orch, _events = build(tmp_path, config, fakes)
     task = asyncio.ensure_future(orch.run())
     await asyncio.wait_for(fakes.stopping.wait(), 10)
-    orch.stop("stopped by SIGHUP")
+    orch.stop(StopKind.SIGNAL, "stopped by SIGHUP")
     outcome = await asyncio.wait_for(task, 10)
     assert outcome.resumable and outcome.reason == "stopped by SIGHUP"
     assert [(r.number, r.state) for r in outcome.records] == [(0, "complete")]
@@ -186,6 +192,7 @@ async def test_a_full_disk_stops_the_study(
     _disk_fills_when_a_server_stops(monkeypatch, fakes)
     outcome = await asyncio.wait_for(orch.run(), 10)
     assert outcome.reason.startswith("the disk holding") and outcome.resumable
+    assert outcome.stop.kind is StopKind.DISK_FULL
     assert "(1.0 MiB free); free some space, then resume" in outcome.reason
     first = outcome.records[0]
     assert first.params == {"max_num_seqs": seqs} and first.state == state
@@ -212,7 +219,7 @@ async def test_a_trial_left_by_a_worker_that_died_meanwhile_runs_again(tmp_path:
     notes = [e.text for e in events if isinstance(e, Notice)]
     assert f"trial {plan.number} was left running by a dead tuner" in " ".join(notes)
     dead = next(r for r in outcome.records if r.number == plan.number)
-    assert dead.note.startswith("interrupted: the tuner running it died")
+    assert dead.interrupted and dead.note.startswith("interrupted: the tuner running it died")
     rerun = [r for r in outcome.records if r.note == f"runs interrupted trial {plan.number} again"]
     assert len(rerun) == 1 and rerun[0].state == "complete"
 
@@ -238,6 +245,7 @@ async def test_the_budgets_last_trial_running_elsewhere_is_waited_for(tmp_path: 
     other.tell(plan, done, values=[500.0], state=TrialState.COMPLETE)
     outcome = await asyncio.wait_for(task, 10)
     assert outcome.reason == "budget reached: 2 of 2 trials"
+    assert outcome.stop.kind is StopKind.BUDGET and not outcome.resumable
     assert len(fakes.launched) == 1 and len(outcome.records) == 2
 
 
@@ -255,6 +263,47 @@ def test_a_trial_another_worker_is_just_taking_is_not_repaired(tmp_path: Path) -
     assert other.repair(stale_after_s=0.2) == []
     time.sleep(0.3)
     assert other.repair(stale_after_s=0.2) == [taken.number]
+
+
+def test_a_dead_worker_of_this_host_is_told_by_the_probe_it_is_given(tmp_path: Path) -> None:
+    """Without a liveness probe a trial is judged by its heartbeat alone; with one (the
+    adapters' ``pid_alive``, given by the assembly), a dead worker of this host is seen at once."""
+    config = make_config(tmp_path, [8, 16, 32])
+    url = default_storage_url(tmp_path)
+    other = StudyStore(config, url)
+    plan = other.ask(config.space)
+    other._live[plan.number].set_user_attr("worker", {"host": socket.gethostname(), "pid": 999})
+    assert StudyStore(config, url).repair() == []  # its heartbeat is fresh
+    probed = StudyStore(config, url, pid_alive=lambda pid: pid != 999)
+    assert probed.repair() == [plan.number]
+
+
+async def test_a_stop_request_in_the_storage_stops_this_worker(tmp_path: Path) -> None:
+    fakes = Fakes()
+    config = make_config(tmp_path, [7, 8], n_trials=3)
+    orch, events = build(tmp_path, config, fakes)
+    task = asyncio.ensure_future(orch.run())
+    await asyncio.wait_for(fakes.bench_started.wait(), 10)
+    StudyStore(config, default_storage_url(tmp_path)).update_control(stop_at=time.time())
+    outcome = await asyncio.wait_for(task, 10)
+    assert outcome.stop.kind is StopKind.REQUEST and outcome.resumable
+    assert outcome.reason == "stopped by a request in the study storage"
+    assert [e.stop_kind for e in events if isinstance(e, StudyFinished)] == [StopKind.REQUEST]
+
+
+async def test_gpu_memory_not_released_stops_after_the_trial(tmp_path: Path) -> None:
+    class HeldGpu(Fakes):
+        async def wait_released(
+            self, pids: Collection[int], timeout_s: float
+        ) -> tuple[bool, float]:
+            return False, timeout_s
+
+    fakes = HeldGpu()
+    orch, _ = build(tmp_path, make_config(tmp_path, [8, 16]), fakes)
+    outcome = await asyncio.wait_for(orch.run(), 10)
+    assert outcome.stop.kind is StopKind.GPU_NOT_RELEASED and outcome.resumable
+    assert outcome.reason == "GPU memory of the last server was not released; check nvidia-smi"
+    assert [r.state for r in outcome.records] == ["complete"]  # its result is kept
 
 
 async def test_pause_waits_after_the_running_trial(tmp_path: Path) -> None:
@@ -288,6 +337,7 @@ async def test_a_changed_server_setup_gets_a_new_baseline_and_retries(tmp_path: 
     orch, _ = build(tmp_path, failing, fakes)
     outcome = await orch.run()
     assert "the baseline (vLLM defaults) failed (invalid_args)" in outcome.reason
+    assert outcome.stop.kind is StopKind.BASELINE_FAILED
     fixed = replace(config, server=replace(config.server, flags={"max_model_len": 4096}))
     orch, _ = build(tmp_path, fixed, fakes)
     outcome = await orch.run()

@@ -22,10 +22,10 @@ import psutil
 import pytest
 
 from tests.conftest import ROOT
-from tui_tuner.compose import saved_overrides
 from tui_tuner.core.config_load import load_config
 from tui_tuner.core.trial import TrialRecord
 from tui_tuner.engine.study import StudyStore, default_storage_url
+from tui_tuner.study_dir import saved_overrides
 
 pytestmark = pytest.mark.slow
 SAMPLE = ROOT / "sample_configs" / "cpu-tiny.yaml"

@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tui_tuner.adapters.processes import pid_alive
 from tui_tuner.adapters.reaper import (
     ProcInfo,
     Reaper,
@@ -246,3 +247,13 @@ def test_tracker_follows_escapees_and_forgets_emptied_groups() -> None:
     assert tracker.targets(stranger) == []
     tracker.unwatch(100)
     assert tracker.roots == {}
+
+
+def test_pid_alive_sees_a_zombie_as_dead() -> None:
+    assert pid_alive(os.getpid()) and not pid_alive(0) and not pid_alive(-1)
+    child = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while pid_alive(child.pid) and time.monotonic() < deadline:  # exited, not yet reaped
+        time.sleep(0.02)
+    assert not pid_alive(child.pid)
+    child.wait()

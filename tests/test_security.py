@@ -8,6 +8,7 @@ server with the fake GuideLLM, which records the API keys it was given (FAKE_GUI
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ from tests.conftest import FAST_PROFILE, ROOT, SimProcess
 from tui_tuner.core.commands import server_argv, server_env
 from tui_tuner.core.config import ServerSettings
 from tui_tuner.core.config_load import ConfigError, parse_config
-from tui_tuner.core.space import flag_args
+from tui_tuner.core.space import flag_args, split_params
 from tui_tuner.core.vllm_flags import lookup
 from tui_tuner.engine.study import TrialPlan
 from tui_tuner.engine.trial_runner import TrialRunner
@@ -231,7 +232,7 @@ def test_every_value_reaches_the_server_as_its_own_argument() -> None:
     )
     params = {"kv_cache_dtype": "fp8", "max_num_seqs": 64, "enforce_eager": True,
               "gpu_memory_utilization": 0.9, "workload.streams": 8}  # fmt: skip
-    argv = server_argv(server, params, host="127.0.0.1", port=8123)
+    argv = server_argv(server, split_params(params), host="127.0.0.1", port=8123)
     assert argv[:3] == ["vllm", "serve", "/models/my model"]
     for pair in (["--served-model-name", "name with spaces"], ["--kv-cache-dtype", "fp8"],
                  ["--max-num-seqs", "64"], ["--gpu-memory-utilization", "0.9"]):  # fmt: skip
@@ -341,7 +342,8 @@ class _NoLauncher:
 def _trial_argv(tmp_path: Path, server_part: str) -> list[str]:
     config = parse_config(HEAD + server_part + "\n", Path("config.yaml"))
     runner = TrialRunner(config, tmp_path, _NoLauncher(), None, None, lambda _: None)  # type: ignore[arg-type]
-    progress, _, _ = runner.prepare(TrialPlan(number=1, params={}, baseline=False))
+    plan = TrialPlan(number=1, params={}, baseline=False)
+    progress, _, _ = asyncio.run(runner.prepare(plan))
     return progress.argv
 
 

@@ -15,12 +15,12 @@ import pytest
 from textual.pilot import Pilot
 
 from tests.fakes.engine import Fakes, make_config
-from tui_tuner.compose import StudySetup
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.events import Event
 from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
 from tui_tuner.engine.study import StudyStore, default_storage_url
 from tui_tuner.engine.trial_runner import TrialRunner
+from tui_tuner.study_dir import StudySetup
 from tui_tuner.ui.app import TunerApp
 from tui_tuner.ui.screens.detail import TrialDetail
 from tui_tuner.ui.screens.dialogs import ConfirmPrune, HelpScreen

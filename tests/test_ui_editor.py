@@ -10,6 +10,7 @@ from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import Button, Checkbox, Input, Static
 
+import tui_tuner.ui as ui_package
 from tui_tuner.core.config_load import load_space
 from tui_tuner.core.space import Param, SearchSpace
 from tui_tuner.core.space_dump import space_to_mapping
@@ -28,7 +29,10 @@ SPACE = parse_space(
 
 
 class Host(App[None]):
-    """Pushes the editor at start and keeps what it dismisses with."""
+    """Pushes the editor at start and keeps what it dismisses with; with the app's stylesheet,
+    whose rules the editor's own (screens/editor.tcss) must outrank."""
+
+    CSS_PATH = Path(ui_package.__file__).with_name("tuner.tcss")
 
     def __init__(self, space: SearchSpace, fixed: frozenset[str] = frozenset()) -> None:
         super().__init__()

@@ -8,8 +8,7 @@ import pytest
 from rich.text import Text
 from textual.app import App, ComposeResult
 
-from tui_tuner.adapters.gpu import GpuSample, GpuState
-from tui_tuner.adapters.metrics import SimFigures
+from tui_tuner.core.telemetry import GpuSample, GpuState, ServerFigures
 from tui_tuner.ui.widgets.gpu import GpuPanel, render_gpu_lines
 
 NO_GPU = GpuState(False, "no NVIDIA GPU found (NVML: NVML Shared Library Not Found)", ())
@@ -21,7 +20,7 @@ TWO = GpuState(
         GpuSample(1, "NVIDIA GeForce RTX 4090", 95.0, 20_000.0, 24_564.0, None, math.nan),
     ),
 )
-SIM = SimFigures(
+SIM = ServerFigures(
     simulated=True,
     gpu_name="NVIDIA H100 80GB HBM3",
     kv_cache_usage_pct=43.2,
@@ -69,13 +68,13 @@ def test_sim_figures_are_labelled_simulated() -> None:
 
 
 def test_real_vllm_figures_are_not_called_simulated() -> None:
-    real = SimFigures(False, "", 50.0, 1, 0, None, 10.0, 1.0)
+    real = ServerFigures(False, "", 50.0, 1, 0, None, 10.0, 1.0)
     text = _plain(render_gpu_lines(TWO, real, 60, 20))
     assert "SIMULATED" not in text and "vLLM reports" in text and "gen … tok/s" in text
 
 
 def test_simulator_lag_is_flagged() -> None:
-    lagging = SimFigures(True, "", 10.0, 1, 0, 5.0, 10.0, 1.0, sim_lag_s=2.5)
+    lagging = ServerFigures(True, "", 10.0, 1, 0, 5.0, 10.0, 1.0, sim_lag_s=2.5)
     assert "sim lags 2.5 s" in _plain(render_gpu_lines(NO_GPU, lagging, 60, 20))
 
 
@@ -83,7 +82,9 @@ def test_simulator_lag_is_flagged() -> None:
     ("state", "figures"), [(NO_GPU, None), (TWO, None), (NO_GPU, SIM), (TWO, SIM)]
 )
 @pytest.mark.parametrize(("width", "height"), [(30, 6), (28, 4), (20, 3), (200, 40)])
-def test_fits_the_box(state: GpuState, figures: SimFigures | None, width: int, height: int) -> None:
+def test_fits_the_box(
+    state: GpuState, figures: ServerFigures | None, width: int, height: int
+) -> None:
     lines = render_gpu_lines(state, figures, width, height)
     assert 0 < len(lines) <= height
     assert all(line.cell_len <= width for line in lines)
@@ -111,7 +112,7 @@ async def test_panel_widget_in_a_30x6_box() -> None:
     async with PanelApp().run_test(size=(80, 24)) as pilot:
         panel = pilot.app.query_one(GpuPanel)
         panel.update_state(NO_GPU)
-        panel.update_sim(SIM)
+        panel.update_figures(SIM)
         await pilot.pause()
         shown = "\n".join(
             "".join(seg.text for seg in panel.render_line(y)) for y in range(panel.size.height)
@@ -120,8 +121,8 @@ async def test_panel_widget_in_a_30x6_box() -> None:
         assert "SIMULATED GPU" in shown
         assert "1,234 tok/s" in shown
         before = panel.content
-        panel.update_sim(SIM)  # the same figures: nothing is redrawn
+        panel.update_figures(SIM)  # the same figures: nothing is redrawn
         assert panel.content is before
-        panel.update_sim(None)
+        panel.update_figures(None)
         await pilot.pause()
         assert "SIMULATED" not in str(panel.content)

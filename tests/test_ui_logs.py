@@ -6,11 +6,13 @@ from pathlib import Path
 
 from textual.app import App, ComposeResult
 
+import tui_tuner.ui as ui_package
 from tui_tuner.core.config import ServerSettings, StudyConfig, StudySettings
 from tui_tuner.core.events import LogLine, TrialFinished, TrialStarted
 from tui_tuner.core.trial import TrialRecord
+from tui_tuner.ui.log_files import read_tail
 from tui_tuner.ui.model import LOG_LINES_KEPT, StudyModel
-from tui_tuner.ui.widgets.logs import LogPanel, read_tail
+from tui_tuner.ui.widgets.logs import LogPanel
 
 
 def _model() -> StudyModel:
@@ -35,6 +37,8 @@ def _finish(model: StudyModel, number: int, files: dict[str, str]) -> None:
 
 
 class PanelApp(App[None]):
+    CSS_PATH = Path(ui_package.__file__).with_name("tuner.tcss")  # the panel's styles
+
     def __init__(self, panel: LogPanel) -> None:
         super().__init__()
         self.panel = panel

@@ -3,10 +3,13 @@ when the model or its size changed, and shows the objective."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from textual.app import App, ComposeResult
 from textual.geometry import Region
 
+import tui_tuner.ui as ui_package
 import tui_tuner.ui.widgets.pareto as pareto_module
 from tests.fakes.engine import measurement
 from tui_tuner.core.config import ObjectiveSettings, ServerSettings, StudyConfig, StudySettings
@@ -50,8 +53,13 @@ def study_model(kind: str = "throughput") -> StudyModel:
 
 
 class PlotApp(App[None]):
+    """The panel alone, styled by the app's stylesheet (no ``#pareto`` id: that rule places the
+    panel in the dashboard)."""
+
+    CSS_PATH = Path(ui_package.__file__).with_name("tuner.tcss")
+
     def compose(self) -> ComposeResult:
-        yield ParetoPlot(id="pareto")
+        yield ParetoPlot()
 
 
 def screen_text(plot: ParetoPlot) -> str:

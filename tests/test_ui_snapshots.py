@@ -14,21 +14,25 @@ from typing import Any
 import pytest
 
 from tests.fakes.engine import make_config, measurement
-from tui_tuner.compose import StudySetup
 from tui_tuner.core.events import (
     Event,
+    GpuSampled,
     LogLine,
     StudyFinished,
     StudyStarted,
     TrialFinished,
     TrialStarted,
 )
+from tui_tuner.core.stop import StopKind, StopReason
+from tui_tuner.core.telemetry import GpuState
 from tui_tuner.core.trial import TrialRecord
 from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
 from tui_tuner.engine.study import StudyStore, default_storage_url
+from tui_tuner.study_dir import StudySetup
 from tui_tuner.ui.app import TunerApp
 from tui_tuner.ui.widgets.gpu import GpuPanel
 
+NO_LIBRARY = "NVML Shared Library Not Found"
 TIMINGS = {"launching": 2.5, "ready": 0.1, "warmup": 4.0, "measuring": 8.0, "teardown": 0.2,
            "total": 15.0}  # fmt: skip
 
@@ -74,6 +78,8 @@ def scripted_app(tmp_path: Path) -> TunerApp:
         setup: StudySetup, emit: Callable[[Event], None], attach: Callable[[Orchestrator], None]
     ) -> StudyOutcome:
         emit(StudyStarted("t", "throughput", "sqlite:///study.db", str(tmp_path), 5, None, True, 0))
+        # The assembly's telemetry on a machine without a GPU, as a real run emits it.
+        emit(GpuSampled(GpuState(False, "no NVIDIA GPU found (NVML: " + NO_LIBRARY + ")", ())))
         records = scripted_records()
         for r in records:
             emit(TrialStarted(r.number, r.params, r.baseline, ("vllm", "serve", "m"), "d"))
@@ -81,8 +87,9 @@ def scripted_app(tmp_path: Path) -> TunerApp:
                 emit(LogLine(r.number, "server", f"INFO trial {r.number} server line {i}"))
                 emit(LogLine(r.number, "guidellm", f"guidellm trial {r.number} line {i}"))
             emit(TrialFinished(r))
-        emit(StudyFinished("budget reached: 5 of 5 trials", False))
-        return StudyOutcome("budget reached: 5 of 5 trials", False, records)
+        stop = StopReason(StopKind.BUDGET, "budget reached: 5 of 5 trials")
+        emit(StudyFinished.of(stop))
+        return StudyOutcome(stop, records)
 
     return TunerApp(setup, engine)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from textual.app import App, ComposeResult
 
 from tests.fakes.engine import make_config, measurement
+from tui_tuner.core.events import TrialFinished
 from tui_tuner.core.trial import TrialRecord
 from tui_tuner.ui.model import StudyModel
 from tui_tuner.ui.widgets.trial_table import TrialTable
@@ -39,14 +40,11 @@ async def test_rows_keep_trial_order_and_o_sorts_by_each_column(tmp_path: Path) 
         table.update_from(model)
         assert numbers(table) == [0, 2, 3]
         # A trial that finishes late (another worker's, or a repaired one) lands in its place.
-        model.records[1] = record(1, 200.0)
-        model._changed.add(1)
+        model.apply(TrialFinished(record(1, 200.0)))
         table.update_from(model)
         assert numbers(table) == [0, 1, 2, 3]
         # A later trial in order is simply appended, and the star moves to the new best.
-        model.records[4] = record(4, 400.0)
-        model._changed.add(4)
-        model.version += 1
+        model.apply(TrialFinished(record(4, 400.0)))
         table.update_from(model)
         assert numbers(table) == [0, 1, 2, 3, 4]
         assert table.get_cell("4", "0").plain == "★4"

@@ -1,9 +1,10 @@
-"""The `tui-tuner` command: the composition root.
+"""The `tui-tuner` command: arguments in, an exit code out.
 
 `sim-serve` hands its whole command line to the simulated server, whose parser mimics
-`vllm serve`; the other subcommands are parsed here and run by `headless.py` (no UI) or
-`ui/run.py` (the TUI). Heavy modules are imported inside each command so that `tui-tuner --help`
-stays fast and headless commands never import Textual.
+`vllm serve`; the other subcommands are parsed here. A study is opened by `study_dir.py`, its
+load generator found by `compose.py`, and it runs under `headless.py` (no UI) or `ui/run.py`
+(the TUI), which both run it through `compose.run_study`. Heavy modules are imported inside each
+command so that `tui-tuner --help` stays fast and headless commands never import Textual.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tui_tuner import __version__
 from tui_tuner.core.errors import UserError
+from tui_tuner.core.stop import EXIT_CODES
 
 if TYPE_CHECKING:
-    from tui_tuner.compose import StudySetup
+    from tui_tuner.study_dir import StudySetup
 
 
 def _make_tiny_model(ns: argparse.Namespace) -> int:
@@ -53,40 +56,51 @@ def _path(text: str | None) -> Path | None:
 
 def _run(ns: argparse.Namespace, setup: StudySetup) -> int:
     """Run the study headless or under the TUI."""
+    from tui_tuner.compose import find_load_generator
+
     events = _path(ns.events_jsonl)
+    guidellm = find_load_generator(setup, ns.guidellm)  # a missing one is said before the UI
     if not ns.headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("tui-tuner: no terminal here; running headless", file=sys.stderr)
         ns.headless = True
     if ns.headless:
         from tui_tuner.headless import run_headless
 
-        return run_headless(setup, events_jsonl=events, guidellm=ns.guidellm)
+        return run_headless(setup, events_jsonl=events, guidellm=guidellm)
     from tui_tuner.ui.run import run_tui
 
-    return run_tui(setup, guidellm=ns.guidellm, theme=ns.theme, events_jsonl=events)
+    return run_tui(setup, guidellm=guidellm, theme=ns.theme, events_jsonl=events)
 
 
 def _tune(ns: argparse.Namespace) -> int:
-    from tui_tuner.headless import tune_setup
+    from tui_tuner.study_dir import tune_setup
 
     setup = tune_setup(Path(ns.config), study_dir=_path(ns.study_dir), overrides=_overrides(ns))
     return _run(ns, setup)
 
 
 def _resume(ns: argparse.Namespace) -> int:
-    from tui_tuner.headless import resume_setup
+    from tui_tuner.study_dir import resume_setup
 
     return _run(ns, resume_setup(Path(ns.study_dir), overrides=_overrides(ns)))
 
 
 def _validate(ns: argparse.Namespace) -> int:
-    from tui_tuner.headless import validate
+    from rich.console import Console
 
-    return validate(Path(ns.config), dry_run=ns.dry_run, overrides=_overrides(ns))
+    from tui_tuner.core.config_load import load_config
+    from tui_tuner.report.validation import print_validation
+    from tui_tuner.study_dir import check_runnable
+
+    path = Path(ns.config)
+    config = load_config(path, _overrides(ns))
+    console = Console(highlight=False)
+    print_validation(console, path, config, check_runnable(config), dry_run=ns.dry_run)
+    return 0
 
 
 def _demo(ns: argparse.Namespace) -> int:
-    from tui_tuner.headless import demo_setup
+    from tui_tuner.study_dir import demo_setup
 
     return _run(ns, demo_setup(study_dir=_path(ns.study_dir), overrides=_overrides(ns)))
 
@@ -131,10 +145,22 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
     return convert
 
 
+def _exit_codes_text() -> str:
+    """The exit codes of `tune`, `resume` and `demo`, wrapped for a terminal."""
+    lines = ["exit codes of tune, resume and demo (a study stopped early stays resumable):"]
+    for code, meaning in EXIT_CODES:
+        wrapped = textwrap.wrap(meaning, 72)
+        lines.append(f"  {code:<4} {wrapped[0]}")
+        lines += [f"       {more}" for more in wrapped[1:]]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tui-tuner",
         description="Find the fastest `vllm serve` settings for your model, workload and SLA.",
+        epilog=_exit_codes_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tui-tuner {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

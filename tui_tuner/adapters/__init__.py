@@ -1,2 +1,2 @@
 """The only code that starts processes, opens sockets or loads NVML: the `vllm serve` life cycle
-(vllm_server), GuideLLM (guidellm, guidellm_runner) and process-group handling (processes)."""
+(vllm_server), GuideLLM (guidellm/) and process-group handling (processes)."""

@@ -18,35 +18,13 @@ import math
 import threading
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GpuSample", "GpuState", "NvmlGpus", "wait_memory_released"]
+from tui_tuner.core.telemetry import GpuSample, GpuState
+
+__all__ = ["NvmlGpus", "wait_memory_released"]
 
 _MIB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class GpuSample:
-    """One GPU at one moment. A float field NVML could not read is NaN; power and temperature
-    are None when the device does not report them (common on consumer cards and in VMs)."""
-
-    index: int
-    name: str
-    util_pct: float
-    mem_used_mib: float
-    mem_total_mib: float
-    power_w: float | None
-    temp_c: float | None
-
-
-@dataclass(frozen=True)
-class GpuState:
-    """All GPUs, or `available=False` with the reason a user reads in the GPU panel."""
-
-    available: bool
-    reason: str
-    samples: tuple[GpuSample, ...]
 
 
 class NvmlGpus:

@@ -17,18 +17,19 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
 
+from tui_tuner.core.telemetry import ServerFigures
+from tui_tuner.engine.ports import ScrapeFailed
+
 __all__ = [
     "SIMULATED_INFO",
     "Exposition",
-    "MetricsPoller",
+    "MetricsScraper",
     "ScrapeError",
-    "SimFigures",
-    "base_url_from_command",
     "fetch_text",
     "parse_exposition",
     "scrape",
@@ -57,7 +58,7 @@ _KEPT_SUFFIXES = {
 }
 
 
-class ScrapeError(Exception):
+class ScrapeError(ScrapeFailed):
     """``/metrics`` could not be read (refused, timed out, not 200); the message says which."""
 
 
@@ -207,34 +208,13 @@ async def scrape(base_url: str, session: aiohttp.ClientSession) -> dict[str, flo
     return parse_exposition(await fetch_text(base_url, session)).values
 
 
-@dataclass(frozen=True)
-class SimFigures:
-    """What a server says about itself: the simulator's stand-in for GPU figures, or a real
-    vLLM's (``simulated=False``). None means the server does not report that figure."""
-
-    simulated: bool
-    #: The simulated GPU, or the simulator profile when the server does not name the GPU.
-    gpu_name: str
-    kv_cache_usage_pct: float | None
-    running: int | None
-    waiting: int | None
-    #: Generated tokens per second since the previous scrape (None on the first one).
-    generation_tok_s: float | None
-    #: The raw counter and when it was read, so the next scrape can take the difference.
-    generation_tokens_total: float | None
-    at: float
-    engines: int = 1
-    #: Seconds the simulator lags its schedule; above ~0 its figures are distorted.
-    sim_lag_s: float | None = None
-
-
 def server_figures(
     metrics: Mapping[str, float],
-    previous: SimFigures | None = None,
+    previous: ServerFigures | None = None,
     *,
     at: float | None = None,
     info: Mapping[str, str] | None = None,
-) -> SimFigures | None:
+) -> ServerFigures | None:
     """The figures of any vLLM-like server, simulated or not; None if it reports none of them.
 
     `previous` is the last scrape's figures, for generation tok/s; a counter that went down
@@ -260,7 +240,7 @@ def server_figures(
         rate = (tokens - previous.generation_tokens_total) / (now - previous.at)
     labels = info or {}
     name = labels.get("gpu") or (f"profile {labels['profile']}" if "profile" in labels else "")
-    return SimFigures(
+    return ServerFigures(
         simulated=simulated,
         gpu_name=name if simulated else "",
         kv_cache_usage_pct=None if kv is None else _clamp(100.0 * kv / engines),
@@ -276,11 +256,11 @@ def server_figures(
 
 def sim_figures(
     metrics: Mapping[str, float],
-    previous: SimFigures | None = None,
+    previous: ServerFigures | None = None,
     *,
     at: float | None = None,
     info: Mapping[str, str] | None = None,
-) -> SimFigures | None:
+) -> ServerFigures | None:
     """The simulator's figures; None when ``tui_tuner:simulated_info`` is absent (a real vLLM:
     use `server_figures`, which gives the same figures with ``simulated=False``)."""
     if SIMULATED_INFO not in metrics:
@@ -288,51 +268,32 @@ def sim_figures(
     return server_figures(metrics, previous, at=at, info=info)
 
 
-class MetricsPoller:
-    """Scrape one server again and again, keeping the previous figures for the tok/s rate.
+class MetricsScraper:
+    """The running server's figures, scraped about once a second (``ServerFiguresSource`` of
+    ``engine/ports.py``). It keeps the previous scrape of the same server for the tok/s rate;
+    a new base URL (the next trial's server) starts afresh. One HTTP session for the study,
+    opened on the first poll, closed by `close`."""
 
-    The app makes one per running trial (``base_url_from_command(running.command)``) and calls
-    `poll` about once a second; a server still starting raises ScrapeError, which the app
-    shows as "no figures yet" rather than an error.
-    """
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._url = ""
+        self._last: ServerFigures | None = None
 
-    def __init__(self, base_url: str, session: aiohttp.ClientSession) -> None:
-        self.base_url = base_url
-        self._session = session
-        self.figures: SimFigures | None = None
+    async def poll(self, base_url: str) -> ServerFigures | None:
+        """The server's figures; None if it reports none. Raises ScrapeError if it cannot be
+        read (still starting, gone, too slow)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        if base_url != self._url:
+            self._url, self._last = base_url, None
+        expo = parse_exposition(await fetch_text(base_url, self._session))
+        self._last = server_figures(expo.values, self._last, info=expo.info.get(SIMULATED_INFO))
+        return self._last
 
-    async def poll(self) -> SimFigures | None:
-        expo = parse_exposition(await fetch_text(self.base_url, self._session))
-        self.figures = server_figures(expo.values, self.figures, info=expo.info.get(SIMULATED_INFO))
-        return self.figures
-
-
-def base_url_from_command(command: Sequence[str]) -> str | None:
-    """``http://host:port`` of a ``vllm serve`` argv (``--host H --port P`` or ``--port=P``).
-
-    A wildcard bind address (``0.0.0.0``, ``::``) is reached through loopback. None when the
-    command names no port: vLLM's default 8000 could be anybody's server.
-    """
-    host, port = "127.0.0.1", None
-    args = list(command)
-    for i, arg in enumerate(args):
-        for flag in ("--host", "--port"):
-            value = None
-            if arg == flag and i + 1 < len(args):
-                value = args[i + 1]
-            elif arg.startswith(flag + "="):
-                value = arg[len(flag) + 1 :]
-            if value is None:
-                continue
-            if flag == "--host":
-                host = value
-            else:
-                port = value
-    if port is None or not port.isdigit():
-        return None
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return f"http://{netloc}"
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 def _clamp(pct: float) -> float:

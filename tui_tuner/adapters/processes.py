@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "group_alive",
+    "pid_alive",
     "pump_lines",
     "signal_group",
     "spawn_in_session",
@@ -55,6 +56,24 @@ def group_alive(pgid: int) -> bool:
         if len(fields) > 2 and fields[0] != "Z" and fields[2] == str(pgid):
             return True
     return False
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host lives (a zombie does not). The study store uses it
+    to tell a dead worker's trial, which it repairs, from a live one's."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat[stat.rfind(")") + 2 :].startswith("Z"):
+            return False
+    return True
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:

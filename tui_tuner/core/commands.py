@@ -7,12 +7,11 @@ tuner needs (host, port, API key) and minus the simulated server's own ``--sim-*
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Mapping
 
 from tui_tuner.core.config import ServerSettings, WorkloadSettings
-from tui_tuner.core.space import flag_args
+from tui_tuner.core.space import TrialSettings, flag_args, split_params
 from tui_tuner.core.vllm_flags import lookup
 
 __all__ = [
@@ -28,26 +27,24 @@ __all__ = [
 API_KEY_ENV = "VLLM_API_KEY"
 
 
-def vllm_flag_args(server: ServerSettings, params: Mapping[str, object]) -> list[str]:
+def vllm_flag_args(server: ServerSettings, settings: TrialSettings) -> list[str]:
     """Fixed flags, then the trial's server parameters, as `vllm serve` arguments."""
     args: list[str] = []
-    for source in (server.flags, params):
-        for key, value in source.items():
-            flag = lookup(key)
-            if flag is None:  # a workload parameter ("workload.streams"), not a server flag
-                continue
-            if flag.kind == "json" and isinstance(value, str):
-                value = json.loads(value)  # categorical choices carry JSON as text
-            args += flag_args(flag, value)
+    for key, value in server.flags.items():  # checked and coerced when the config was loaded
+        flag = lookup(key)
+        assert flag is not None, key
+        args += flag_args(flag, value)
+    for flag, searched in settings.server:
+        args += flag_args(flag, searched)
     return args
 
 
 def server_argv(
-    server: ServerSettings, params: Mapping[str, object], *, host: str, port: int
+    server: ServerSettings, settings: TrialSettings, *, host: str, port: int
 ) -> list[str]:
     """The full argument list of one trial's server (never run through a shell). The API key
     is not in it: see :func:`server_env`."""
-    argv = [*server.command, server.model, *vllm_flag_args(server, params), *server.extra_args]
+    argv = [*server.command, server.model, *vllm_flag_args(server, settings), *server.extra_args]
     return [*argv, "--host", host, "--port", str(port)]
 
 
@@ -78,19 +75,20 @@ def without_sim_options(args: tuple[str, ...]) -> list[str]:
 
 def serve_command(server: ServerSettings, params: Mapping[str, object]) -> str:
     """The `vllm serve` command to paste, for a real server, whatever ran the study."""
-    argv = ["vllm", "serve", server.model, *vllm_flag_args(server, params)]
+    argv = ["vllm", "serve", server.model, *vllm_flag_args(server, split_params(params))]
     argv += without_sim_options(server.extra_args)
     return shlex.join(argv)
 
 
 def load_for(
-    workload: WorkloadSettings, params: Mapping[str, object]
+    workload: WorkloadSettings, settings: TrialSettings
 ) -> tuple[int | None, float | None]:
     """Streams and rate the load generator applies: the workload's, unless the study searches
     them (``workload.streams`` / ``workload.rate``)."""
     streams, rate = workload.streams, workload.rate
-    if "workload.streams" in params:
-        streams = int(params["workload.streams"])  # type: ignore[call-overload]
-    if "workload.rate" in params:
-        rate = float(params["workload.rate"])  # type: ignore[arg-type]
+    searched = settings.workload
+    if "streams" in searched:
+        streams = int(searched["streams"])  # type: ignore[call-overload]
+    if "rate" in searched:
+        rate = float(searched["rate"])  # type: ignore[arg-type]
     return streams, rate

@@ -12,14 +12,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, ClassVar, Literal
 
+from tui_tuner.core.stop import StopKind, StopReason
+from tui_tuner.core.telemetry import GpuState, ServerFigures
 from tui_tuner.core.trial import Phase, TrialRecord
 
 __all__ = [
     "BenchProgress",
     "Event",
     "EventSink",
+    "GpuSampled",
     "LogLine",
     "Notice",
+    "ServerFiguresRead",
     "StudyFinished",
     "StudyStarted",
     "StudyStateChanged",
@@ -63,6 +67,12 @@ class StudyFinished:
     reason: str
     #: Whether `tui-tuner resume` can continue it (budget left, or stopped early).
     resumable: bool
+    #: Why it stopped, as a value (``"budget"``, ``"signal"``...; see `core/stop.py`).
+    stop_kind: StopKind
+
+    @classmethod
+    def of(cls, stop: StopReason) -> StudyFinished:
+        return cls(stop.text, stop.resumable, stop.kind)
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,8 @@ class TrialStarted:
     baseline: bool
     command: tuple[str, ...]
     trial_dir: str
+    #: Where the trial's server answers (``http://127.0.0.1:PORT``), for its own figures.
+    base_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,24 @@ class Notice:
     number: int | None = None
 
 
+@dataclass(frozen=True)
+class GpuSampled:
+    """The GPUs as NVML sees them now (about once a second while a display wants them)."""
+
+    kind: ClassVar[str] = "gpu"
+    state: GpuState
+
+
+@dataclass(frozen=True)
+class ServerFiguresRead:
+    """What the running trial's server says about itself; None: it reports none, or no trial
+    runs (the figures shown go away)."""
+
+    kind: ClassVar[str] = "server_figures"
+    number: int | None
+    figures: ServerFigures | None
+
+
 Event = (
     StudyStarted
     | StudyStateChanged
@@ -127,6 +157,8 @@ Event = (
     | BenchProgress
     | TrialFinished
     | Notice
+    | GpuSampled
+    | ServerFiguresRead
 )
 EventSink = Callable[[Event], None]
 

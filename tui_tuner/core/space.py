@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from tui_tuner.core.errors import UserError
 from tui_tuner.core.vllm_flags import Flag, lookup
 
 __all__ = [
@@ -25,8 +26,10 @@ __all__ = [
     "Scalar",
     "SearchSpace",
     "Target",
+    "TrialSettings",
     "flag_args",
     "params_key",
+    "split_params",
 ]
 
 Scalar = int | float | str | bool
@@ -36,6 +39,8 @@ Target = Literal["server", "workload"]
 #: Workload settings a study may search, and their type. They change the load GuideLLM applies,
 #: not the server, so they are kept apart from vLLM flags.
 WORKLOAD_PARAMS: Mapping[str, Literal["int", "float"]] = {"streams": "int", "rate": "float"}
+#: How a workload parameter's key starts (``workload.streams``); a server flag's key is its dest.
+WORKLOAD_PREFIX = "workload."
 
 
 @dataclass(frozen=True)
@@ -181,11 +186,41 @@ def params_key(params: Mapping[str, object]) -> str:
     return json.dumps({k: norm(v) for k, v in sorted(params.items())}, sort_keys=True)
 
 
+@dataclass(frozen=True)
+class TrialSettings:
+    """A trial's parameter values, split once by what they set: the server's flags (each with
+    its `Flag`, resolved here and nowhere else) and the load generator's settings."""
+
+    server: tuple[tuple[Flag, object], ...]
+    workload: Mapping[str, object]
+
+
+def split_params(params: Mapping[str, object]) -> TrialSettings:
+    """Split stored parameter values (Optuna's, keyed as `Param.key`) by their target. A key
+    that is neither a workload setting nor a known flag is a bug, not a workload setting."""
+    server: list[tuple[Flag, object]] = []
+    workload: dict[str, object] = {}
+    for key, value in params.items():
+        if key.startswith(WORKLOAD_PREFIX):
+            workload[key.removeprefix(WORKLOAD_PREFIX)] = value
+            continue
+        flag = lookup(key)
+        if flag is None:  # a study written by another version, or edited by hand
+            raise UserError(
+                f"trial parameter {key!r} is neither a `vllm serve` flag nor a workload setting "
+                "this version knows; start a new study (another study.name) for this space"
+            )
+        server.append((flag, value))
+    return TrialSettings(tuple(server), workload)
+
+
 def flag_args(flag: Flag, value: object) -> list[str]:
     """The `vllm serve` arguments that set ``flag`` to ``value``.
 
     Booleans use vLLM's own spellings (``--enforce-eager`` / ``--no-enforce-eager``,
     ``--enable-prefix-caching`` / ``--disable-prefix-caching``); JSON flags get compact JSON.
+    A JSON value searched as an option arrives as the compact JSON text the sampler stored
+    (`engine/samplers.py`), and is passed on as it is.
     """
     if flag.kind == "bool":
         return [flag.name] if value else ["--no-" + flag.name[2:]]
@@ -195,7 +230,14 @@ def flag_args(flag: Flag, value: object) -> list[str]:
         items = value if isinstance(value, (list, tuple)) else [value]
         return [flag.name, *(str(v) for v in items)]
     if flag.kind == "json":
-        return [flag.name, json.dumps(value, separators=(",", ":"), sort_keys=True)]
+        text = value if isinstance(value, str) else json_text(value)
+        return [flag.name, text]
     if isinstance(value, float) and value.is_integer() and flag.kind == "int":
         value = int(value)
     return [flag.name, _show(value)]
+
+
+def json_text(value: object) -> str:
+    """The one compact, key-sorted JSON text of a JSON flag's value: what Optuna stores for a
+    searched JSON option and what the server's command line gets."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)

@@ -29,7 +29,14 @@ from tui_tuner.core.config_problems import (
     to_choice,
     to_str,
 )
-from tui_tuner.core.space import WORKLOAD_PARAMS, Param, ParamKind, Scalar, SearchSpace
+from tui_tuner.core.space import (
+    WORKLOAD_PARAMS,
+    WORKLOAD_PREFIX,
+    Param,
+    ParamKind,
+    Scalar,
+    SearchSpace,
+)
 from tui_tuner.core.vllm_flags import FLAGS, Flag, human_readable_int, lookup, removed
 from tui_tuner.core.yaml_lines import child_path
 
@@ -50,7 +57,7 @@ RANGE_KEYS = ("start", "end", "step")
 TYPES: tuple[ParamKind, ...] = ("int", "float", "bool", "options")
 BOOL_KINDS = ("bool", "enable_disable")
 NUMBER_KINDS = ("int", "float", "opt_level")
-WORKLOAD_KEYS = tuple(f"workload.{name}" for name in WORKLOAD_PARAMS)
+WORKLOAD_KEYS = tuple(f"{WORKLOAD_PREFIX}{name}" for name in WORKLOAD_PARAMS)
 OPT_LEVEL_NOTE = (
     "integer compilation levels are read as -O levels (--optimization-level). vLLM 0.33 changed "
     "what -O means: O0 = no compilation and no CUDA graphs, O1 = Inductor and piecewise graphs, "
@@ -230,8 +237,8 @@ def parse_param(ctx: Context, key: str, data: object, path: str) -> Param | None
 def _target(ctx: Context, key: str, name: str | None, path: str, enabled: bool) -> _Target | None:
     spelled = name if name is not None else key
     norm = _dest_like(spelled)
-    if norm.startswith("workload."):
-        field = norm.removeprefix("workload.")
+    if norm.startswith(WORKLOAD_PREFIX):
+        field = norm.removeprefix(WORKLOAD_PREFIX)
         if field in WORKLOAD_PARAMS:
             return _Target(norm, None, WORKLOAD_PARAMS[field])
         allowed = ", ".join(WORKLOAD_KEYS)

@@ -6,17 +6,43 @@ these, so none of them depends on Optuna.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from tui_tuner.core.measurement import Measurement
+from tui_tuner.core.space import TrialSettings, split_params
 
-__all__ = ["PHASES", "Phase", "TrialRecord", "TrialState"]
+__all__ = [
+    "PHASES",
+    "Phase",
+    "TrialPlan",
+    "TrialRecord",
+    "TrialState",
+    "baseline_of",
+    "counts_against_budget",
+]
 
 TrialState = Literal["waiting", "running", "complete", "pruned", "failed"]
 Phase = Literal["launching", "ready", "warmup", "measuring", "teardown"]
 PHASES: tuple[Phase, ...] = ("launching", "ready", "warmup", "measuring", "teardown")
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """What to run next: a trial number and its parameter values (none for the baseline).
+    ``rerun_of``: the interrupted trial whose configuration this one runs again. ``settings``:
+    the values split once by what they set (server flags with their `Flag`, load settings),
+    which is all the command builders read."""
+
+    number: int
+    params: dict[str, object]
+    baseline: bool
+    rerun_of: int | None = None
+    settings: TrialSettings = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "settings", split_params(self.params))
 
 
 @dataclass(frozen=True)
@@ -49,6 +75,9 @@ class TrialRecord:
     duplicate_of: int | None = None
     #: Why it was pruned or interrupted (by the user, a stop, a dead tuner).
     note: str = ""
+    #: Cut short by the tuner (a stop, a pause now, a full disk, a dead tuner), not by its
+    #: configuration: it says nothing about the flags and runs again as a new trial.
+    interrupted: bool = False
     #: What the load generator had seen when a trial was pruned or interrupted mid-load.
     partial: Mapping[str, float] = field(default_factory=dict)
     #: The load generator said it could not drive the load (the figure may be the client's).
@@ -77,3 +106,23 @@ class TrialRecord:
         if self.state == "complete" and self.feasible is False:
             return "infeasible"
         return self.state
+
+
+def counts_against_budget(record: TrialRecord) -> bool:
+    """Whether a trial spends the study's budget (``study.n_trials``): it finished (measured,
+    failed or pruned), and it was neither interrupted (it runs again) nor a duplicate (its
+    result is another trial's, nothing ran)."""
+    return (
+        record.state in ("complete", "pruned", "failed")
+        and not record.interrupted
+        and record.duplicate_of is None
+    )
+
+
+def baseline_of(records: Iterable[TrialRecord]) -> TrialRecord | None:
+    """The measured baseline (vLLM defaults) gains are reported against: the first complete
+    baseline trial with a measurement, or None."""
+    for r in records:
+        if r.baseline and r.state == "complete" and r.measurement is not None:
+            return r
+    return None

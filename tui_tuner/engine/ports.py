@@ -1,7 +1,8 @@
 """What the engine needs from the outside world, as Protocols; `adapters/` implements them.
 
-The engine never starts a process, opens a socket or loads NVML itself. The composition root
-(`cli.py`) hands it a launcher, a benchmarker and a GPU watcher; tests hand it fakes.
+The engine never starts a process, opens a socket or loads NVML itself. The assembly
+(`compose.py`) hands it a launcher, a benchmarker, a GPU watcher and the telemetry samplers;
+tests hand it fakes.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ from typing import Protocol
 
 from tui_tuner.core.config import WorkloadSettings
 from tui_tuner.core.measurement import Measurement
+from tui_tuner.core.telemetry import GpuState, ServerFigures
 
 __all__ = [
     "BenchRequest",
     "BenchmarkFailed",
     "Benchmarker",
+    "GpuSampler",
     "GpuWatcher",
     "LaunchRequest",
     "ProgressCallback",
+    "ScrapeFailed",
+    "ServerFiguresSource",
     "ServerHandle",
     "ServerLauncher",
     "ServerStartFailed",
@@ -126,3 +131,26 @@ class Benchmarker(Protocol):
 class GpuWatcher(Protocol):
     async def wait_released(self, pids: Collection[int], timeout_s: float) -> tuple[bool, float]:
         """Wait until no GPU memory is held by ``pids``: (released, seconds waited)."""
+
+
+class GpuSampler(Protocol):
+    """The GPUs' state now (NVML). Called from a worker thread, about once a second."""
+
+    def sample(self) -> GpuState:
+        """Every GPU now, or ``available=False`` with the reason; never raises. Blocking."""
+
+
+class ScrapeFailed(Exception):
+    """A server's own figures could not be read (still starting, gone, too slow)."""
+
+
+class ServerFiguresSource(Protocol):
+    """What the running server says about itself (its ``/metrics``), read on the event loop
+    about once a second while a trial runs."""
+
+    async def poll(self, base_url: str) -> ServerFigures | None:
+        """The figures of the server at ``base_url``; None if it reports none. Raises
+        ScrapeFailed when it cannot be read."""
+
+    async def close(self) -> None:
+        """Release what polling holds (connections). Polling after close opens them again."""

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tui_tuner.core.measurement import Measurement
 from tui_tuner.core.trial import TrialRecord
 from tui_tuner.core.trial import TrialState as RecordState
 
-__all__ = ["record_attrs", "record_from"]
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+__all__ = ["record_attrs", "record_from", "to_record"]
 
 #: Optuna's trial states by name, as the tuner names them.
 STATES: Mapping[str, RecordState] = {
@@ -31,7 +34,9 @@ def record_attrs(record: TrialRecord) -> dict[str, Any]:
     out = asdict(record)
     out["measurement"] = None if record.measurement is None else record.measurement.to_dict()
     out["values"] = None if record.values is None else [_finite(v) for v in record.values]
-    for key in ("number", "params", "baseline", "state"):
+    # Kept apart: Optuna's own (number, params, state), the trial's user attributes
+    # (``baseline``, ``interrupted``, set when it was queued or interrupted).
+    for key in ("number", "params", "baseline", "state", "interrupted"):
         out.pop(key)
     return out
 
@@ -65,9 +70,15 @@ def record_from(
         files=dict(attrs.get("files") or {}),
         duplicate_of=attrs.get("duplicate_of"),
         note=note,
+        interrupted="interrupted" in user_attrs,
         repeats_output_tok_s=tuple(attrs.get("repeats_output_tok_s") or ()),
         partial=dict(attrs.get("partial") or {}),
         client_limited=bool(attrs.get("client_limited")),
         started_at=attrs.get("started_at"),
         finished_at=attrs.get("finished_at"),
     )
+
+
+def to_record(t: FrozenTrial) -> TrialRecord:
+    """The record of an Optuna trial."""
+    return record_from(t.number, t.state.name, t.params, t.user_attrs)

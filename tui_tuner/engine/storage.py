@@ -1,5 +1,6 @@
-"""Opening an Optuna storage, and telling its errors apart: a lock held elsewhere, a database
-that is down or a full disk (the study stops and resumes later) from everything else.
+"""Opening an Optuna storage, telling its errors apart (a lock held elsewhere, a database that
+is down or a full disk: the study stops and resumes later; everything else is a bug), and
+calling it from the event loop without blocking (`StorageThread`).
 
 SQLAlchemy is imported inside the functions: it costs a quarter of a second, which the TUI
 spends on its first frame instead (the storage is opened in a worker thread after it).
@@ -7,15 +8,27 @@ spends on its first frame instead (the storage is opened in a worker thread afte
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tui_tuner.core.errors import UserError
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["StorageUnavailable", "is_storage_error", "open_storage", "shown_url", "storage_cause"]
+__all__ = [
+    "StorageThread",
+    "StorageUnavailable",
+    "is_storage_error",
+    "open_storage",
+    "shown_url",
+    "storage_cause",
+]
+
+T = TypeVar("T")
 
 
 def shown_url(url: str) -> str:
@@ -73,3 +86,36 @@ def open_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDB
                 raise
             time.sleep(0.5 + attempt)
     raise AssertionError("unreachable")
+
+
+class StorageThread:
+    """Every storage call of one study, run in one worker thread, so the event loop never blocks
+    on it and the calls keep their order. A storage that stays locked or unreachable past
+    ``timeout_s`` (the driver waits that long) becomes `StorageUnavailable`, which ends the
+    study cleanly with what to do."""
+
+    def __init__(self, storage_url: str, timeout_s: float) -> None:
+        self._url, self._timeout_s = storage_url, timeout_s
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="study-io")
+
+    async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except Exception as err:
+            if not is_storage_error(err):
+                raise
+            cause = storage_cause(err)
+            if "full" in cause:
+                raise StorageUnavailable(
+                    f"the study storage {shown_url(self._url)} cannot be written: "
+                    f"{cause}. Finished trials are kept in it; free some space, then resume"
+                ) from None
+            raise StorageUnavailable(
+                f"the study storage {shown_url(self._url)} did not answer within "
+                f"study.storage_timeout_s ({self._timeout_s:g} s): {cause}. "
+                "Finished trials are kept in it; resume once it is available again"
+            ) from None
+
+    def close(self) -> None:
+        """Let the thread go once its last call returns (a call in flight is not waited for)."""
+        self._pool.shutdown(wait=False)

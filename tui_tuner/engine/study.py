@@ -6,33 +6,34 @@ Each trial keeps, as Optuna user attributes, everything needed to show and repro
 process. Control requests (pause, stop, prune) are study attributes for the same reason.
 
 Every method here blocks on the storage; the orchestrator calls them from one worker thread.
+Around it: the sampler (``samplers.py``), what counts as tried already (``duplicates.py``), the
+control requests (``control.py``) and a record's stored form (``records.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import importlib.util
-import json
 import logging
 import os
 import socket
 import time
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.errors import UserError
 from tui_tuner.core.objectives import directions, metric_names
-from tui_tuner.core.space import Param, SearchSpace, params_key
-from tui_tuner.core.trial import TrialRecord
-from tui_tuner.engine.records import record_attrs, record_from
+from tui_tuner.core.space import SearchSpace
+from tui_tuner.core.trial import TrialPlan, TrialRecord, counts_against_budget
+from tui_tuner.engine import duplicates
+from tui_tuner.engine.control import Control
+from tui_tuner.engine.duplicates import FINISHED, server_key
+from tui_tuner.engine.records import record_attrs, to_record
+from tui_tuner.engine.samplers import make_sampler, suggest
 from tui_tuner.engine.storage import open_storage, shown_url
 
 __all__ = [
@@ -40,7 +41,6 @@ __all__ = [
     "StudyStore",
     "TrialPlan",
     "default_storage_url",
-    "make_sampler",
     "record_attrs",
     "to_record",
 ]
@@ -49,100 +49,25 @@ __all__ = [
 STALE_AFTER_S = 120.0
 
 
-def server_key(config: StudyConfig) -> str:
-    """What, besides the searched parameters, decides what a trial measures: the server command,
-    model, fixed flags, extra arguments and environment, and the workload. A configuration
-    counts as "tried" only under the same key."""
-    s, w = config.server, config.workload
-    setup = {
-        "command": list(s.command),
-        "model": s.model,
-        "flags": dict(s.flags),
-        "extra_args": list(s.extra_args),
-        "env": dict(s.env),
-        "workload": {k: v for k, v in asdict(w).items() if k != "guidellm"},
-    }
-    text = json.dumps(setup, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def default_storage_url(study_dir: Path) -> str:
     return f"sqlite:///{(study_dir / 'study.db').resolve()}"
 
 
-def _suggest(trial: optuna.Trial, p: Param) -> object:
-    if p.kind == "int":
-        assert p.low is not None and p.high is not None
-        return trial.suggest_int(p.key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
-    if p.kind == "float":
-        assert p.low is not None and p.high is not None
-        return trial.suggest_float(p.key, p.low, p.high, step=p.step, log=p.log)
-    return trial.suggest_categorical(p.key, [_encode(c) for c in p.choices() or ()])
-
-
-def _encode(value: object) -> Any:
-    """Categorical choices must be plain scalars; JSON values (compilation configs) go as text."""
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return value
-
-
-def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    name, seed = config.study.sampler, config.study.seed
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "grid":
-        grid = {p.key: [_encode(c) for c in p.choices() or ()] for p in config.space.enabled()}
-        return _AskTellGrid(grid, seed=seed)
-    if name == "gp":
-        if importlib.util.find_spec("scipy") is None or importlib.util.find_spec("torch") is None:
-            raise UserError(
-                "study.sampler: gp needs scipy and torch in the tuner's environment "
-                "(pip install scipy torch); or use tpe"
-            )
-        return optuna.samplers.GPSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
-
-
-class _AskTellGrid(optuna.samplers.GridSampler):
-    """GridSampler ends an `optimize` loop when the grid is done by calling `study.stop()`, which
-    raises under ask/tell; the orchestrator stops by itself once every configuration ran."""
-
-    def after_trial(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        state: TrialState,
-        values: Sequence[float] | None,
-    ) -> None:
-        return None
-
-
-@dataclass(frozen=True)
-class TrialPlan:
-    """What to run next: a trial number and its parameter values."""
-
-    number: int
-    params: dict[str, object]
-    baseline: bool
-    rerun_of: int | None = None
-
-
-@dataclass
-class Control:
-    """Requests any process may leave in the study: pause, stop (with its time), prune."""
-
-    paused: bool = False
-    stop_at: float | None = None
-    prune: set[int] = field(default_factory=set)
-
-
 class StudyStore:
-    """One study in one Optuna storage."""
+    """One study in one Optuna storage.
 
-    def __init__(self, config: StudyConfig, storage_url: str) -> None:
+    ``pid_alive`` tells whether a process of this host lives (the adapters' ``pid_alive``):
+    with it, a trial left RUNNING by a dead worker of this host is repaired at once; without
+    it (None), only by its heartbeat, ``STALE_AFTER_S`` after the worker fell silent.
+    """
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        storage_url: str,
+        *,
+        pid_alive: Callable[[int], bool] | None = None,
+    ) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         logging.getLogger("optuna").propagate = False
         self.config = config
@@ -178,6 +103,7 @@ class StudyStore:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.study.set_metric_names(metric_names(kind))
         self._worker = {"host": socket.gethostname(), "pid": os.getpid()}
+        self.pid_alive = pid_alive
         self._live: dict[int, optuna.Trial] = {}
         #: RUNNING trials seen with no heartbeat yet, and when this store first saw them.
         self._first_seen: dict[int, float] = {}
@@ -225,19 +151,27 @@ class StudyStore:
                 # (another worker's `ask` in progress), or one that died right then: judged by
                 # how long this store has seen it so, not failed at once under a live worker.
                 beat = self._first_seen.setdefault(t.number, now)
-            beat = float(beat)
             mine = worker.get("host") == self._worker["host"]
             if mine and worker.get("pid") == os.getpid():
                 continue
-            dead = (mine and not _pid_alive(int(worker.get("pid", 0)))) or (
-                now - beat > stale_after_s
-            )
-            if not dead:
+            if not self._dead(worker, float(beat), now, stale_after_s):
                 continue
             baseline = bool(t.user_attrs.get("baseline"))
             self._interrupt(t.number, t.params, baseline, "interrupted: the tuner running it died")
             repaired.append(t.number)
         return repaired
+
+    def _dead(
+        self, worker: Mapping[str, Any], beat: float, now: float, stale_after_s: float
+    ) -> bool:
+        """Whether the worker that runs a trial is gone: silent for too long, or a process of
+        this host that no longer lives."""
+        if now - beat > stale_after_s:
+            return True
+        if self.pid_alive is None or worker.get("host") != self._worker["host"]:
+            return False
+        pid = int(worker.get("pid", 0))
+        return pid <= 0 or not self.pid_alive(pid)
 
     def ask(self, space: SearchSpace) -> TrialPlan:
         trial = self.study.ask()
@@ -249,7 +183,7 @@ class StudyStore:
         params: dict[str, object] = {}
         if not baseline:
             for p in space.enabled():
-                params[p.key] = _suggest(trial, p)
+                params[p.key] = suggest(trial, p)
             # A re-queued trial may fix params disabled since; it runs as it was.
             for key, value in trial.params.items():
                 params.setdefault(key, value)
@@ -306,44 +240,27 @@ class StudyStore:
         """A finished trial with exactly these parameters (measured, failed by its
         configuration, or pruned by the user), or None. The baseline only matches the baseline.
         Interrupted trials do not count: they are queued to run again."""
-        key = params_key(plan.params)
-        for t in self.study.get_trials(deepcopy=False, states=_FINISHED):
-            if t.number == plan.number or "interrupted" in t.user_attrs:
-                continue
-            if t.user_attrs.get("server_key") != self.server_key:
-                continue  # measured with other fixed flags, model or environment
-            if "tuner" not in t.user_attrs or bool(t.user_attrs.get("baseline")) != plan.baseline:
-                continue
-            record = to_record(t)
-            if record.duplicate_of is None and params_key(record.params) == key:
-                return record
-        return None
+        return duplicates.find_same(
+            self.study.get_trials(deepcopy=False, states=FINISHED),
+            number=plan.number,
+            params=plan.params,
+            baseline=plan.baseline,
+            key=self.server_key,
+        )
 
     def running_count(self) -> int:
         """Trials running now, by any worker of the study."""
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
     def counted(self) -> int:
-        """Finished trials that count against the budget: not interrupted, not duplicates."""
-        n = 0
-        for t in self.study.get_trials(deepcopy=False, states=_FINISHED):
-            if "interrupted" in t.user_attrs:
-                continue
-            if (t.user_attrs.get("tuner") or {}).get("duplicate_of") is not None:
-                continue
-            n += 1
-        return n
+        """Finished trials that count against the budget (`counts_against_budget`)."""
+        trials = self.study.get_trials(deepcopy=False, states=FINISHED)
+        return sum(counts_against_budget(to_record(t)) for t in trials)
 
     # -- control requests (shared with other processes) --------------------------------------
 
     def control(self) -> Control:
-        raw = self.study.user_attrs.get("control") or {}
-        stop_at = raw.get("stop_at")
-        return Control(
-            paused=bool(raw.get("paused")),
-            stop_at=None if stop_at is None else float(stop_at),
-            prune={int(n) for n in raw.get("prune", [])},
-        )
+        return Control.from_attr(self.study.user_attrs.get("control"))
 
     def update_control(
         self,
@@ -364,61 +281,23 @@ class StudyStore:
             control.prune.add(prune)
         if pruned is not None:
             control.prune.discard(pruned)
-        self.study.set_user_attr(
-            "control",
-            {"paused": control.paused, "stop_at": control.stop_at, "prune": sorted(control.prune)},
-        )
+        self.study.set_user_attr("control", control.to_attr())
         return control
 
     def find_running_same(self, plan: TrialPlan) -> int | None:
         """The number of a trial another worker is running with exactly these parameters (and
         this server setup), or None."""
-        key = params_key(plan.params)
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.number == plan.number or t.user_attrs.get("server_key") != self.server_key:
-                continue
-            if bool(t.user_attrs.get("baseline")) == plan.baseline and (
-                plan.baseline or params_key(dict(t.params)) == key
-            ):
-                return t.number
-        return None
+        return duplicates.find_running_same(
+            self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
+            number=plan.number,
+            params=plan.params,
+            baseline=plan.baseline,
+            key=self.server_key,
+        )
 
     def distinct_configs(self) -> int:
         """Distinct configurations tried so far under this server setup (the baseline counts
         as one), those other workers are running now included."""
-        keys = set()
-        states = (*_FINISHED, TrialState.RUNNING)
-        for t in self.study.get_trials(deepcopy=False, states=states):
-            if "interrupted" in t.user_attrs or t.user_attrs.get("server_key") != self.server_key:
-                continue
-            if t.state == TrialState.RUNNING:
-                baseline = bool(t.user_attrs.get("baseline"))
-                keys.add("baseline" if baseline else params_key(dict(t.params)))
-                continue
-            record = to_record(t)
-            if record.duplicate_of is None:
-                keys.add("baseline" if record.baseline else params_key(record.params))
-        return len(keys)
-
-
-_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat[stat.rfind(")") + 2 :].startswith("Z"):
-            return False
-    return True
-
-
-def to_record(t: FrozenTrial) -> TrialRecord:
-    return record_from(t.number, t.state.name, t.params, t.user_attrs)
+        states = (*FINISHED, TrialState.RUNNING)
+        trials = self.study.get_trials(deepcopy=False, states=states)
+        return duplicates.distinct_configs(trials, key=self.server_key)

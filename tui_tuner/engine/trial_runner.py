@@ -5,6 +5,7 @@ a stop, a cancelled task), the server is stopped through its launcher's context 
 its processes held is awaited before the trial returns. Failures come back as results
 (``TrialOutcome.failure``), never as exceptions; cancellation is the one exception that passes
 through, after the teardown, and the outcome gathered so far stays readable in ``progress``.
+The trial's directory is written and read in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from tui_tuner.core.failures import (
     too_many_errors,
 )
 from tui_tuner.core.measurement import Measurement, client_limited
-from tui_tuner.core.trial import Phase
+from tui_tuner.core.trial import Phase, TrialPlan
 from tui_tuner.engine.ports import (
     Benchmarker,
     BenchmarkFailed,
@@ -40,7 +41,6 @@ from tui_tuner.engine.ports import (
     ServerLauncher,
     ServerStartFailed,
 )
-from tui_tuner.engine.study import TrialPlan
 
 __all__ = ["TrialProgress", "TrialRunner"]
 
@@ -87,29 +87,22 @@ class TrialRunner:
     def trial_dir(self, number: int) -> Path:
         return self.study_dir / "trials" / f"{number:04d}"
 
-    def prepare(self, plan: TrialPlan) -> tuple[TrialProgress, str | None, int]:
+    async def prepare(self, plan: TrialPlan) -> tuple[TrialProgress, str | None, int]:
         """Pick the port and the API key and build the command; writes command.txt."""
         server = self.config.server
         # Hex: a urlsafe token may start with "-", which argparse reads as another option.
         key = secrets.token_hex(24) if server.api_key else None
         port = self.launcher.free_port(server.host)
         progress = TrialProgress(plan.number)
-        progress.argv = server_argv(server, plan.params, host=server.host, port=port)
-        directory = self.trial_dir(plan.number)
-        for d in (directory.parent, directory):  # owner-only, like the study directory
-            d.mkdir(mode=0o700, parents=True, exist_ok=True)
-            d.chmod(0o700)
+        progress.argv = server_argv(server, plan.settings, host=server.host, port=port)
         note = f"# {API_KEY_ENV}: this trial's random API key (not kept)\n" if key else ""
-        (directory / "command.txt").write_text(note + _quote(progress.argv) + "\n")
-        _owner_only(directory)
+        text = note + _quote(progress.argv) + "\n"
+        await asyncio.to_thread(_write_command, self.trial_dir(plan.number), text)
         return progress, key, port
 
-    def files(self, number: int) -> dict[str, str]:
-        d = self.trial_dir(number)
-        names = ("server.log", "guidellm.log", "command.txt")
-        out = {name: str(d / name) for name in names if (d / name).exists()}
-        out.update({p.name: str(p) for p in sorted(d.glob("report*.json"))})
-        return out
+    async def files(self, number: int) -> dict[str, str]:
+        """The trial's files that exist: its logs, command.txt and GuideLLM's reports."""
+        return await asyncio.to_thread(_files, self.trial_dir(number))
 
     def _enter(self, progress: TrialProgress, phase: Phase) -> None:
         now = time.monotonic()
@@ -157,7 +150,8 @@ class TrialRunner:
             self._enter(progress, "teardown")
             pids = list(server.pids_seen) if server is not None else []
             await stack.aclose()
-            _owner_only(self.trial_dir(plan.number))  # the logs and reports the processes wrote
+            # The logs and reports the processes wrote.
+            await asyncio.to_thread(_owner_only, self.trial_dir(plan.number))
             if pids:
                 released, _ = await self.gpu.wait_released(pids, cfg.gpu_release_timeout_s)
                 progress.gpu_released = released
@@ -187,7 +181,7 @@ class TrialRunner:
         self, plan: TrialPlan, server: ServerHandle, progress: TrialProgress, key: str | None
     ) -> None:
         workload = self.config.workload
-        streams, rate = load_for(workload, plan.params)
+        streams, rate = load_for(workload, plan.settings)
         directory = self.trial_dir(plan.number)
         runs: list[Measurement] = []
         for repeat in range(workload.repeats):
@@ -294,6 +288,22 @@ def _in_phase(failure: Failure, phase: str) -> Failure:
 def _local_tokenizer(model: str) -> str | None:
     """A model given as a local directory is also GuideLLM's tokenizer (no hub lookups)."""
     return model if Path(model).is_dir() else None
+
+
+def _write_command(directory: Path, text: str) -> None:
+    """Create the trial's directory (owner-only, like the study directory) and its command.txt."""
+    for d in (directory.parent, directory):
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        d.chmod(0o700)
+    (directory / "command.txt").write_text(text)
+    _owner_only(directory)
+
+
+def _files(d: Path) -> dict[str, str]:
+    names = ("server.log", "guidellm.log", "command.txt")
+    out = {name: str(d / name) for name in names if (d / name).exists()}
+    out.update({p.name: str(p) for p in sorted(d.glob("report*.json"))})
+    return out
 
 
 def _owner_only(directory: Path) -> None:

@@ -98,7 +98,7 @@ class ConsoleSink:
         r = event.record
         if r.state == "running" or r.state == "waiting":
             return
-        if r.note.startswith("interrupted"):
+        if r.interrupted:
             self._print(f"  trial {r.number}: [yellow]{escape(r.note)}[/]")
             return
         self._done += 1

@@ -34,6 +34,7 @@ import yaml
 from tui_tuner.core.commands import serve_command, without_sim_options
 from tui_tuner.core.config import ServerSettings, StudyConfig
 from tui_tuner.core.objectives import best_trials
+from tui_tuner.core.space import split_params
 from tui_tuner.core.trial import TrialRecord
 from tui_tuner.core.vllm_flags import Flag, lookup
 
@@ -92,15 +93,14 @@ def config_entries(server: ServerSettings, params: Mapping[str, object]) -> dict
     port and API key.
     """
     out: dict[str, object] = {}
-    for source in (server.flags, params):
-        for key, value in source.items():
-            flag = lookup(key)
-            if flag is None or flag.dest in TUNER_ONLY:
-                continue
-            name, entry = _entry(flag, value)
-            for spelling in _spellings(flag):  # a later value of the same flag wins
-                out.pop(spelling, None)
-            out[name] = entry
+    fixed = [(lookup(key), value) for key, value in server.flags.items()]
+    for flag, value in [*fixed, *split_params(params).server]:
+        if flag is None or flag.dest in TUNER_ONLY:
+            continue
+        name, entry = _entry(flag, value)
+        for spelling in _spellings(flag):  # a later value of the same flag wins
+            out.pop(spelling, None)
+        out[name] = entry
     return out
 
 

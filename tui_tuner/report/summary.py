@@ -13,16 +13,9 @@ from rich.table import Table
 from tui_tuner.core.commands import serve_command
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.objectives import best_trials, gain_over
-from tui_tuner.core.trial import TrialRecord
+from tui_tuner.core.trial import TrialRecord, baseline_of
 
 __all__ = ["baseline_of", "best_table", "format_params", "outcome_lines"]
-
-
-def baseline_of(records: Sequence[TrialRecord]) -> TrialRecord | None:
-    for r in records:
-        if r.baseline and r.measurement is not None and r.state == "complete":
-            return r
-    return None
 
 
 def format_params(params: Mapping[str, object], *, baseline: bool = False) -> str:
@@ -73,7 +66,7 @@ def best_table(config: StudyConfig, records: Sequence[TrialRecord]) -> Table:
 def outcome_lines(config: StudyConfig, records: Sequence[TrialRecord]) -> list[str]:
     """Counts by state and failure class, then the command of the best trial."""
     counts = Counter(
-        "interrupted" if r.note.startswith("interrupted") else r.label
+        "interrupted" if r.interrupted else r.label
         for r in records
         if r.state not in ("waiting", "running")
     )

@@ -1,39 +1,38 @@
 """The terminal UI: one screen that shows a study live and steers it.
 
-Events come up from the engine into ``StudyModel`` (cheap: no widget work per event); a 10 Hz
-timer redraws only what changed, so a server logging 1,000 lines/s costs a few list appends and
-ten small repaints a second. Commands go down as plain method calls on the orchestrator, which
-only set flags. Storage, files and NVML are touched from worker threads, never from this loop.
+Events come up from the engine as messages (``EngineEvents``, one per turn of the event loop
+however many events it carries) into ``StudyModel`` (cheap: no widget work per event); a 10 Hz
+timer hands the model down to the widgets, which redraw only what changed, so a server logging
+1,000 lines/s costs a few list appends and ten small repaints a second. Commands go down as
+plain method calls on the orchestrator, which only set flags. The GPUs' and the server's own
+figures arrive as events too (the assembly samples them); the app touches no adapter. Storage
+and files are touched from worker threads, never from this loop.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING
 
-from textual import work
+from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.theme import Theme
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
-from tui_tuner.compose import StudySetup, load_adapters
-
-if TYPE_CHECKING:
-    import aiohttp
-
-    from tui_tuner.adapters.metrics import MetricsPoller
-from tui_tuner.core.events import Event, Notice, StudyFinished
+from tui_tuner.core.events import Event, GpuSampled, Notice, ServerFiguresRead, StudyFinished
 from tui_tuner.core.space import SearchSpace
+from tui_tuner.core.stop import StopKind, exit_code
 from tui_tuner.core.trial import TrialRecord
 from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
 from tui_tuner.engine.preview import preview_records, sqlite_path
+from tui_tuner.study_dir import StudySetup
 from tui_tuner.ui.header import header_text
 from tui_tuner.ui.model import StudyModel
 from tui_tuner.ui.screens.detail import TrialDetail
@@ -45,7 +44,7 @@ from tui_tuner.ui.widgets.logs import LogPanel
 from tui_tuner.ui.widgets.pareto import ParetoPlot
 from tui_tuner.ui.widgets.trial_table import TrialTable
 
-__all__ = ["EngineRunner", "TunerApp"]
+__all__ = ["EngineEvents", "EngineRunner", "TunerApp"]
 
 EngineRunner = Callable[
     [StudySetup, Callable[[Event], None], Callable[[Orchestrator], None]], Awaitable[StudyOutcome]
@@ -53,6 +52,14 @@ EngineRunner = Callable[
 """Runs the study: (setup, emit, attach) -> outcome; ``attach`` receives the orchestrator."""
 
 NARROW = 110  # below this many columns the Pareto plot gives its room to the table
+
+
+class EngineEvents(Message):
+    """The engine's events since the last such message, in the order it emitted them."""
+
+    def __init__(self, events: list[Event]) -> None:
+        super().__init__()
+        self.events = events
 
 
 class TunerApp(App[int]):
@@ -71,8 +78,15 @@ class TunerApp(App[int]):
     ]
 
     def __init__(
-        self, setup: StudySetup, run_engine: EngineRunner, *, theme: Theme | None = None
+        self,
+        setup: StudySetup,
+        run_engine: EngineRunner,
+        *,
+        theme: Theme | None = None,
+        before_engine: Callable[[], None] = lambda: None,
     ) -> None:
+        """``before_engine`` runs in the opening thread before the engine starts (the real
+        adapters' imports, which would otherwise stall this loop for a quarter second)."""
         super().__init__()
         for name in theme_names():
             self.register_theme(load_theme(name))
@@ -81,14 +95,14 @@ class TunerApp(App[int]):
         self._theme_name = theme.name if theme is not None else "tui-tuner-dark"
         self.setup = setup
         self.run_engine = run_engine
+        self.before_engine = before_engine
         self.model = StudyModel(setup.config)
         self.orchestrator: Orchestrator | None = None
         self.outcome: StudyOutcome | None = None
         self.error: str | None = None
         self._quitting = False
         self._header_plain = ""
-        self._session: aiohttp.ClientSession | None = None
-        self._poller: MetricsPoller | None = None
+        self._inbox: list[Event] = []
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -110,10 +124,9 @@ class TunerApp(App[int]):
             self.query_one(ParetoPlot),
             self.query_one(LogPanel),
         )
+        self._gpu = self.query_one(GpuPanel)
         self._panels[0].focus()
         self.set_interval(0.1, self._tick)
-        self._sample_gpu()  # at once, then every second
-        self.set_interval(1.0, self._sample_gpu)
         self._open_study()  # a first look at the stored trials, then the engine starts
 
     def on_resize(self) -> None:
@@ -133,7 +146,7 @@ class TunerApp(App[int]):
             records = None if db is None else preview_records(db, self.setup.config.study.name)
             if records:
                 self.call_from_thread(self._show_first_look, records)
-            load_adapters()
+            self.before_engine()
         finally:
             self.call_from_thread(self._start_engine)
 
@@ -148,25 +161,45 @@ class TunerApp(App[int]):
 
     @work(group="engine", exclusive=True, exit_on_error=False)
     async def _drive_engine(self) -> None:
-        self.outcome = await self.run_engine(
-            self.setup, self.on_engine_event, self._attach_orchestrator
-        )
+        self.outcome = await self.run_engine(self.setup, self._emit, self._attach_orchestrator)
 
     def _attach_orchestrator(self, orchestrator: Orchestrator) -> None:
         self.orchestrator = orchestrator
 
-    def on_engine_event(self, event: Event) -> None:
-        """Called by the engine on this loop for every event; keep it cheap."""
-        self.model.apply(event)
-        if isinstance(event, Notice):
-            severity = {"info": "information", "warning": "warning", "error": "error"}
-            level = severity[event.level]
-            self.notify(event.text, severity=level, timeout=8)  # type: ignore[arg-type]
-        elif isinstance(event, StudyFinished):
-            self.notify(f"study finished: {event.reason}", timeout=15)
+    def _emit(self, event: Event) -> None:
+        """The engine's sink, called on this loop: events gather until the loop turns, then go
+        up as one message (a server logging 1,000 lines/s is not 1,000 messages)."""
+        self._inbox.append(event)
+        if len(self._inbox) == 1:
+            asyncio.get_running_loop().call_soon(self._post_inbox)
+
+    def _post_inbox(self) -> None:
+        events, self._inbox = self._inbox, []
+        self.post_message(EngineEvents(events))
+
+    @on(EngineEvents)
+    def _apply_events(self, message: EngineEvents) -> None:
+        for event in message.events:
+            if isinstance(event, GpuSampled):
+                self._gpu.update_state(event.state)
+                continue
+            if isinstance(event, ServerFiguresRead):
+                self._gpu.update_figures(event.figures)
+                continue
+            self.model.apply(event)
+            if isinstance(event, Notice):
+                severity = {"info": "information", "warning": "warning", "error": "error"}
+                level = severity[event.level]
+                self.notify(event.text, severity=level, timeout=8)  # type: ignore[arg-type]
+            elif isinstance(event, StudyFinished):
+                self.notify(f"study finished: {event.reason}", timeout=15)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "engine":
+            if event.state == WorkerState.ERROR:  # an export or a save that failed says so
+                what = {"files": "saving a file", "open": "opening the study"}
+                title = f"{what.get(event.worker.group, event.worker.group)} failed"
+                self.notify(str(event.worker.error), title=title, severity="error", timeout=15)
             return
         if event.state == WorkerState.ERROR:
             self.error = str(event.worker.error)
@@ -178,11 +211,8 @@ class TunerApp(App[int]):
                 self.exit(self._exit_code())
 
     def _exit_code(self) -> int:
-        if self.error is not None:
-            return 2
-        if self.outcome is None:
-            return 130
-        return 1 if "failed in a row" in self.outcome.reason else 0
+        stop = None if self.outcome is None else self.outcome.stop
+        return exit_code(stop, error=self.error is not None)
 
     # -- drawing ---------------------------------------------------------------------------
 
@@ -195,50 +225,6 @@ class TunerApp(App[int]):
         table.update_from(self.model)
         plot.update_from(self.model)
         logs.update_from(self.model)
-
-    def _sample_gpu(self) -> None:
-        self._gpu_worker()
-        self._server_figures_worker()
-
-    @work(group="metrics", exclusive=True, exit_on_error=False)
-    async def _server_figures_worker(self) -> None:
-        """The running server's own figures from its /metrics (the simulated server's KV cache,
-        queue and tok/s stand in for the GPU it simulates)."""
-        import aiohttp
-
-        from tui_tuner.adapters.metrics import MetricsPoller, ScrapeError, base_url_from_command
-
-        run = self.model.running
-        panel = self.query_one(GpuPanel)
-        if run is None or run.phase in ("launching", "teardown"):
-            self._poller = None
-            if panel.figures is not None:
-                panel.update_sim(None)
-            return
-        url = base_url_from_command(run.command)
-        if url is None:
-            return
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1))
-        poller = self._poller
-        if poller is None or poller.base_url != url:
-            poller = self._poller = MetricsPoller(url, self._session)
-        with contextlib.suppress(ScrapeError, aiohttp.ClientError, OSError, TimeoutError):
-            panel.update_sim(await poller.poll())
-
-    async def on_unmount(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    @work(thread=True, group="gpu", exclusive=True, exit_on_error=False)
-    def _gpu_worker(self) -> None:
-        from tui_tuner.adapters.gpu import NvmlGpus
-
-        gpus = getattr(self, "_gpus", None)
-        if gpus is None:
-            gpus = self._gpus = NvmlGpus()
-        state = gpus.sample()
-        self.call_from_thread(self.query_one(GpuPanel).update_state, state)
 
     # -- commands --------------------------------------------------------------------------
 
@@ -297,14 +283,7 @@ class TunerApp(App[int]):
 
     @work(thread=True, group="files", exit_on_error=False)
     def _save_space(self, space: SearchSpace) -> None:
-        import yaml
-
-        from tui_tuner.core.space_dump import space_to_mapping
-
-        path = self.setup.study_dir / "search_space.yaml"
-        text = "# edited in the TUI; `resume` uses it instead of config.yaml's search_space\n"
-        path.write_text(text + yaml.safe_dump(space_to_mapping(space), sort_keys=False))
-        path.chmod(0o600)
+        self.setup.directory.save_space(space)
 
     def action_export(self) -> None:
         self._export()
@@ -356,9 +335,12 @@ class TunerApp(App[int]):
     def on_signal(self, sig: signal.Signals) -> None:
         """SIGINT, SIGTERM or SIGHUP: stop cleanly and leave, as `q` does. (After SIGHUP the
         terminal is gone; `ui/run.py` ends the process once the study has stopped.)"""
-        self.action_quit_study(f"stopped by {sig.name}")
+        self._quit(StopKind.SIGNAL, f"stopped by {sig.name}")
 
-    def action_quit_study(self, reason: str = "quit by the user") -> None:
+    def action_quit_study(self) -> None:
+        self._quit(StopKind.USER, "quit by the user")
+
+    def _quit(self, kind: StopKind, reason: str) -> None:
         engine_done = self.outcome is not None or self.error is not None
         if engine_done or self.orchestrator is None:
             self._quitting = True  # an engine not started yet is not started
@@ -371,7 +353,7 @@ class TunerApp(App[int]):
                     worker.cancel()
             return
         self._quitting = True
-        self.orchestrator.stop(reason)
+        self.orchestrator.stop(kind, reason)
         self.notify("stopping the running trial; the study stays resumable (q again: at once)")
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:

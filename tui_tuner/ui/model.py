@@ -27,7 +27,7 @@ from tui_tuner.core.events import (
     TrialStarted,
 )
 from tui_tuner.core.objectives import Gain, best_trials, gain_over
-from tui_tuner.core.trial import TrialRecord
+from tui_tuner.core.trial import TrialRecord, baseline_of, counts_against_budget
 
 __all__ = ["LOG_LINES_KEPT", "LogBuffer", "RunningTrial", "StudyModel"]
 
@@ -85,8 +85,8 @@ class StudyModel:
     finished_at: float | None = None
     #: Bumped on every change a table or plot would show (not on log lines).
     version: int = 0
-    #: Trial numbers whose row changed since the table last asked (see ``take_changed``).
-    _changed: set[int] = field(default_factory=set)
+    #: The ``version`` at which each trial's row last changed (a dropped row's number stays).
+    _row_changed: dict[int, int] = field(default_factory=dict)
     _best_cache: tuple[int, list[TrialRecord]] | None = None
     _baseline_cache: tuple[int, TrialRecord | None] | None = None
 
@@ -100,15 +100,15 @@ class StudyModel:
         """The finished trials the study has: a first look read before the engine starts
         (``engine/preview.py``), then the engine's own list, which replaces it. Only trials
         that differ from what is shown are marked changed."""
+        self.version += 1
         finished = {r.number: r for r in records if r.state not in ("waiting", "running")}
         for number in [n for n in self.records if n not in finished]:
             del self.records[number]
-            self._changed.add(number)
+            self._changed(number)
         for number, r in finished.items():
             if self.records.get(number) != r:
                 self.records[number] = r
-                self._changed.add(number)
-        self.version += 1
+                self._changed(number)
 
     def apply(self, event: Event) -> None:
         if isinstance(event, LogLine):
@@ -123,12 +123,12 @@ class StudyModel:
             self.running = RunningTrial(
                 event.number, dict(event.params), event.baseline, event.command, event.trial_dir
             )
-            self._changed.add(event.number)
+            self._changed(event.number)
             self._forget_old_logs()
         elif isinstance(event, TrialPhaseChanged):
             if self.running is not None and self.running.number == event.number:
                 self.running.phase, self.running.phase_since = event.phase, time.monotonic()
-                self._changed.add(event.number)
+                self._changed(event.number)
         elif isinstance(event, BenchProgress):
             run = self.running
             if run is not None and run.number == event.number:
@@ -136,7 +136,7 @@ class StudyModel:
                 run.successful, run.errored = event.successful, event.errored
         elif isinstance(event, TrialFinished):
             self.records[event.record.number] = event.record
-            self._changed.add(event.record.number)
+            self._changed(event.record.number)
             if self.running is not None and self.running.number == event.record.number:
                 self.running = None
         elif isinstance(event, StudyStateChanged):
@@ -159,9 +159,12 @@ class StudyModel:
             for source in ("server", "guidellm"):
                 self.logs.pop((n, source), None)
 
-    def take_changed(self) -> set[int]:
-        changed, self._changed = self._changed, set()
-        return changed
+    def _changed(self, number: int) -> None:
+        self._row_changed[number] = self.version
+
+    def changed_since(self, version: int) -> set[int]:
+        """Trials whose row changed after ``version`` (a reader keeps the version it drew)."""
+        return {n for n, v in self._row_changed.items() if v > version}
 
     # -- derived ---------------------------------------------------------------------------
 
@@ -172,20 +175,11 @@ class StudyModel:
     @property
     def counted(self) -> int:
         """Trials that count against the budget, as the engine counts them."""
-        return sum(
-            1
-            for r in self.records.values()
-            if r.duplicate_of is None and not r.note.startswith("interrupted")
-        )
+        return sum(counts_against_budget(r) for r in self.records.values())
 
     def baseline(self) -> TrialRecord | None:
         if self._baseline_cache is None or self._baseline_cache[0] != self.version:
-            found = None
-            for number in sorted(self.records):
-                r = self.records[number]
-                if r.baseline and r.state == "complete" and r.measurement is not None:
-                    found = r
-                    break
+            found = baseline_of(self.records[n] for n in sorted(self.records))
             self._baseline_cache = (self.version, found)
         return self._baseline_cache[1]
 

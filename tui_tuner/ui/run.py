@@ -10,11 +10,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tui_tuner.compose import StudySetup, run_study
-from tui_tuner.core.events import Event
+from tui_tuner.compose import load_adapters, run_study
+from tui_tuner.core.events import Event, GpuSampled, ServerFiguresRead
 from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
 from tui_tuner.report.console import JsonlSink
 from tui_tuner.report.summary import best_table, outcome_lines
+from tui_tuner.study_dir import StudySetup
 from tui_tuner.ui.app import TunerApp
 from tui_tuner.ui.themes import load_theme
 
@@ -22,12 +23,9 @@ __all__ = ["run_tui"]
 
 
 def run_tui(
-    setup: StudySetup, *, guidellm: str | None, theme: str | None, events_jsonl: Path | None = None
+    setup: StudySetup, *, guidellm: Path, theme: str | None, events_jsonl: Path | None = None
 ) -> int:
     """Run the study under the TUI; on exit print the best trial(s) and the command to paste."""
-    from tui_tuner.adapters.guidellm_runner import find_guidellm
-
-    exe = str(find_guidellm(guidellm or setup.config.workload.guidellm))  # fail before the UI
     chosen = load_theme(theme) if theme else None
     app: TunerApp | None = None
 
@@ -47,10 +45,16 @@ def run_tui(
 
             def emit(event: Event) -> None:
                 ui_emit(event)
-                write(event)
+                if not isinstance(event, (GpuSampled, ServerFiguresRead)):
+                    write(event)  # the study's events; the live figures are the screen's
 
         outcome = await run_study(
-            setup, emit, guidellm=exe, on_orchestrator=attach, on_signal=on_signal
+            setup,
+            emit,
+            guidellm=guidellm,
+            on_orchestrator=attach,
+            on_signal=on_signal,
+            telemetry=True,
         )
         if hangup:
             # The terminal is gone (an SSH session dropped outside tmux). The study is stopped,
@@ -62,7 +66,7 @@ def run_tui(
         return outcome
 
     jsonl = JsonlSink(events_jsonl) if events_jsonl else None
-    app = TunerApp(setup, engine, theme=chosen)
+    app = TunerApp(setup, engine, theme=chosen, before_engine=load_adapters)
     try:
         code = app.run()
     finally:

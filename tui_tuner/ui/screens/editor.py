@@ -82,21 +82,6 @@ class ParamRow(Vertical):
     ``param`` is the last valid parameter the fields describe (None while they have a problem).
     """
 
-    DEFAULT_CSS = """
-    ParamRow { height: auto; }
-    ParamRow > .line { height: 1; }
-    ParamRow .enabled { width: 34; }
-    ParamRow Input { width: 10; margin-left: 1; }
-    ParamRow Input.step { width: 8; }
-    ParamRow Input.options { width: 1fr; }
-    ParamRow .log { margin-left: 1; }
-    ParamRow .fixed-kind { color: $text-muted; margin-left: 1; width: 1fr; }
-    ParamRow .remove { margin-left: 1; min-width: 5; }
-    ParamRow .status { color: $text-muted; padding-left: 4; height: auto; }
-    ParamRow.-off Input, ParamRow.-off .fixed-kind { color: $text-disabled; }
-    ParamRow.-invalid .status { color: $text-error; }
-    """
-
     class Checked(Message):
         """The row was checked again (after an edit, or on mount)."""
 
@@ -233,30 +218,11 @@ def new_param(text: str, present: set[str], fixed: frozenset[str]) -> Param | st
 class SpaceEditor(ModalScreen[SearchSpace | None]):
     """Edit the search space; dismisses with the new space, or None when cancelled."""
 
+    CSS_PATH = "editor.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "apply", "Apply", priority=True),
         Binding("escape", "cancel", "Cancel"),
     ]
-
-    DEFAULT_CSS = """
-    SpaceEditor { align: center middle; }
-    SpaceEditor #dialog {
-        width: 100%; max-width: 116; height: auto; max-height: 100%;
-        border: round $primary; border-title-style: bold; padding: 0 1; background: $surface;
-    }
-    SpaceEditor #hint { color: $text-muted; }
-    SpaceEditor #rows { height: auto; }
-    SpaceEditor #bottom { height: auto; }
-    SpaceEditor #add { height: 1; margin-top: 1; }
-    SpaceEditor #add-name { width: 1fr; }
-    SpaceEditor #add-button { margin-left: 1; min-width: 7; }
-    SpaceEditor #add-error { color: $text-error; height: auto; display: none; }
-    SpaceEditor #add-error.-shown { display: block; }
-    SpaceEditor #footer { height: 1; margin-top: 1; }
-    SpaceEditor #summary { width: 1fr; }
-    SpaceEditor #summary.-invalid { color: $text-error; }
-    SpaceEditor #footer Button { margin-left: 1; min-width: 10; }
-    """
 
     def __init__(self, space: SearchSpace, fixed: frozenset[str] = frozenset()) -> None:
         super().__init__()

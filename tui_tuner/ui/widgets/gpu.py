@@ -20,8 +20,7 @@ from rich.text import Text
 from textual.events import Resize
 from textual.widgets import Static
 
-from tui_tuner.adapters.gpu import GpuSample, GpuState
-from tui_tuner.adapters.metrics import SimFigures
+from tui_tuner.core.telemetry import GpuSample, GpuState, ServerFigures
 
 __all__ = ["GpuPanel", "render_gpu_lines"]
 
@@ -35,10 +34,10 @@ _LAG_WARN_S = 0.5
 class GpuPanel(Static):
     """NVML samples and server figures, redrawn only when either changes or the size does.
 
-    The app calls `update_state` with each NVML sample (about once a second, sampled in a
-    thread) and `update_sim` with each scrape of the server's ``/metrics``. Give the panel a
-    fixed or fractional height: it picks the most detailed layout that fits that height (with
-    ``height: auto`` it always takes the most detailed one).
+    The app calls `update_state` with each GPU sample and `update_figures` with each reading of
+    the server's ``/metrics`` (both arrive as engine events, about once a second). Give the
+    panel a fixed or fractional height: it picks the most detailed layout that fits that height
+    (with ``height: auto`` it always takes the most detailed one).
     """
 
     DEFAULT_CSS = """
@@ -54,7 +53,7 @@ class GpuPanel(Static):
     ) -> None:
         super().__init__("", name=name, id=id, classes=classes)
         self._state: GpuState | None = None
-        self._figures: SimFigures | None = None
+        self._figures: ServerFigures | None = None
         self._drawn: tuple[object, ...] | None = None
 
     @property
@@ -62,7 +61,7 @@ class GpuPanel(Static):
         return self._state
 
     @property
-    def figures(self) -> SimFigures | None:
+    def figures(self) -> ServerFigures | None:
         return self._figures
 
     def update_state(self, state: GpuState) -> None:
@@ -70,7 +69,7 @@ class GpuPanel(Static):
         self._state = state
         self._redraw()
 
-    def update_sim(self, figures: SimFigures | None) -> None:
+    def update_figures(self, figures: ServerFigures | None) -> None:
         """Show the server's figures; None hides them (no server, or it reports none)."""
         self._figures = figures
         self._redraw()
@@ -97,7 +96,7 @@ class GpuPanel(Static):
         self.update(text, layout=auto)
 
 
-def _figures_key(figures: SimFigures | None) -> object:
+def _figures_key(figures: ServerFigures | None) -> object:
     """The figures minus their timestamp: a scrape that changes nothing shown, redraws nothing."""
     if figures is None:
         return None
@@ -120,7 +119,7 @@ def _round(value: float | None, digits: int = 0) -> float | None:
 
 
 def render_gpu_lines(
-    state: GpuState | None, figures: SimFigures | None, width: int, height: int
+    state: GpuState | None, figures: ServerFigures | None, width: int, height: int
 ) -> list[Text]:
     """The panel's lines for a `width` x `height` box: the most detailed layout that fits.
 
@@ -226,7 +225,7 @@ def _gpu_one_line(s: GpuSample, width: int) -> Text:
     return line
 
 
-def _sim_section(figures: SimFigures | None, level: int, width: int) -> list[Text]:
+def _sim_section(figures: ServerFigures | None, level: int, width: int) -> list[Text]:
     if figures is None:
         return []
     if figures.simulated:

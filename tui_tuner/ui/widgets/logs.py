@@ -2,47 +2,38 @@
 
 A server can log thousands of lines a second, so the panel never sees lines one by one: the
 model keeps the newest lines of each log in a bounded buffer with a version counter, and the
-app's 10 Hz timer calls `LogPanel.update_from`, which hands each `Log` only the lines that
+app's 10 Hz timer calls `LogPanel.update_from`, which hands each log only the lines that
 arrived since the last call, in one `write_lines`. An idle tick is two dict look-ups and two
 integer comparisons, with no repaint. When more lines arrived between two ticks than the buffer
 keeps, the panel says so ("… N lines skipped") and where the full log is, instead of silently
 joining two distant parts of the log.
 
-`Log` rather than `RichLog`: the lines are plain text (no markup to parse or escape), and `Log`
-renders only the visible lines, each on demand, so its cost does not grow with the scroll-back.
-`TailLog` fixes what made `Log` costly or wrong for tailing (see there). Each write scrolls,
+Each log is a `TailLog` (`Log` made fit for tailing, see tail_log.py). Each write scrolls,
 and a scroll repaints every row of the log, so a flood is written at most every
 `MIN_REPAINT_S`: that, not the line rate, is what the panel's CPU cost follows.
 
 A finished trial whose lines the model no longer holds is read from its log file, last lines
-only, in a thread: a log of gigabytes must not stall the event loop.
+only, in a thread (`log_files.read_tail`): a log of gigabytes must not stall the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import re
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import islice
 
-from rich.cells import cell_len
-from rich.segment import Segment
-from rich.style import Style
 from textual.app import ComposeResult
 from textual.events import Resize
-from textual.geometry import Region, Size
-from textual.reactive import Reactive
-from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Log
-from typing_extensions import Self
 
+from tui_tuner.ui.log_files import clean_lines, read_tail
 from tui_tuner.ui.model import StudyModel
+from tui_tuner.ui.widgets.tail_log import TailLog
 
-__all__ = ["LOG_SCROLLBACK", "MIN_REPAINT_S", "LogPanel", "TailLog", "read_tail"]
+__all__ = ["LOG_SCROLLBACK", "MIN_REPAINT_S", "LogPanel"]
 
 #: Lines each `Log` keeps for scrolling back (the model's buffers keep as many).
 LOG_SCROLLBACK = 2000
@@ -53,16 +44,6 @@ LOG_SCROLLBACK = 2000
 MIN_REPAINT_S = 0.25
 #: Panel width from which the two logs sit side by side (each then gets ~75 columns).
 SIDE_BY_SIDE_WIDTH = 150
-#: Rendered lines a TailLog keeps for reuse (a few screens' worth).
-_STRIPS_KEPT = 1024
-#: Bytes read per step when looking for the last lines of a log file.
-_BLOCK = 64 * 1024
-
-#: ANSI escape sequences (colour, cursor) and the control characters `Log` does not replace
-#: itself: written to the screen they would move the cursor or change colours under Textual.
-_CONTROL = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?|[\x15-\x1f\x7f]"
-)
 
 _SOURCES = (
     # source, file name, title, what an absent file means
@@ -74,104 +55,6 @@ _SOURCES = (
         "(no GuideLLM log: the trial did not get as far as the benchmark)",
     ),
 )
-
-
-class TailLog(Log):
-    """`Log` made fit for tailing a busy log in Textual 8.2.8; three changes, each measured
-    with bench/ui_cost.py (200x60 tmux terminal, 1,000 lines/s):
-
-    * Growth repaints only the log. `Widget.virtual_size` is a layout reactive, so every write
-      while the log is shorter than its scroll-back laid out and repainted the whole screen:
-      at 100 lines/s that cost more CPU than 1,000 lines/s into a full log (31% vs 14% of a
-      core). The log's size on screen never depends on its line count, so here the virtual
-      size only moves the scroll range and the scrollbars, as the layout pass would have.
-    * A full log keeps moving (`write_lines`): see there.
-    * Rows are drawn from a cache keyed by the line's text with the widget style looked up
-      once per repaint (`render_lines`, `render_line`): about 2 points of a core less.
-    """
-
-    virtual_size: Reactive[Size] = Reactive(Size(0, 0), layout=False)
-
-    def __init__(self, *, max_lines: int, id: str | None = None) -> None:
-        super().__init__(max_lines=max_lines, auto_scroll=True, id=id)
-        self._frame_style: Style | None = None
-        self._strips: dict[str, Strip] = {}
-        self._strips_style: Style | None = None
-
-    def render_lines(self, crop: Region) -> list[Strip]:
-        # The widget's style, once per repaint: `Log` asks for it on every line, and working it
-        # out (a walk up the DOM for the background) cost more than drawing the line.
-        style = self.rich_style
-        if style != self._strips_style:  # focus tint, theme: the cached rows are stale
-            self._strips.clear()
-            self._strips_style = style
-        self._frame_style = style
-        try:
-            return super().render_lines(crop)
-        finally:
-            self._frame_style = None
-
-    def render_line(self, y: int) -> Strip:
-        """One screen row. When the log scrolls, each row shows a line an earlier repaint drew
-        one row lower, so the drawing is cached by the line's text and reused; selections and
-        highlighting take `Log`'s own path."""
-        style = self._frame_style
-        if style is None or self.highlight or self.text_selection is not None:
-            return super().render_line(y)
-        scroll_x, scroll_y = self.scroll_offset
-        index = scroll_y + y
-        width = self.size.width
-        lines = self.lines
-        if index >= len(lines):
-            return Strip.blank(width, style)
-        text = lines[index]
-        strips = self._strips
-        strip = strips.get(text)
-        if strip is None:
-            if len(strips) > _STRIPS_KEPT:
-                strips.clear()
-            clean = self._process_line(text)
-            strip = strips[text] = Strip([Segment(clean, style)], cell_len(clean))
-        return strip.crop_extend(scroll_x, scroll_x + width, style).apply_offsets(scroll_x, index)
-
-    def notify_style_update(self) -> None:
-        super().notify_style_update()
-        self._strips.clear()
-
-    def clear(self) -> Self:
-        self._strips.clear()
-        return super().clear()
-
-    def write_lines(self, lines: Iterable[str], scroll_end: bool | None = None) -> Self:
-        """`Log.write_lines`, plus what it misses when the scroll-back limit drops old lines.
-
-        Once `Log` holds `max_lines`, new lines push old ones out at the top while the scroll
-        offset (already at the end) stays put, so `Log` neither scrolls nor refreshes the
-        visible rows: the screen froze on stale lines (Textual 8.2.8). And a reader who has
-        scrolled up would see the text slide under them; the offset follows it instead.
-        """
-        new = list(lines)
-        limit = self.max_lines
-        dropped = 0 if limit is None else max(0, len(self.lines) + len(new) - limit)
-        reading = dropped and not self.is_vertical_scroll_end
-        super().write_lines(new, scroll_end)
-        if reading:
-            y = max(0, round(self.scroll_y) - dropped)
-            self.scroll_to(y=y, animate=False, immediate=True)
-        if dropped:
-            self.refresh()
-        return self
-
-    def watch_virtual_size(self, size: Size) -> None:
-        width, height = self.container_size
-        if self.show_vertical_scrollbar:
-            bar = self.vertical_scrollbar
-            bar.window_virtual_size = size.height
-            bar.window_size = height - self.scrollbar_size_horizontal
-        if self.show_horizontal_scrollbar:
-            hbar = self.horizontal_scrollbar
-            hbar.window_virtual_size = size.width
-            hbar.window_size = width - self.scrollbar_size_vertical
 
 
 @dataclass
@@ -197,27 +80,8 @@ class LogPanel(Widget):
     `update_from(model)` (10 Hz) follows the running trial: it appends new lines and, when a
     new trial starts, clears and follows that one. `show_trial(n, model)` pins trial `n`;
     `show_trial(None, model)` goes back to following. Each `Log` keeps scrolling to the newest
-    line unless the user has scrolled up (Textual's `auto_scroll` checks for that).
-    """
-
-    DEFAULT_CSS = """
-    LogPanel {
-        layout: vertical;
-        height: 1fr;
-    }
-    LogPanel.-side-by-side {
-        layout: horizontal;
-    }
-    LogPanel > Log {
-        height: 1fr;
-        width: 1fr;
-        border: round $panel-lighten-2;
-        border-title-color: $foreground;
-        scrollbar-size-vertical: 1;
-    }
-    LogPanel > Log:focus {
-        border: round $accent;
-    }
+    line unless the user has scrolled up (Textual's `auto_scroll` checks for that). Styled in
+    tuner.tcss (stacked, or side by side with the class ``-side-by-side``).
     """
 
     def __init__(
@@ -363,7 +227,7 @@ class LogPanel(Widget):
         lines.extend(newest)
         tail.version = buffer.version
         if lines:
-            tail.log.write_lines(_clean(lines))
+            tail.log.write_lines(clean_lines(lines))
 
     def _path(self, model: StudyModel, tail: _Tail) -> str:
         assert self._trial is not None
@@ -404,43 +268,6 @@ class LogPanel(Widget):
                 lines, truncated = found
                 if truncated:
                     lines = [f"… earlier lines not shown; full log in {path}", *lines[1:]]
-            tail.log.write_lines(_clean(lines))
+            tail.log.write_lines(clean_lines(lines))
 
         self.run_worker(load(), group=f"log-file-{tail.source}", exclusive=True)
-
-
-def read_tail(path: str, count: int) -> tuple[list[str], bool] | None:
-    """The last `count` lines of a text file and whether earlier lines were left out; None if
-    the file does not exist.
-
-    Reads backwards in blocks, so the cost is that of the lines returned, not of the file.
-    An unreadable file gives one line saying why (not an exception: this runs in a worker and
-    the answer is for a person reading the panel).
-    """
-    try:
-        with open(path, "rb") as file:
-            end = file.seek(0, os.SEEK_END)
-            position, data = end, b""
-            while position > 0 and data.count(b"\n") <= count:
-                step = min(_BLOCK, position)
-                position -= step
-                file.seek(position)
-                data = file.read(step) + data
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        return [f"(cannot read {path}: {err.strerror or err})"], False
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    truncated = position > 0 or len(lines) > count
-    if position > 0 and lines:
-        lines = lines[1:]  # the first line read is probably cut in the middle
-    return lines[-count:] if count > 0 else [], truncated
-
-
-def _clean(lines: Iterable[str]) -> list[str]:
-    """Lines safe to print: tabs expanded, escape sequences removed.
-
-    `str.isprintable` first: nearly every line passes it, and it is ~20x cheaper than the
-    regular expression (which cost 3 µs a line, a tenth of the panel's CPU at 1,000 lines/s).
-    """
-    return [line if line.isprintable() else _CONTROL.sub("", line.expandtabs()) for line in lines]

@@ -24,17 +24,8 @@ __all__ = ["ParetoPlot"]
 
 class ParetoPlot(Widget):
     """Scatter of the finished trials with the feasible Pareto front; the objective in the
-    plot's header, the counts in the border subtitle."""
+    plot's header, the counts in the border subtitle. Styled in tuner.tcss."""
 
-    DEFAULT_CSS = """
-    ParetoPlot {
-        height: 1fr;
-        min-width: 24;
-        border: round $secondary;
-        border-title-align: left;
-        border-subtitle-align: right;
-    }
-    """
     BORDER_TITLE = "Pareto: throughput vs p95 latency"
 
     def __init__(

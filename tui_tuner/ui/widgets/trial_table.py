@@ -12,6 +12,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
+from tui_tuner.core.space import WORKLOAD_PREFIX
 from tui_tuner.core.trial import TrialRecord
 from tui_tuner.ui.model import StudyModel
 
@@ -35,7 +36,11 @@ def _params(params: dict[str, object] | object, baseline: bool) -> str:
     if baseline:
         return "vLLM defaults (baseline)"
     assert isinstance(params, dict)
-    return " ".join(f"{k.removeprefix('workload.')}={_value(v)}" for k, v in params.items()) or "-"
+    return " ".join(f"{_short_key(k)}={_value(v)}" for k, v in params.items()) or "-"
+
+
+def _short_key(key: str) -> str:
+    return key.removeprefix(WORKLOAD_PREFIX)
 
 
 def _value(value: object) -> str:
@@ -57,13 +62,15 @@ class TrialTable(DataTable[Text | str]):
         self._sort_column = 0
         self._best: set[int] = set()
         self._last_row = -1  # the highest trial number with a row
+        self._drawn_version = -1  # the model's version this table last drew
 
     def on_mount(self) -> None:
         for i, name in enumerate(COLUMNS):
             self.add_column(name, key=str(i))
 
     def update_from(self, model: StudyModel) -> None:
-        changed = model.take_changed()
+        changed = model.changed_since(self._drawn_version)
+        self._drawn_version = model.version
         best = {r.number for r in model.best()}
         changed |= best ^ self._best  # the star moves
         self._best = best
@@ -108,7 +115,7 @@ class TrialTable(DataTable[Text | str]):
         ]
 
     def _record_cells(self, model: StudyModel, r: TrialRecord, best: bool) -> list[Text | str]:
-        label = "interrupted" if r.note.startswith("interrupted") else r.label
+        label = "interrupted" if r.interrupted else r.label
         if r.duplicate_of is not None:
             label = f"= #{r.duplicate_of}"
         style = "red" if label.startswith("failed") else _STATE_STYLE.get(label, "")

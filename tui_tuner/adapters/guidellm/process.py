@@ -1,7 +1,9 @@
 """Run GuideLLM as a subprocess in its own session, stream its lines, and always reap it.
 
-Split from guidellm.py (command and report) because process handling is its own concern: a
-timeout or a cancellation must take GuideLLM's spawned worker processes down with it.
+Apart from the command (:mod:`.command`) and the report (:mod:`.report`) because process handling
+is its own concern: a timeout or a cancellation must take GuideLLM's spawned worker processes
+down with it. Its failures are here too: the executable is missing (:class:`GuidellmNotFound`,
+a user error, found before any server starts) or the run overran (:class:`GuidellmTimeout`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tui_tuner.adapters.guidellm import GUIDELLM_VERSION, GuidellmNotFound, GuidellmTimeout
 from tui_tuner.adapters.processes import (
     group_alive,
     pump_lines,
@@ -22,11 +23,39 @@ from tui_tuner.adapters.processes import (
     terminate_group,
 )
 from tui_tuner.adapters.reaper import Reaper
+from tui_tuner.core.errors import UserError
 
-__all__ = ["DEFAULT_GUIDELLM", "find_guidellm", "run_guidellm"]
+__all__ = [
+    "DEFAULT_GUIDELLM",
+    "GUIDELLM_VERSION",
+    "GuidellmNotFound",
+    "GuidellmTimeout",
+    "find_guidellm",
+    "run_guidellm",
+]
+
+#: The GuideLLM release this adapter is written and checked against.
+GUIDELLM_VERSION = "0.8.1"
 
 # Where `make guidellm` installs it: its own venv, shared by every checkout on the machine.
 DEFAULT_GUIDELLM = Path.home() / ".cache/tui-tuner/venvs/guidellm-0.8.1/bin/guidellm"
+
+
+class GuidellmNotFound(UserError, FileNotFoundError):
+    """The configured GuideLLM executable does not exist or cannot be run."""
+
+
+class GuidellmTimeout(TimeoutError):
+    """GuideLLM overran its time budget and its process group was killed.
+
+    A separate type (rather than a plain exit code) because a hung load generator is a different
+    failure from a crashed one, and a signal exit code alone cannot tell them apart.
+    """
+
+    def __init__(self, timeout_s: float, returncode: int | None) -> None:
+        super().__init__(f"GuideLLM did not finish within {timeout_s:g} s and was killed")
+        self.timeout_s = timeout_s
+        self.returncode = returncode
 
 
 _INSTALL_HINT = (

@@ -1,9 +1,10 @@
-"""Drive GuideLLM 0.8.1 as a subprocess: build its command, follow its log, read its report.
+"""The ``guidellm run`` command line for one benchmark level.
 
-GuideLLM lives in its own virtual environment and is never imported here: it pulls in torch,
-transformers and datasets, spawns worker processes, and its in-process API has no progress
-hook. The CLI plus the JSON report is the stable contract, checked against the real 0.8.1
-(``guidellm run --help`` and a run against ``guidellm mock-server``).
+Holds the load a level applies (:class:`GuidellmWorkload`, checked before GuideLLM starts), the
+argument list :func:`build_guidellm_command` builds from it, and the ``--scenario`` file
+(:func:`backend_scenario`, named :data:`SCENARIO_NAME` in the trial's directory) that carries the
+backend when the server needs an API key. Options are written so that GuideLLM 0.8.1's own
+parser (``guidellm run --help``, ``utils/cli.py``) reads them back unchanged.
 """
 
 from __future__ import annotations
@@ -14,53 +15,21 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
-
-from tui_tuner.core.errors import UserError
-from tui_tuner.core.measurement import Measurement
+from typing import Literal, get_args
 
 __all__ = [
-    "GUIDELLM_VERSION",
     "SCENARIO_NAME",
-    "GuidellmNotFound",
-    "GuidellmProgress",
-    "GuidellmReportError",
-    "GuidellmTimeout",
     "GuidellmWorkload",
     "ProfileKind",
     "backend_scenario",
     "build_guidellm_command",
-    "parse_guidellm_report",
-    "parse_progress_line",
 ]
 
-GUIDELLM_VERSION = "0.8.1"
 #: The file, in the trial's directory, that gives GuideLLM its backend and the API key.
 SCENARIO_NAME = "guidellm-backend.json"
 ProfileKind = Literal["concurrent", "constant", "poisson", "throughput", "synchronous"]
 RequestFormat = Literal["/v1/completions", "/v1/chat/completions"]
 _Scalar = str | int | float | bool | None
-
-
-class GuidellmReportError(ValueError):
-    """The report is missing, unreadable or holds no usable measurement."""
-
-
-class GuidellmNotFound(UserError, FileNotFoundError):
-    """The configured GuideLLM executable does not exist or cannot be run."""
-
-
-class GuidellmTimeout(TimeoutError):
-    """GuideLLM overran its time budget and its process group was killed.
-
-    A separate type (rather than a plain exit code) because a hung load generator is a different
-    failure from a crashed one, and a signal exit code alone cannot tell them apart.
-    """
-
-    def __init__(self, timeout_s: float, returncode: int | None) -> None:
-        super().__init__(f"GuideLLM did not finish within {timeout_s:g} s and was killed")
-        self.timeout_s = timeout_s
-        self.returncode = returncode
 
 
 # Lower bounds of the integer options; GuideLLM rejects smaller values only after start-up.
@@ -268,155 +237,3 @@ def _dataset_kind(path: str) -> str:
         allowed = ", ".join(sorted(_DATASET_KINDS))
         raise ValueError(f"dataset {path}: unknown file type {suffix!r}; use one of {allowed}")
     return _DATASET_KINDS[suffix]
-
-
-# --- report ----------------------------------------------------------------------------------
-
-
-def _get(obj: Any, path: str, source: Path, prefix: str) -> Any:
-    for part in path.split("."):
-        if not isinstance(obj, Mapping) or part not in obj or obj[part] is None:
-            raise GuidellmReportError(f"GuideLLM report {source}: missing {prefix}.{path}")
-        obj = obj[part]
-    return obj
-
-
-def _num(obj: Any, path: str, source: Path, prefix: str) -> float:
-    value = _get(obj, path, source, prefix)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise GuidellmReportError(
-            f"GuideLLM report {source}: {prefix}.{path} is not a finite number ({value!r})"
-        )
-    return float(value)
-
-
-def _warnings(raw: Any) -> tuple[str, ...]:
-    if not isinstance(raw, list):
-        return ()
-    out = []
-    for item in raw:
-        if isinstance(item, Mapping):
-            code, message = item.get("code", "warning"), item.get("message", "")
-            out.append(f"{code}: {message}".strip())
-        else:
-            out.append(str(item))
-    return tuple(out)
-
-
-def parse_guidellm_report(path: Path, index: int = -1) -> Measurement:
-    """Read benchmark ``index`` (default: the last) of a GuideLLM 0.8.1 JSON report.
-
-    Request latency is reported in seconds and converted to ms; TTFT/ITL/TPOT are already ms.
-    A report with no successful request is an error, not a zero measurement: it means the
-    server failed, and the optimiser must not read it as "infinitely slow but valid".
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise GuidellmReportError(f"GuideLLM report {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GuidellmReportError(f"GuideLLM report {path} cannot be read: {exc}") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GuidellmReportError(
-            f"GuideLLM report {path} is not valid JSON (truncated or corrupt?): {exc}"
-        ) from exc
-    benchmarks = data.get("benchmarks") if isinstance(data, Mapping) else None
-    if not isinstance(benchmarks, list) or not benchmarks:
-        raise GuidellmReportError(f"GuideLLM report {path} has no benchmarks")
-    if not -len(benchmarks) <= index < len(benchmarks):
-        raise GuidellmReportError(
-            f"GuideLLM report {path} has {len(benchmarks)} benchmark(s); no index {index}"
-        )
-    i = index % len(benchmarks)
-    bench, pre = benchmarks[i], f"benchmarks[{i}]"
-    totals = _get(bench, "metrics.request_totals", path, pre)
-    counts = {
-        k: int(_num(totals, k, path, f"{pre}.metrics.request_totals"))
-        for k in ("successful", "errored", "incomplete")
-    }
-    if counts["successful"] == 0:
-        raise GuidellmReportError(
-            f"GuideLLM report {path}: {pre} recorded zero successful requests "
-            f"(errored={counts['errored']}, incomplete={counts['incomplete']})"
-        )
-    m = _get(bench, "metrics", path, pre)
-    mp = f"{pre}.metrics"
-
-    def ok(metric: str, stat: str) -> float:
-        return _num(m, f"{metric}.successful.{stat}", path, mp)
-
-    return Measurement(
-        output_tok_s=ok("output_tokens_per_second", "mean"),
-        total_tok_s=ok("tokens_per_second", "mean"),
-        requests_per_s=ok("requests_per_second", "mean"),
-        request_latency_p50_ms=ok("request_latency", "percentiles.p50") * 1000.0,
-        request_latency_p95_ms=ok("request_latency", "percentiles.p95") * 1000.0,
-        request_latency_p99_ms=ok("request_latency", "percentiles.p99") * 1000.0,
-        ttft_p50_ms=ok("time_to_first_token_ms", "percentiles.p50"),
-        ttft_p95_ms=ok("time_to_first_token_ms", "percentiles.p95"),
-        ttft_p99_ms=ok("time_to_first_token_ms", "percentiles.p99"),
-        itl_p50_ms=ok("inter_token_latency_ms", "percentiles.p50"),
-        itl_p95_ms=ok("inter_token_latency_ms", "percentiles.p95"),
-        tpot_p50_ms=ok("time_per_output_token_ms", "percentiles.p50"),
-        successful_requests=counts["successful"],
-        errored_requests=counts["errored"],
-        incomplete_requests=counts["incomplete"],
-        achieved_concurrency=_num(m, "request_concurrency.total.mean", path, mp),
-        duration_s=_num(bench, "duration", path, pre),
-        warnings=_warnings(bench.get("warnings")),
-    )
-
-
-# --- progress --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GuidellmProgress:
-    """One periodic progress record (every 10 s and on each state change).
-
-    ``status`` is started/warmup/active/cooldown/compile/completed. The counts during a run
-    include warmup requests; the ``completed`` record counts only the measured window.
-    """
-
-    benchmark_index: int
-    strategy: str
-    status: str
-    elapsed_s: float
-    successful: int
-    errored: int
-    incomplete: int
-    requests_per_s: float
-    output_tok_s: float
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-_F = r"([-+]?(?:\d+(?:\.\d*)?|inf|nan))"
-_PROGRESS = re.compile(
-    rf"Benchmark (\d+) \((.*?)\): (\w+) \| elapsed={_F}s \| "
-    r"successful=(\d+) errored=(\d+) incomplete=(\d+) \| "
-    rf"requests/s={_F} output_tokens/s={_F}"
-)
-
-
-def parse_progress_line(line: str) -> GuidellmProgress | None:
-    """Parse GuideLLM's loguru progress line (``benchmark/progress.py:_log_update``).
-
-    Searches anywhere in the line, so the loguru prefix and colour codes do not matter.
-    """
-    match = _PROGRESS.search(_ANSI.sub("", line))
-    if match is None:
-        return None
-    g = match.groups()
-    return GuidellmProgress(
-        benchmark_index=int(g[0]),
-        strategy=g[1],
-        status=g[2],
-        elapsed_s=float(g[3]),
-        successful=int(g[4]),
-        errored=int(g[5]),
-        incomplete=int(g[6]),
-        requests_per_s=float(g[7]),
-        output_tok_s=float(g[8]),
-    )

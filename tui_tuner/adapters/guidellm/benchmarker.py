@@ -1,4 +1,9 @@
-"""The engine's Benchmarker port, implemented with GuideLLM 0.8.1 as a subprocess."""
+"""The engine's Benchmarker port, implemented with GuideLLM 0.8.1 as a subprocess.
+
+Ties the other modules together for one trial: the engine's request becomes a workload and a
+command (:mod:`.command`), which runs (:mod:`.process`) while its log lines report progress
+(:mod:`.progress`), and whose report becomes the measurement (:mod:`.report`).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,20 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from tui_tuner.adapters.guidellm import (
+from tui_tuner.adapters.guidellm.command import (
     SCENARIO_NAME,
-    GuidellmReportError,
-    GuidellmTimeout,
     GuidellmWorkload,
     backend_scenario,
     build_guidellm_command,
-    parse_guidellm_report,
-    parse_progress_line,
 )
-from tui_tuner.adapters.guidellm_runner import run_guidellm
+from tui_tuner.adapters.guidellm.process import GuidellmTimeout, run_guidellm
+from tui_tuner.adapters.guidellm.progress import parse_progress_line
+from tui_tuner.adapters.guidellm.report import GuidellmReportError, parse_guidellm_report
 from tui_tuner.adapters.reaper import Reaper
 from tui_tuner.core.measurement import Measurement
 from tui_tuner.engine.ports import BenchmarkFailed, BenchRequest, ProgressCallback
 
-__all__ = ["GuidellmBenchmarker", "workload_for"]
+__all__ = ["GuidellmBenchmarker", "remove_leftover_keys", "workload_for"]
 
 #: Keep GuideLLM offline: the tokenizer is a local path, and a hub lookup would only hang.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -132,6 +135,14 @@ class GuidellmBenchmarker:
         except GuidellmReportError as err:
             counts = _counts(request.report_path)
             raise BenchmarkFailed(str(err), tail, successful=counts[0], errored=counts[1]) from None
+
+
+def remove_leftover_keys(study_dir: Path) -> None:
+    """Delete the backend files (:data:`SCENARIO_NAME`, API key inside) that a tuner killed
+    while GuideLLM ran left in the study's trial directories. Their key died with its server,
+    but no key stays written down."""
+    for leftover in study_dir.glob(f"trials/*/{SCENARIO_NAME}"):
+        leftover.unlink(missing_ok=True)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -1,0 +1,145 @@
+"""What a finished trial tells the optimiser, as pure functions: its state, its objective values
+and constraints, and the record the study keeps.
+
+- Measured: the objective's values and the constraints (SLA terms, latency against the
+  baseline); Optuna's COMPLETE.
+- Failed by its configuration (``CONFIG_CAUSED``: it would fail again): COMPLETE with the worst
+  values and every constraint violated, so that samplers learn to avoid the region; the tuner's
+  record says ``failed``. Failed for another reason (a benchmark error, a busy GPU): FAIL, which
+  samplers ignore.
+- Pruned by the user: PRUNED, its partial figures kept in the note.
+- Interrupted by the tuner (a stop, a pause now, a full disk): not told at all: it is failed and
+  queued to run again (``Verdict.state`` None).
+
+Nothing here calls Optuna or the storage (tests/test_verdict.py); the orchestrator tells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from optuna.trial import TrialState
+
+from tui_tuner.core.config import ObjectiveSettings
+from tui_tuner.core.failures import CONFIG_CAUSED
+from tui_tuner.core.objectives import (
+    constraint_values,
+    failed_constraints,
+    failed_values,
+    objective_values,
+)
+from tui_tuner.core.trial import TrialPlan, TrialRecord
+from tui_tuner.engine.trial_runner import TrialProgress
+
+__all__ = ["Verdict", "duplicate", "judge", "running_elsewhere"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The record the study keeps, and what Optuna is told (``state``, ``values``; the
+    constraints are the record's). ``state`` None: interrupted, to run again."""
+
+    record: TrialRecord
+    state: TrialState | None
+    values: list[float] | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return self.state is None
+
+
+def judge(
+    plan: TrialPlan,
+    progress: TrialProgress,
+    *,
+    objective: ObjectiveSettings,
+    command: tuple[str, ...],
+    files: Mapping[str, str],
+    finished_at: float,
+    interrupted: str | None = None,
+    pruned: bool = False,
+    baseline_p95_ms: float | None = None,
+) -> Verdict:
+    """The verdict on a trial that ran (``progress``: how far it got). ``interrupted``: the note
+    of a trial the tuner cut short (it wins over everything else); ``pruned``: the user pruned
+    it; ``baseline_p95_ms``: the baseline's p95 latency, for ``latency_vs_baseline``."""
+    record = TrialRecord(
+        number=plan.number,
+        state="complete",
+        params=plan.params,
+        baseline=plan.baseline,
+        measurement=progress.measurement,
+        timings=dict(progress.timings),
+        command=command,
+        files=dict(files),
+        partial=dict(progress.partial),
+        client_limited=progress.client_limited,
+        repeats_output_tok_s=tuple(progress.repeats_output_tok_s),
+        note="" if plan.rerun_of is None else f"runs interrupted trial {plan.rerun_of} again",
+        started_at=progress.started_at,
+        finished_at=finished_at,
+    )
+    if interrupted is not None:
+        return Verdict(replace(record, state="failed", note=interrupted, interrupted=True), None)
+    if pruned:
+        done = progress.partial
+        note = f"pruned by the user during {progress.stopped_in or progress.phase}"
+        if done:
+            note += (
+                f"; so far {int(done['successful'])} ok, {int(done['errored'])} errors, "
+                f"{done['output_tok_s']:.0f} output tok/s"
+            )
+        return Verdict(replace(record, state="pruned", note=note, measurement=None),
+                       TrialState.PRUNED)  # fmt: skip
+    failure = progress.failure
+    if failure is not None:
+        record = replace(record, state="failed", failure=failure.to_dict())
+        if failure.cls not in CONFIG_CAUSED:
+            return Verdict(record, TrialState.FAIL)
+        values = failed_values(objective.kind)
+        record = replace(record, values=tuple(values), constraints=failed_constraints(objective))
+        return Verdict(record, TrialState.COMPLETE, list(values))
+    m = progress.measurement
+    assert m is not None, "a trial that neither failed nor was stopped has a measurement"
+    values = objective_values(objective.kind, m)
+    base = None if plan.baseline else baseline_p95_ms
+    record = replace(
+        record, values=tuple(values), constraints=constraint_values(objective, m, base)
+    )
+    return Verdict(record, TrialState.COMPLETE, list(values))
+
+
+def duplicate(plan: TrialPlan, same: TrialRecord, now: float) -> Verdict:
+    """The sampler proposed a configuration tried already (``same``): its result is repeated,
+    nothing runs, and the sampler is told the same again."""
+    record = replace(
+        same,
+        number=plan.number,
+        params=plan.params,
+        duplicate_of=same.number,
+        note=f"same configuration as trial {same.number}; its result is repeated, nothing was run",
+        timings={},
+        files={},
+        started_at=now,
+        finished_at=now,
+    )
+    if same.values is not None:
+        return Verdict(record, TrialState.COMPLETE, list(same.values))
+    return Verdict(record, TrialState.PRUNED if same.state == "pruned" else TrialState.FAIL)
+
+
+def running_elsewhere(plan: TrialPlan, number: int, now: float) -> Verdict:
+    """Another worker runs this configuration now (trial ``number``): skipped, as a failed
+    Optuna trial (which samplers ignore), not counted against the budget."""
+    record = TrialRecord(
+        number=plan.number,
+        state="failed",
+        params=plan.params,
+        baseline=plan.baseline,
+        duplicate_of=number,
+        note=f"skipped: trial {number} runs the same configuration on another worker",
+        started_at=now,
+        finished_at=now,
+    )
+    return Verdict(record, TrialState.FAIL)
