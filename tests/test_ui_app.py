@@ -248,3 +248,45 @@ async def test_fits_small_and_large_terminals(tmp_path: Path, size: tuple[int, i
         assert app.screen.has_class("narrow") == narrow
         assert app.query_one(TrialTable).size.height >= 4
         await pilot.press("q")
+
+
+async def test_the_exit_code_says_how_the_study_ended(tmp_path: Path) -> None:
+    """The same codes as headless (core/stop.py): a failed baseline exits 1 (it exited 0 under
+    the TUI when the code was decided from the reason's text), a signal 130, `q` 0."""
+    from dataclasses import replace
+    from signal import SIGTERM
+
+    from tui_tuner.core.config import ServerSettings
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    config = make_config(tmp_path / "a", [8, 16])
+    broken = ServerSettings(model="m", command=("fake-serve",), flags={"max_num_seqs": 1})
+    app = make_app(tmp_path / "a", replace(config, server=broken), Fakes())
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: app.outcome is not None)
+        await pilot.press("q")
+    assert app.outcome is not None and app.outcome.stop.kind.value == "baseline_failed"
+    assert app.return_value == 1
+
+    signalled = make_app(tmp_path / "b", slow_config(tmp_path / "b"), Fakes())
+    async with signalled.run_test(size=(120, 36)) as pilot:
+        await until(pilot, slow_trial_measuring(signalled))
+        signalled.on_signal(SIGTERM)
+        await until(pilot, lambda: signalled.outcome is not None, timeout=15)
+    assert signalled.return_value == 130
+
+
+async def test_a_failed_save_says_so(tmp_path: Path) -> None:
+    """A worker outside the engine that fails (here: the edited space cannot be written, the
+    study directory being a file) tells the user instead of failing silently."""
+    app = make_app(tmp_path, make_config(tmp_path, [8, 16]), Fakes())
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: app.outcome is not None)
+        app.setup.study_dir = tmp_path / "config-not-a-dir"
+        app.setup.study_dir.write_text("")
+        app._save_space(app.setup.config.space)
+        await until(pilot, lambda: any("failed" in str(n.title) for n in app._notifications))
+        titles = [str(n.title) for n in app._notifications]
+        assert "saving a file failed" in titles
+        await pilot.press("q")
