@@ -38,7 +38,7 @@ class FakeGpus:
 
 @dataclass
 class FakeServer:
-    answers: list[ServerFigures | None | Exception] = field(default_factory=list)
+    answers: list[ServerFigures | Exception | None] = field(default_factory=list)
     polled: list[str] = field(default_factory=list)
     closed: int = 0
 
