@@ -7,6 +7,7 @@ command (:mod:`.command`), which runs (:mod:`.process`) while its log lines repo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Callable
@@ -130,10 +131,12 @@ class GuidellmBenchmarker:
             raise BenchmarkFailed(str(err), tail) from None
         if code != 0:
             raise BenchmarkFailed(f"GuideLLM exited with code {code}", tail)
+        # A report holds every request (megabytes on a long window): read it off the event loop
+        # the UI is drawn from.
         try:
-            return parse_guidellm_report(request.report_path)
+            return await asyncio.to_thread(parse_guidellm_report, request.report_path)
         except GuidellmReportError as err:
-            counts = _counts(request.report_path)
+            counts = await asyncio.to_thread(_counts, request.report_path)
             raise BenchmarkFailed(str(err), tail, successful=counts[0], errored=counts[1]) from None
 
 
