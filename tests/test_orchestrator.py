@@ -343,3 +343,60 @@ async def test_a_changed_server_setup_gets_a_new_baseline_and_retries(tmp_path: 
     outcome = await orch.run()
     baselines = [r for r in outcome.records if r.baseline]
     assert [r.state for r in baselines] == ["failed", "complete"]
+
+
+@pytest.mark.parametrize("where", ["ask", "find_same", "find_running_same"])
+async def test_a_stop_between_two_trials_starts_no_other(tmp_path: Path, where: str) -> None:
+    """A signal that arrives while the next trial is being asked for (a storage call, long on a
+    loaded machine) stops the study there: the trial asked for is queued again, unlaunched.
+    It used to be launched and measured to its end (issue 16, seen with SIGTERM and SIGHUP)."""
+    fakes = Fakes()
+    config = make_config(tmp_path, [8, 16, 32], n_trials=4)
+    orch, _events = build(tmp_path, config, fakes)
+    loop = asyncio.get_running_loop()
+    calls = {"n": 0}
+    original = getattr(orch.store, where)
+
+    def stop_during(*args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the trial after the baseline: the signal lands mid-call
+            loop.call_soon_threadsafe(orch.stop, StopKind.SIGNAL, "stopped by SIGTERM")
+            time.sleep(0.05)
+        return original(*args)
+
+    setattr(orch.store, where, stop_during)
+    outcome = await asyncio.wait_for(orch.run(), 20)
+    assert outcome.stop.kind is StopKind.SIGNAL
+    assert len(fakes.launched) == 1  # the baseline's server, and no other
+    asked = [r for r in outcome.records if not r.baseline]
+    assert [r.interrupted for r in asked if r.state == "failed"] == [True]
+    assert any(r.state == "waiting" for r in asked)  # queued to run on resume
+
+
+async def test_a_pause_while_the_next_trial_is_asked_for_holds_it(tmp_path: Path) -> None:
+    """`p` pauses after the running trial; pressed while the next one is being asked for, that
+    one waits too (queued again, unlaunched) and runs on resume."""
+    fakes = Fakes()
+    config = make_config(tmp_path, [8, 16], n_trials=3)
+    orch, _events = build(tmp_path, config, fakes)
+    loop = asyncio.get_running_loop()
+    calls = {"n": 0}
+    original = orch.store.ask
+
+    def pause_during(*args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            loop.call_soon_threadsafe(orch.pause)
+            time.sleep(0.05)
+        return original(*args)
+
+    orch.store.ask = pause_during  # type: ignore[method-assign]
+    task = asyncio.ensure_future(orch.run())
+    while not orch.paused:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)
+    assert len(fakes.launched) == 1  # the baseline only: the paused study launched nothing
+    orch.resume()
+    outcome = await asyncio.wait_for(task, 20)
+    assert outcome.stop.kind in (StopKind.BUDGET, StopKind.SPACE_DONE)
+    assert len(fakes.launched) == 3

@@ -287,6 +287,13 @@ class Orchestrator:
             await asyncio.sleep(POLL_S)  # give that worker a moment
             return record
         progress, key, port = await self.runner.prepare(plan)
+        if self._stop is not None or self.paused:
+            # Stopped or paused while the trial was being asked for (storage calls: seconds on
+            # a loaded machine): nothing is launched; the trial runs again on resume.
+            why = self._stop.text if self._stop is not None else "paused by the user"
+            note = f"interrupted: {why}; it runs again on resume"
+            await self._io(self.store.interrupt, plan, note)
+            return None
         command = tuple(progress.argv)
         trial_dir = self.runner.trial_dir(plan.number)
         self.emit(TrialStarted(plan.number, plan.params, plan.baseline, command, str(trial_dir),
