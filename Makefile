@@ -69,10 +69,11 @@ typecheck: $(STAMP) ## mypy --strict over the package
 
 check: lint typecheck test ## everything CI should agree with
 
-bench: $(STAMP) $(GUIDELLM_STAMP) ## the benchmarks: simulator fidelity, per-trial overhead, UI cost
+bench: $(STAMP) $(GUIDELLM_STAMP) ## the benchmarks: simulator fidelity, per-trial overhead, UI cost (docs/benchmarks.md)
 	$(VENV)/bin/python bench/sim_fidelity.py
 	$(VENV)/bin/python bench/trial_overhead.py --trials 4
 	$(VENV)/bin/python bench/ui_cost.py
+	$(VENV)/bin/python bench/ui_events.py
 
 snapshots: $(STAMP) ## rewrite the UI snapshots after a deliberate layout change (then look at them)
 	$(VENV)/bin/python -m pytest -q tests/test_ui_snapshots.py --snapshot-update
