@@ -72,58 +72,58 @@ async def run_study(
     # A tuner killed while GuideLLM ran left the file that gave GuideLLM its key. That key
     # died with its server, but the file goes: no key stays written down.
     remove_leftover_keys(setup.study_dir)
-    await asyncio.to_thread(lambda: setup.store)  # open the storage off the event loop
-    setup.store.pid_alive = pid_alive
-    gpus = NvmlGpus()
-    if not gpus.available:
-        emit(Notice("info", f"GPU memory checks off: {gpus.reason}"))
+    async with contextlib.AsyncExitStack() as stack:
+        gpus = NvmlGpus()
+        stack.callback(gpus.close)
+        if telemetry:  # first, so the GPU panel fills while the storage opens (a second or more)
+            watcher = Telemetry(gpus, MetricsScraper(), emit)
+            stack.push_async_callback(_cancelled, asyncio.ensure_future(watcher.run()))
+            emit_first = emit
 
-    class _Gpu:
-        async def wait_released(
-            self, pids: Collection[int], timeout_s: float
-        ) -> tuple[bool, float]:
-            return await wait_memory_released(gpus, pids, timeout_s)
+            def emit(event: Event) -> None:
+                watcher.observe(event)
+                emit_first(event)
 
-    watcher = Telemetry(gpus, MetricsScraper(), emit) if telemetry else None
-    if watcher is not None:
-        emit_first = emit
+        await asyncio.to_thread(lambda: setup.store)  # open the storage off the event loop
+        setup.store.pid_alive = pid_alive
+        if not gpus.available:
+            emit(Notice("info", f"GPU memory checks off: {gpus.reason}"))
 
-        def emit(event: Event) -> None:
-            watcher.observe(event)
-            emit_first(event)
+        class _Gpu:
+            async def wait_released(
+                self, pids: Collection[int], timeout_s: float
+            ) -> tuple[bool, float]:
+                return await wait_memory_released(gpus, pids, timeout_s)
 
-    reaper = await Reaper.start()
-    runner = TrialRunner(
-        setup.config,
-        setup.study_dir,
-        VllmLauncher(reaper),
-        GuidellmBenchmarker(guidellm, reaper),
-        _Gpu(),
-        emit,
-    )
-    orch = Orchestrator(setup.config, setup.store, runner, emit, study_dir=setup.study_dir)
-    on_orchestrator(orch)
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(orch.run())
-    watching = asyncio.ensure_future(watcher.run()) if watcher is not None else None
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        reaper = await Reaper.start()
+        stack.push_async_callback(reaper.close)
+        runner = TrialRunner(
+            setup.config,
+            setup.study_dir,
+            VllmLauncher(reaper),
+            GuidellmBenchmarker(guidellm, reaper),
+            _Gpu(),
+            emit,
+        )
+        orch = Orchestrator(setup.config, setup.store, runner, emit, study_dir=setup.study_dir)
+        on_orchestrator(orch)
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(orch.run())
+        signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    def stop_on(sig: signal.Signals) -> None:
-        if orch.stopping:
-            task.cancel()
-        else:
-            orch.stop(StopKind.SIGNAL, f"stopped by {sig.name}")
+        def stop_on(sig: signal.Signals) -> None:
+            if orch.stopping:
+                task.cancel()
+            else:
+                orch.stop(StopKind.SIGNAL, f"stopped by {sig.name}")
 
-    for sig in signals:
-        loop.add_signal_handler(sig, on_signal or stop_on, sig)
-    try:
-        return await task
-    finally:
         for sig in signals:
-            loop.remove_signal_handler(sig)
-        if watching is not None:
-            watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watching
-        await reaper.close()
-        gpus.close()
+            loop.add_signal_handler(sig, on_signal or stop_on, sig)
+            stack.callback(loop.remove_signal_handler, sig)
+        return await task
+
+
+async def _cancelled(task: asyncio.Future[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
