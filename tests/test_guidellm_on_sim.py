@@ -41,7 +41,7 @@ async def _counter(url: str, name: str) -> float:
 async def test_guidellm_measures_the_simulated_server(
     start_sim: Callable[..., SimProcess], tiny_model: Path, guidellm_exe: Path, tmp_path: Path
 ) -> None:
-    key = secrets.token_urlsafe(12)
+    key = secrets.token_hex(12)  # a urlsafe key may start with "-", which argparse reads as a flag
     flags = ["--max-num-seqs", "8", "--enforce-eager"]
     sim = start_sim(
         *flags, "--api-key", key, "--sim-profile-file", str(FAST_PROFILE), model=str(tiny_model)

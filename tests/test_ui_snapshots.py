@@ -31,6 +31,7 @@ from tui_tuner.engine.study import StudyStore, default_storage_url
 from tui_tuner.study_dir import StudySetup
 from tui_tuner.ui.app import TunerApp
 from tui_tuner.ui.widgets.gpu import GpuPanel
+from tui_tuner.ui.widgets.trial_table import TrialTable
 
 NO_LIBRARY = "NVML Shared Library Not Found"
 TIMINGS = {"launching": 2.5, "ready": 0.1, "warmup": 4.0, "measuring": 8.0, "teardown": 0.2,
@@ -98,11 +99,18 @@ async def _settle(pilot: Any) -> None:
     """Until the study is over and the GPU panel has its first sample, then two redraws."""
     app = pilot.app
     gpu = app.query_one(GpuPanel)
+    table = app.query_one(TrialTable)
     for _ in range(200):
-        if app.outcome is not None and gpu.state is not None:
+        if app.outcome is not None and gpu.state is not None and table.row_count == 5:
             break
         await pilot.pause(0.05)
     await pilot.pause(0.5)
+    # One fresh-clone run showed the baseline's row cut to narrower columns than the others
+    # ("B", "compl"): a row line cached before the widths settled. Draw every row anew, so the
+    # picture compares the layout, not when a cache was filled (see the stop's note).
+    table._clear_caches()
+    table.refresh()
+    await pilot.pause(0.3)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
