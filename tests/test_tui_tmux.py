@@ -95,7 +95,7 @@ def test_demo_in_tmux_prune_and_pause(
     tmux.wait_for(lambda _: done.exists(), 60, "the TUI to exit")
     assert done.read_text().strip() == "0"
     after = tmux.screen()
-    assert "resume with: tui-tuner resume" in after
+    assert "resume with: " in after and "-m tui_tuner resume " in after
 
 
 def baseline_row(screen: str) -> str:

@@ -95,7 +95,7 @@ def test_a_signal_in_every_phase_loses_nothing_and_leaves_nothing(
             assert key_file.exists()  # the next resume removes it (checked at the end)
         if sig != signal.SIGKILL:
             assert not key_file.exists()
-            assert "resume with: tui-tuner resume" in output, output[-2000:]
+            assert "resume with: " in output and "-m tui_tuner resume " in output, output[-2000:]
             hit = after[number]
             # Stopped before its measurement ended, it runs again on resume; in teardown its
             # measurement is whole and it is kept.

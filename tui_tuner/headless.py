@@ -7,16 +7,17 @@ and the `vllm serve` command to paste. Textual is never imported on this path.
 from __future__ import annotations
 
 import asyncio
-import shlex
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from tui_tuner.compose import run_study
 from tui_tuner.core.events import Event
 from tui_tuner.core.stop import exit_code
 from tui_tuner.report.console import ConsoleSink, JsonlSink
-from tui_tuner.report.summary import best_table, outcome_lines
+from tui_tuner.report.summary import end_of_study
 from tui_tuner.study_dir import StudySetup
 
 __all__ = ["run_headless"]
@@ -32,7 +33,7 @@ def run_headless(
     """Run the study to its end; the exit code says how it ended (`core/stop.py`)."""
     console = console or Console(highlight=False)
     for note in setup.config.notes:
-        console.print(f"[cyan]note:[/] {note}")
+        console.print(f"[cyan]note:[/] {escape(note)}")
     jsonl = JsonlSink(events_jsonl) if events_jsonl else None
     with ConsoleSink(console) as sink:
 
@@ -46,9 +47,7 @@ def run_headless(
         finally:
             if jsonl is not None:
                 jsonl.close()
-    console.print(best_table(setup.config, outcome.records))
-    for line in outcome_lines(setup.config, outcome.records):
-        console.print(line, soft_wrap=True)
-    if outcome.stop.resumable:
-        console.print(f"resume with: tui-tuner resume {shlex.quote(str(setup.study_dir))}")
+    resumable = outcome.stop.resumable
+    for item in end_of_study(setup.config, outcome.records, setup.study_dir, resumable=resumable):
+        console.print(item, soft_wrap=isinstance(item, Text))
     return exit_code(outcome.stop)

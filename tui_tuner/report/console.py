@@ -64,7 +64,7 @@ class ConsoleSink:
             self._done = event.finished_before
             sim = " on the [bold yellow]SIMULATED[/] server" if event.simulated else ""
             self._print(
-                f"study [bold]{escape(event.study_name)}[/] ({event.objective}){sim}; "
+                f"study [bold]{escape(event.study_name)}[/] ({escape(event.objective)}){sim}; "
                 f"{event.finished_before} trials done before; storage {escape(event.storage)}"
             )
             self.progress.update(self._task, total=event.n_trials, completed=self._done)
@@ -74,12 +74,13 @@ class ConsoleSink:
             self.progress.update(self._task, status=f"trial {event.number}: launching")
         elif isinstance(event, TrialPhaseChanged):
             self.progress.update(
-                self._task, status=f"trial {event.number}: {event.phase} ({event.elapsed_s:.0f} s)"
+                self._task,
+                status=f"trial {event.number}: {escape(event.phase)} ({event.elapsed_s:.0f} s)",
             )
         elif isinstance(event, BenchProgress):
             self.progress.update(
                 self._task,
-                status=f"trial {event.number}: {event.status}, {event.successful} ok, "
+                status=f"trial {event.number}: {escape(event.status)}, {event.successful} ok, "
                 f"{event.errored} errors, {event.output_tok_s:,.0f} output tok/s",
             )
         elif isinstance(event, TrialFinished):
@@ -90,7 +91,7 @@ class ConsoleSink:
             self._print(f"[{colour}]{where}{escape(event.text)}[/]")
         elif isinstance(event, StudyStateChanged):
             if event.state != "finished":
-                self._print(f"[bold]{event.state}[/]: {escape(event.reason)}")
+                self._print(f"[bold]{escape(event.state)}[/]: {escape(event.reason)}")
         elif isinstance(event, StudyFinished):
             self._print(f"study finished: {escape(event.reason)}")
 
@@ -121,7 +122,7 @@ class ConsoleSink:
         else:
             failure = r.failure or {}
             self._print(
-                f"  trial {r.number}: [red]{r.label}[/]{took}: "
+                f"  trial {r.number}: [red]{escape(r.label)}[/]{took}: "
                 f"{escape(str(failure.get('message', r.note)))}"
             )
             if r.files.get("server.log"):

@@ -9,12 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from tui_tuner.compose import load_adapters, run_study
 from tui_tuner.core.events import Event, GpuSampled, ServerFiguresRead
 from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
 from tui_tuner.report.console import JsonlSink
-from tui_tuner.report.summary import best_table, outcome_lines
+from tui_tuner.report.summary import end_of_study, own_command
 from tui_tuner.study_dir import StudySetup
 from tui_tuner.ui.app import TunerApp
 from tui_tuner.ui.themes import load_theme
@@ -74,10 +76,10 @@ def run_tui(
             jsonl.close()
     console = Console(highlight=False)
     records = setup.store.records()
-    console.print(best_table(setup.config, records))
-    for line in outcome_lines(setup.config, records):
-        console.print(line, soft_wrap=True)
+    for item in end_of_study(setup.config, records, setup.study_dir, resumable=False):
+        console.print(item, soft_wrap=isinstance(item, Text))
     if app.error:
-        console.print(f"[red]the study stopped with an error:[/] {app.error}")
-    console.print(f"resume with: tui-tuner resume {shlex.quote(str(setup.study_dir))}")
+        console.print(f"[red]the study stopped with an error:[/] {escape(str(app.error))}")
+    resume = f"resume with: {own_command()} resume {shlex.quote(str(setup.study_dir))}"
+    console.print(Text(resume), soft_wrap=True)
     return code if code is not None else 0
