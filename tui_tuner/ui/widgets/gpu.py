@@ -14,7 +14,6 @@ one detailed block per GPU.
 from __future__ import annotations
 
 import math
-import textwrap
 
 from rich.text import Text
 from textual.events import Resize
@@ -52,6 +51,7 @@ class GpuPanel(Static):
         self, *, name: str | None = None, id: str | None = None, classes: str | None = None
     ) -> None:
         super().__init__("", name=name, id=id, classes=classes)
+        self.border_title = "GPU"
         self._state: GpuState | None = None
         self._figures: ServerFigures | None = None
         self._drawn: tuple[object, ...] | None = None
@@ -157,13 +157,7 @@ def _gpu_section(state: GpuState | None, level: int, width: int) -> list[Text]:
     if state is None:
         return [Text("GPU: reading NVML…", style="dim")]
     if not state.available:
-        reason = state.reason or "NVML unavailable"
-        if not reason.startswith("no "):
-            reason = f"no NVIDIA GPU found ({reason})"
-        if level == 2 and len(reason) > width:
-            wrapped = textwrap.wrap(reason, width)[:3]
-            return [Text(part, style="yellow") for part in wrapped]
-        return [Text(reason, style="yellow")]
+        return [Text(_no_gpu(state.reason), style="yellow")]
     out: list[Text] = []
     name_width = max((len(sample.name) for sample in state.samples), default=0)
     for sample in state.samples:
@@ -178,6 +172,17 @@ def _gpu_section(state: GpuState | None, level: int, width: int) -> list[Text]:
     if not out:
         out.append(Text("no NVIDIA GPU found (NVML lists no devices)", style="yellow"))
     return out
+
+
+def _no_gpu(reason: str) -> str:
+    """Why there are no GPU figures, in one short line ("no GPU: no NVML library")."""
+    reason = reason or "NVML unavailable"
+    if "Library Not Found" in reason or "libnvidia-ml" in reason:
+        return "no GPU: no NVML library"
+    for prefix in ("no NVIDIA GPU found (", "NVML: "):
+        if reason.startswith(prefix):
+            reason = reason.removeprefix(prefix).removesuffix(")")
+    return reason if reason.startswith("no ") else f"no GPU: {reason}"
 
 
 def _gpu_wide(s: GpuSample, width: int, name_width: int) -> Text:
@@ -229,10 +234,8 @@ def _sim_section(figures: ServerFigures | None, level: int, width: int) -> list[
     if figures is None:
         return []
     if figures.simulated:
-        name = figures.gpu_name
-        if len(name) + 16 > width:
-            name = _short_name(name)
-        title = "SIMULATED GPU" + (f" · {name}" if name else "")
+        name = _short_name(figures.gpu_name.removeprefix("profile "))
+        title = "SIMULATED" + (f" {name}" if name else "")
         style = "bold reverse yellow"
     else:
         title = "vLLM reports"
