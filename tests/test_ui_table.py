@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from textual.app import App, ComposeResult
+from textual.widgets.data_table import ColumnKey
 
 from tests.fakes.engine import make_config, measurement
 from tui_tuner.core.events import TrialFinished
@@ -54,3 +55,69 @@ async def test_rows_keep_trial_order_and_o_sorts_by_each_column(tmp_path: Path) 
         assert numbers(table) == [4, 2, 1, 3, 0]
         await pilot.press("o", "o", "o", "o")  # p95, TTFT, gain, then back to the number
         assert numbers(table) == [0, 1, 2, 3, 4]
+
+
+async def test_missing_values_sort_last_and_the_sorted_column_has_an_arrow(
+    tmp_path: Path,
+) -> None:
+    """Issue 14: `o` on tok/s (best first) put failed and pruned trials above the best."""
+    model = StudyModel(make_config(tmp_path, [8]))
+    failed = TrialRecord(2, "failed", {"max_num_seqs": 2}, failure={"class": "oom_startup"})
+    pruned = TrialRecord(4, "pruned", {"max_num_seqs": 4}, partial={"output_tok_s": 900.0})
+    model.load([record(0, 100.0, baseline=True), record(1, 300.0), failed, record(3, 200.0),
+                pruned])  # fmt: skip
+    app = TableApp(model)
+    async with app.run_test() as pilot:
+        table = app.query_one(TrialTable)
+        table.update_from(model)
+        assert table.columns[ColumnKey("0")].label.plain == "#▲"
+        table.focus()
+        await pilot.press("o", "o")  # tok/s, best first
+        assert numbers(table)[:3] == [1, 3, 0]
+        assert set(numbers(table)[3:]) == {2, 4}  # no figure (the partial one is no figure)
+        assert table.columns[ColumnKey("2")].label.plain == "tok/s▼"
+        assert table.columns[ColumnKey("0")].label.plain == "#"
+        await pilot.press("o")  # p95, lowest first: still last
+        assert set(numbers(table)[3:]) == {2, 4}
+        assert table.columns[ColumnKey("3")].label.plain == "p95 ms▲"
+
+
+async def test_marks_next_to_the_figure_and_their_legend(tmp_path: Path) -> None:
+    """Issue 14: a client-limited figure, a pruned trial's partial figure and the spread of
+    repeats were only on the detail screen; now next to tok/s, with a legend on the border."""
+    model = StudyModel(make_config(tmp_path, [8]))
+    limited = TrialRecord(1, "complete", {"max_num_seqs": 1}, False, measurement(300.0),
+                          values=(300.0,), client_limited=True)  # fmt: skip
+    repeated = TrialRecord(2, "complete", {"max_num_seqs": 2}, False, measurement(200.0),
+                           values=(200.0,), repeats_output_tok_s=(190.0, 200.0, 210.0))  # fmt: skip
+    pruned = TrialRecord(3, "pruned", {"max_num_seqs": 3}, partial={"output_tok_s": 1234.0})
+    model.load([record(0, 100.0, baseline=True)])
+    app = TableApp(model)
+    async with app.run_test(size=(120, 20)):
+        table = app.query_one(TrialTable)
+        table.update_from(model)
+        assert table.border_subtitle in ("", None)  # no marks on screen, no legend
+        model.load([record(0, 100.0, baseline=True), limited, repeated, pruned])
+        table.update_from(model)
+        assert table.get_cell("1", "2").plain == "300!"
+        assert table.get_cell("2", "2").plain == "200±5%"
+        cell = table.get_cell("3", "2")
+        assert cell.plain == "~1,234" and "dim" in str(cell.style)
+        legend = str(table.border_subtitle)
+        assert "! client-limited" in legend and "~ partial" in legend and "± repeat" in legend
+
+
+async def test_brackets_in_values_are_shown_as_typed(tmp_path: Path) -> None:
+    """Issue 14: a value with [brackets] reached Textual's markup (a str cell is markup)."""
+    model = StudyModel(make_config(tmp_path, [8]))
+    odd = TrialRecord(1, "complete", {"[b]x": "[red]y[/red]", "z": "[/]"}, False,
+                      measurement(300.0), values=(300.0,))  # fmt: skip
+    model.load([record(0, 100.0, baseline=True), odd])
+    app = TableApp(model)
+    async with app.run_test(size=(120, 20)) as pilot:
+        table = app.query_one(TrialTable)
+        table.update_from(model)
+        await pilot.pause()
+        assert str(table.get_cell("1", "6")) == "[b]x=[red]y[/red] z=[/]"
+        shown = "\n".join(table.render_line(y).text for y in range(4))
+        assert "[b]x=[red]y[/red] z=[/]" in shown

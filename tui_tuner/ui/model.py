@@ -8,6 +8,8 @@ server that floods its log costs bounded memory; the full logs are in the trial'
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -19,6 +21,7 @@ from tui_tuner.core.events import (
     Event,
     LogLine,
     Notice,
+    ServerFiguresRead,
     StudyFinished,
     StudyStarted,
     StudyStateChanged,
@@ -29,9 +32,14 @@ from tui_tuner.core.events import (
 from tui_tuner.core.objectives import Gain, best_trials, gain_over
 from tui_tuner.core.trial import TrialRecord, baseline_of, counts_against_budget
 
-__all__ = ["LOG_LINES_KEPT", "LogBuffer", "RunningTrial", "StudyModel"]
+__all__ = ["LOG_LINES_KEPT", "Counts", "LogBuffer", "RunningTrial", "StudyModel", "spread_pct"]
 
 LOG_LINES_KEPT = 2000
+#: Readings of the running trial's throughput kept for its live plot (about one a second).
+RATES_KEPT = 240
+#: Time constant of the time-left estimate's smoothing: a new trial's duration moves the
+#: estimate by about 1 - e^(-dt/ETA_SMOOTH_S) of the gap per dt seconds, not at once.
+ETA_SMOOTH_S = 90.0
 #: Finished trials whose logs stay in memory (older ones are read from their files on demand).
 TRIAL_LOGS_KEPT = 8
 
@@ -66,6 +74,49 @@ class RunningTrial:
     output_tok_s: float | None = None
     successful: int = 0
     errored: int = 0
+    #: Seconds into the load generator's run, by its last progress report.
+    bench_elapsed_s: float = 0.0
+    bench_at: float = 0.0
+    #: Output tok/s readings for the live plot: the server's own generation rate (about once
+    #: a second), or the load generator's progress where the server reports none.
+    rates: deque[float] = field(default_factory=lambda: deque(maxlen=RATES_KEPT))
+    rates_version: int = 0
+    server_rates: bool = False
+
+    def add_rate(self, value: float, *, from_server: bool) -> None:
+        if from_server and not self.server_rates:
+            self.rates.clear()  # the server's figures are finer than the client's; keep those
+            self.server_rates = True
+        if from_server or not self.server_rates:
+            self.rates.append(value)
+            self.rates_version += 1
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Every trial the table shows, by what it counts as. ``measured + failed + pruned`` is
+    what the budget counts (``counts_against_budget``); interrupted trials run again and
+    duplicates reuse another trial's result, so neither counts."""
+
+    measured: int = 0
+    failed: int = 0
+    pruned: int = 0
+    interrupted: int = 0
+    duplicates: int = 0
+
+    @property
+    def counted(self) -> int:
+        return self.measured + self.failed + self.pruned
+
+
+def spread_pct(values: Sequence[float]) -> float | None:
+    """Half the range of repeated figures, in percent of their median (None: fewer than two)."""
+    if len(values) < 2:
+        return None
+    mid = statistics.median(values)
+    if mid <= 0:
+        return None
+    return (max(values) - min(values)) / 2 / mid * 100.0
 
 
 @dataclass
@@ -89,6 +140,8 @@ class StudyModel:
     _row_changed: dict[int, int] = field(default_factory=dict)
     _best_cache: tuple[int, list[TrialRecord]] | None = None
     _baseline_cache: tuple[int, TrialRecord | None] | None = None
+    #: The time-left estimate last shown, and when (``eta_s`` smooths it).
+    _eta: tuple[float, float] | None = None
 
     # -- input -----------------------------------------------------------------------------
 
@@ -114,6 +167,13 @@ class StudyModel:
         if isinstance(event, LogLine):
             self.log(event.number, event.source).append(event.text)
             return
+        if isinstance(event, ServerFiguresRead):
+            run, figures = self.running, event.figures
+            rate = None if figures is None else figures.generation_tok_s
+            if run is not None and event.number == run.number and rate is not None:
+                if not math.isnan(rate) and run.phase in ("warmup", "measuring"):
+                    run.add_rate(rate, from_server=True)
+            return
         self.version += 1
         if isinstance(event, StudyStarted):
             self.state, self.storage, self.study_dir = "running", event.storage, event.study_dir
@@ -134,6 +194,9 @@ class StudyModel:
             if run is not None and run.number == event.number:
                 run.status, run.output_tok_s = event.status, event.output_tok_s
                 run.successful, run.errored = event.successful, event.errored
+                run.bench_elapsed_s, run.bench_at = event.elapsed_s, time.monotonic()
+                if event.output_tok_s > 0:
+                    run.add_rate(event.output_tok_s, from_server=False)
         elif isinstance(event, TrialFinished):
             self.records[event.record.number] = event.record
             self._changed(event.record.number)
@@ -177,6 +240,33 @@ class StudyModel:
         """Trials that count against the budget, as the engine counts them."""
         return sum(counts_against_budget(r) for r in self.records.values())
 
+    def counts(self) -> Counts:
+        """The finished trials by kind; they add up to the finished rows of the table."""
+        measured = failed = pruned = interrupted = duplicates = 0
+        for r in self.records.values():
+            if r.duplicate_of is not None:
+                duplicates += 1
+            elif r.interrupted:
+                interrupted += 1
+            elif r.state == "complete":
+                measured += 1
+            elif r.state == "failed":
+                failed += 1
+            elif r.state == "pruned":
+                pruned += 1
+        return Counts(measured, failed, pruned, interrupted, duplicates)
+
+    def trials_left(self) -> int | None:
+        """Trials the budget still allows after the finished ones and the running one."""
+        if self.n_trials is None:
+            return None
+        return max(0, self.n_trials - self.counted - (self.running is not None))
+
+    def noise_pct(self) -> float | None:
+        """The study's noise, if it has an estimate: the spread of the baseline's repeats."""
+        base = self.baseline()
+        return None if base is None else spread_pct(base.repeats_output_tok_s)
+
     def baseline(self) -> TrialRecord | None:
         if self._baseline_cache is None or self._baseline_cache[0] != self.version:
             found = baseline_of(self.records[n] for n in sorted(self.records))
@@ -200,16 +290,36 @@ class StudyModel:
         end = self.finished_at if self.finished_at is not None else time.monotonic()
         return end - self.started
 
-    def eta_s(self) -> float | None:
-        """Time left by the mean duration of this run's trials (None if unknown)."""
+    def eta_s(self, now: float | None = None) -> float | None:
+        """Time left, smoothed: it counts down by the clock and moves towards a new estimate
+        (``raw_eta_s``) gradually, so one short failed trial or one slow start does not make
+        it jump (it once went from 4:12 to 1:38 within 40 s). None if unknown."""
+        now = time.monotonic() if now is None else now
+        raw = self.raw_eta_s(now)
+        if raw is None or raw == 0.0:
+            self._eta = None if raw is None else (0.0, now)
+            return raw
+        if self._eta is None:
+            self._eta = (raw, now)
+            return raw
+        shown, at = self._eta
+        dt = max(0.0, now - at)
+        counted_down = max(0.0, shown - dt)
+        value = counted_down + (raw - counted_down) * (1.0 - math.exp(-dt / ETA_SMOOTH_S))
+        self._eta = (value, now)
+        return value
+
+    def raw_eta_s(self, now: float | None = None) -> float | None:
+        """Time left by the median duration of this study's trials (None if unknown)."""
         if self.n_trials is None:
             return None
         durations = [r.timings["total"] for r in self.finished if "total" in r.timings]
         if not durations:
             return None
+        now = time.monotonic() if now is None else now
         left = max(0, self.n_trials - self.counted)
-        mean = sum(durations) / len(durations)
+        typical = statistics.median(durations)
         running = 0.0
         if self.running is not None and left:
-            running = min(mean, time.monotonic() - self.running.started)
-        return max(0.0, left * mean - running)
+            running = min(typical, max(0.0, now - self.running.started))
+        return max(0.0, left * typical - running)

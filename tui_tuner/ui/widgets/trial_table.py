@@ -2,23 +2,41 @@
 
 Only rows the model reports as changed are touched (``update_cell``/``add_row``), so a study of
 1,000 trials costs nothing per frame and rows never flicker. Sorting is by trial number unless
-the user picks a column (``o`` cycles the sort column, clicking a header sorts by it).
+the user picks a column (``o`` cycles the sort column, clicking a header sorts by it); the
+sorted column has an arrow, and a trial without a value (failed, pruned, running) always
+sorts last, whichever way the column sorts.
+
+The tok/s cell carries what the figure is worth: ``!`` a client-limited measurement (the load
+generator could not drive the load, so the figure may be low), ``±n%`` the spread of a trial's
+repeats, and a pruned trial's partial figure dimmed with ``~``. The border's subtitle says
+what the marks on screen mean.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from tui_tuner.core.space import WORKLOAD_PREFIX
 from tui_tuner.core.trial import TrialRecord
-from tui_tuner.ui.model import StudyModel
+from tui_tuner.ui.model import StudyModel, spread_pct
 
 __all__ = ["TrialTable"]
 
 COLUMNS = ("#", "state", "tok/s", "p95 ms", "TTFT95 ms", "gain", "parameters")
+#: Columns sorted best first (higher is better); the others sort ascending.
+_DESCENDING = (2, 5)
+#: What each mark in the tok/s column means (the border subtitle lists those on screen).
+_LEGEND = {
+    "!": "! client-limited",
+    "~": "~ partial (pruned)",
+    "±": "± repeat spread",
+}
 _STATE_STYLE = {
     "running": "bold cyan",
     "complete": "green",
@@ -47,6 +65,23 @@ def _value(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _tok_s(r: TrialRecord) -> Text:
+    """The tok/s cell with its marks (see the module's docstring)."""
+    m = r.measurement if r.state == "complete" else None
+    if m is None:
+        partial = r.partial.get("output_tok_s") if r.state == "pruned" else None
+        if partial:
+            return Text(f"~{partial:,.0f}", style="dim", justify="right")
+        return Text("-", justify="right")
+    cell = Text(f"{m.output_tok_s:,.0f}", justify="right")
+    spread = spread_pct(r.repeats_output_tok_s)
+    if spread is not None:
+        cell.append(f"±{spread:.0f}%", style="dim")
+    if r.client_limited:
+        cell.append("!", style="bold yellow")
+    return cell
+
+
 class TrialTable(DataTable[Text | str]):
     """Rows keyed by trial number. ``Chosen`` is posted when the user opens a trial (enter)."""
 
@@ -60,6 +95,7 @@ class TrialTable(DataTable[Text | str]):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
         self._sort_column = 0
+        self._marks: set[str] = set()
         self._best: set[int] = set()
         self._last_row = -1  # the highest trial number with a row
         self._drawn_version = -1  # the model's version this table last drew
@@ -67,6 +103,7 @@ class TrialTable(DataTable[Text | str]):
     def on_mount(self) -> None:
         for i, name in enumerate(COLUMNS):
             self.add_column(name, key=str(i))
+        self._label_sorted()
 
     def update_from(self, model: StudyModel) -> None:
         changed = model.changed_since(self._drawn_version)
@@ -95,6 +132,7 @@ class TrialTable(DataTable[Text | str]):
                 out_of_order = out_of_order or number < self._last_row
                 self._last_row = max(self._last_row, number)
                 self.add_row(*cells, key=key)
+        self._legend(model.records.values())
         # Rows added in number order need no sort by number (sorting 1,000 rows takes 0.15 s).
         if self._sort_column != 0 or out_of_order:
             self._sort()
@@ -107,11 +145,11 @@ class TrialTable(DataTable[Text | str]):
         return [
             Text(str(run.number), justify="right"),
             Text(state, style=_STATE_STYLE["running"]),
-            _num(tok, ",.0f"),
+            Text("-" if tok is None else f"~{tok:,.0f}", style="dim", justify="right"),
             _num(None, ""),
             _num(None, ""),
             Text(""),
-            _params(run.params, run.baseline),
+            Text(_params(run.params, run.baseline)),
         ]
 
     def _record_cells(self, model: StudyModel, r: TrialRecord, best: bool) -> list[Text | str]:
@@ -125,29 +163,64 @@ class TrialTable(DataTable[Text | str]):
         return [
             Text(f"{marker}{r.number}", justify="right", style="bold" if best else ""),
             Text(label, style=style),
-            _num(m.output_tok_s if m else None, ",.0f"),
+            _tok_s(r),
             _num(m.request_latency_p95_ms if m else None, ",.0f"),
             _num(m.ttft_p95_ms if m else None, ",.0f"),
             Text("-" if gain is None else f"{gain.output_tok_s_pct:+.0f}%", justify="right"),
-            _params(dict(r.params), r.baseline),
+            Text(_params(dict(r.params), r.baseline)),  # Text: a value is never markup
         ]
 
-    def _sort(self) -> None:
-        def key(cell: object) -> tuple[float, str]:
-            text = cell.plain if isinstance(cell, Text) else str(cell)
-            digits = text.lstrip("★B=# ").replace(",", "").rstrip("%")
-            try:
-                return (float(digits), "")
-            except ValueError:
-                return (float("inf"), text)
+    def _legend(self, records: Iterable[TrialRecord]) -> None:
+        """The border's subtitle: what the marks on screen mean (nothing if there are none)."""
+        marks: set[str] = set()
+        for r in records:
+            if r.state == "complete" and r.measurement is not None:
+                if r.client_limited:
+                    marks.add("!")
+                if len(r.repeats_output_tok_s) > 1:
+                    marks.add("±")
+            elif r.state == "pruned" and r.partial.get("output_tok_s"):
+                marks.add("~")
+        if marks != self._marks:
+            self._marks = marks
+            self.border_subtitle = "  ".join(v for k, v in _LEGEND.items() if k in marks)
 
-        reverse = self._sort_column in (2, 5)  # throughput and gain: best first
-        self.sort(str(self._sort_column), key=key, reverse=reverse)
+    def _sort(self) -> None:
+        descending = self._sort_column in _DESCENDING
+
+        def key(cell: object) -> tuple[int, float, str]:
+            """(missing, value, text): a trial without a figure goes last either way; a
+            pruned trial's partial figure (~) is no measurement and counts as missing."""
+            text = cell.plain if isinstance(cell, Text) else str(cell)
+            digits = text.lstrip("★B ").split("±")[0].replace(",", "").rstrip("%!")
+            try:
+                value = float(digits)
+            except ValueError:
+                missing = text in ("-", "") or text.startswith("~")
+                return (1 if missing else 0, 0.0, text)
+            return (0, -value if descending else value, "")
+
+        self.sort(str(self._sort_column), key=key)
+        self._label_sorted()
+
+    def _label_sorted(self) -> None:
+        """An arrow on the sorted column's header (▼ best first, ▲ ascending)."""
+        arrow = "▼" if self._sort_column in _DESCENDING else "▲"
+        for i, name in enumerate(COLUMNS):
+            column = self.columns.get(ColumnKey(str(i)))
+            if column is None:
+                continue
+            label = Text(f"{name}{arrow}" if i == self._sort_column else name)
+            if column.label != label:
+                column.label = label
+                column.content_width = max(column.content_width, label.cell_len)
+                self._require_update_dimensions = True
+        self.refresh()
 
     def action_cycle_sort(self) -> None:
         self._sort_column = (self._sort_column + 1) % (len(COLUMNS) - 1)
         self._sort()
-        self.notify(f"sorted by {COLUMNS[self._sort_column]}", timeout=1.5)
+        self.notify(f"sorted by {COLUMNS[self._sort_column]}", timeout=1.5, markup=False)
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         self._sort_column = int(str(event.column_key.value))
