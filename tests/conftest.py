@@ -20,7 +20,7 @@ from tui_tuner.adapters.vllm_server import free_port
 from tui_tuner.sim.tiny_model import ensure_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST_PROFILE = ROOT / "sample_configs" / "sim-profile-fast-start.yaml"
+FAST_PROFILE = ROOT / "sample_configs" / "sim-profiles" / "sim-profile-fast-start.yaml"
 
 
 @pytest.fixture(scope="session")
