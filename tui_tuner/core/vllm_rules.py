@@ -151,3 +151,39 @@ def parallel_violations(
         )
         found.append(Violation("tensor_parallel_size", msg))
     return found
+
+
+#: The flags `given_violations` reads.
+CROSS_FIELD_FLAGS = (
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "max_model_len",
+    "enable_chunked_prefill",
+    "long_prefill_token_threshold",
+)
+
+
+def given_violations(values: dict[str, object]) -> list[Violation]:
+    """The cross-field ValueErrors vLLM is sure to raise for these flags, judged from the flags
+    given alone: a rule one of whose inputs is left to vLLM's default (which depends on the model
+    and the machine) is not applied. For `validate`, before anything starts."""
+
+    def number(dest: str) -> int | None:
+        value = values.get(dest)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return None
+        return value
+
+    seqs, tokens = number("max_num_seqs"), number("max_num_batched_tokens")
+    length, threshold = number("max_model_len"), number("long_prefill_token_threshold")
+    return cross_field_violations(
+        max_num_seqs=seqs if seqs is not None and tokens is not None else 0,
+        max_num_batched_tokens=tokens if tokens is not None else 0,
+        max_model_len=length if length is not None else 0,
+        chunked_prefill=values.get("enable_chunked_prefill") is not False or length is None,
+        long_prefill_token_threshold=threshold if threshold is not None and length else 0,
+        derived_max_model_len=0,
+        user_set_max_model_len=False,
+        user_set_batched_tokens=tokens is not None,
+        allow_long_max_model_len=True,
+    )

@@ -1,35 +1,42 @@
 """What `tui-tuner validate` prints: a configuration's study, constraints and search space, and
-with ``--dry-run`` the exact commands a study would run. Starts nothing."""
+with ``--dry-run`` the exact commands a study would run. Starts nothing.
+
+Every value from the file goes through `escape`: ``options: [auto, fp8]`` is text to print, not
+Rich markup to read.
+"""
 
 from __future__ import annotations
 
+import itertools
 import shlex
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from tui_tuner.core.commands import API_KEY_ENV, load_for, serve_command, server_argv
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.space import split_params
+from tui_tuner.core.vllm_rules import CROSS_FIELD_FLAGS, Violation, given_violations
 
-__all__ = ["print_validation"]
+__all__ = ["print_validation", "rejected_by_vllm"]
 
 
 def print_validation(
     console: Console, config_path: Path, c: StudyConfig, problems: list[str], *, dry_run: bool
 ) -> None:
     """What `tui-tuner validate` prints of a configuration that loaded: its study, constraints
-    and space, the ``problems`` that would make every trial fail as warnings, and with
-    ``dry_run`` the commands a study would run."""
-    console.print(f"{config_path}: valid")
+    and space, the ``problems`` that would make every trial fail and the configurations vLLM
+    would refuse as warnings, and with ``dry_run`` the commands a study would run."""
+    console.print(f"{escape(str(config_path))}: valid", soft_wrap=True)
     console.print(
-        f"  study {c.study.name}: objective {c.objective.kind}, sampler {c.study.sampler}, "
-        f"trials {c.study.n_trials or '-'}, time budget "
+        f"  study {escape(c.study.name)}: objective {c.objective.kind}, sampler "
+        f"{c.study.sampler}, trials {c.study.n_trials or '-'}, time budget "
         f"{f'{c.study.time_budget_s:g} s' if c.study.time_budget_s else '-'}, baseline "
         f"{'on' if c.study.baseline else 'off'}"
     )
     for term in c.objective.sla:
-        console.print(f"  constraint: {term.metric} <= {term.limit:g}")
+        console.print(f"  constraint: {escape(term.metric)} <= {term.limit:g}")
     if c.objective.latency_vs_baseline:
         console.print("  constraint: p95 request latency <= the baseline's")
     size = c.space.size()
@@ -37,13 +44,66 @@ def print_validation(
     console.print(f"  search space: {len(c.space.enabled())} parameters, {count}")
     for p in c.space:
         state = "" if p.enabled else " (disabled)"
-        console.print(f"    {p.key}: {p.kind} {p.describe()}{state}")
+        console.print(f"    {escape(p.key)}: {p.kind} {escape(p.describe())}{state}")
     for note in c.notes:
-        console.print(f"  [cyan]note:[/] {note}")
+        console.print(f"  [cyan]note:[/] {escape(note)}")
     for problem in problems:
-        console.print(f"  [yellow]warning:[/] {problem}")
+        console.print(f"  [yellow]warning:[/] {escape(problem)}")
+    rejected = rejected_by_vllm(c)
+    if rejected is not None:
+        console.print(f"  [yellow]warning:[/] {escape(rejected)}")
     if dry_run:
         _dry_run(console, c)
+
+
+#: Past this many combinations of the flags vLLM cross-checks, `rejected_by_vllm` says nothing.
+MAX_COMBINATIONS = 100_000
+
+
+def rejected_by_vllm(c: StudyConfig) -> str | None:
+    """How many configurations of the space vLLM is sure to refuse at start-up, with an example
+    (None: none, or too many to count). Such a trial fails as invalid_args after a server
+    start; a study can still run, but a space where half the points can only fail wastes half
+    its budget."""
+    checked = [
+        p for p in c.space.enabled() if p.key in CROSS_FIELD_FLAGS and p.choices() is not None
+    ]
+    if not checked:
+        return None
+    rest = 1
+    for p in c.space.enabled():
+        if p not in checked:
+            rest *= p.count() or 0  # 0: a continuous parameter, no finite count
+    combos = 1
+    for p in checked:
+        combos *= len(p.choices() or ())
+    if combos > MAX_COMBINATIONS:
+        return None
+    fixed = {k: v for k, v in c.server.flags.items() if k in CROSS_FIELD_FLAGS}
+    bad = 0
+    example: tuple[dict[str, object], Violation] | None = None
+    for values in itertools.product(*(p.choices() or () for p in checked)):
+        chosen: dict[str, object] = {p.key: v for p, v in zip(checked, values, strict=True)}
+        found = given_violations({**fixed, **chosen})
+        if found:
+            bad += 1
+            example = example or (chosen, found[0])
+    if example is None:
+        return None
+    chosen, violation = example
+    shown = " ".join(
+        f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in chosen.items()
+    )
+    reason = violation.message.split(". ")[0].rstrip(".")
+    if rest:
+        total = f"{bad * rest:,} of its {combos * rest:,} configurations"
+    else:
+        names = ", ".join(p.key for p in checked)
+        total = f"{bad:,} of the {combos:,} combinations of {names}"
+    return (
+        f"vLLM would reject {total} at start-up (each such trial fails as invalid_args), "
+        f"e.g. {shown}: {reason}"
+    )
 
 
 def _dry_run(console: Console, c: StudyConfig) -> None:
@@ -59,7 +119,7 @@ def _dry_run(console: Console, c: StudyConfig) -> None:
     for label, params in (("baseline", {}), ("a trial", mid)):
         argv = server_argv(c.server, split_params(params), host=c.server.host, port=8000)
         env = f"{API_KEY_ENV}='<random per trial>' " if c.server.api_key else ""
-        console.print(f"  {label} server: {env}{shlex.join(argv)}", soft_wrap=True)
+        console.print(f"  {label} server: {env}{escape(shlex.join(argv))}", soft_wrap=True)
     streams, rate = load_for(c.workload, split_params(mid))
     load = (
         f"{streams} concurrent streams" if c.workload.profile == "concurrent" else f"{rate} req/s"
@@ -68,4 +128,4 @@ def _dry_run(console: Console, c: StudyConfig) -> None:
         f"  load: GuideLLM {c.workload.profile}, {load}, {c.workload.warmup_s:g} s warmup + "
         f"{c.workload.duration_s:g} s measured, x{c.workload.repeats}"
     )
-    console.print(f"  export would read: {serve_command(c.server, mid)}", soft_wrap=True)
+    console.print(f"  export would read: {escape(serve_command(c.server, mid))}", soft_wrap=True)
