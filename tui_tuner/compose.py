@@ -86,6 +86,8 @@ async def run_study(
 
         await asyncio.to_thread(lambda: setup.store)  # open the storage off the event loop
         setup.store.pid_alive = pid_alive
+        for notice in setup.notices:  # what the study's set-up changed or assumed
+            emit(notice)
         if not gpus.available:
             emit(Notice("info", f"GPU memory checks off: {gpus.reason}"))
 

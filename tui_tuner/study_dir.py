@@ -33,6 +33,7 @@ from pathlib import Path
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.config_load import load_config, load_space
 from tui_tuner.core.errors import UserError
+from tui_tuner.core.events import Notice
 from tui_tuner.core.space import SearchSpace
 from tui_tuner.engine.study import StudyStore, default_storage_url
 
@@ -158,8 +159,11 @@ class StudySetup:
         store: StudyStore | None = None,
         *,
         storage_url: str | None = None,
+        notices: Sequence[Notice] = (),
     ) -> None:
         self.config, self.study_dir, self._store = config, study_dir, store
+        #: Said when the study starts (`compose.run_study` emits them to the display).
+        self.notices = tuple(notices)
         self.storage_url = storage_url or (
             store.storage_url if store is not None else default_storage_url(study_dir)
         )
@@ -244,12 +248,18 @@ def _prepare(
     """Create or reopen the study directory (owner-only) and hold it; keep its configuration
     and the command-line settings that amend it (so `resume` runs the same study)."""
     server = replace(config.server, command=resolve_command(config.server.command))
+    notices = []
     if server.simulated and not Path(server.model).exists():
         from tui_tuner.sim.tiny_model import ensure_tiny_model
 
-        # The simulated server needs no weights, but GuideLLM needs a tokenizer that works
-        # offline: the generated tiny model provides one.
-        server = replace(server, model=str(ensure_tiny_model(CACHE / "tiny-llama").path))
+        # The simulated server needs no weights, but it and GuideLLM need a tokenizer that works
+        # offline: the generated tiny model's. The model keeps the name the user gave (served,
+        # and written by exports).
+        tiny = str(ensure_tiny_model(CACHE / "tiny-llama").path)
+        server = replace(server, extra_args=(*server.extra_args, "--sim-tokenizer", tiny))
+        if config.workload.tokenizer is None:
+            config = replace(config, workload=replace(config.workload, tokenizer=tiny))
+        notices.append(_tiny_tokenizer_notice(server.model, tiny))
     config = replace(config, server=server)
     directory.create()
     directory.hold()
@@ -258,7 +268,18 @@ def _prepare(
     if overrides:
         directory.save_overrides(overrides)
     url = config.study.storage or default_storage_url(directory.path)
-    return StudySetup(config, directory.path, storage_url=url)
+    return StudySetup(config, directory.path, storage_url=url, notices=notices)
+
+
+def _tiny_tokenizer_notice(model: str, tiny: str) -> Notice:
+    """A path that is not there is probably a mistake (a warning); a name is the usual case."""
+    uses = (
+        f"the simulated server and GuideLLM count tokens with the generated tiny model's "
+        f"tokenizer ({tiny}); the model keeps its name, and exports write {model}"
+    )
+    if Path(model).is_absolute() or model.startswith((".", "~")):
+        return Notice("warning", f"server.model {model} does not exist: {uses}")
+    return Notice("info", f"server.model {model} is not a local directory: {uses}")
 
 
 def resolve_command(command: Sequence[str]) -> tuple[str, ...]:

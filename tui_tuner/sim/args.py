@@ -28,6 +28,8 @@ class SimOptions:
     seed: int
     gpu_busy_gib: float
     noise: float
+    #: A directory whose tokenizer.json counts tokens instead of MODEL's (None: MODEL's).
+    tokenizer: Path | None = None
 
 
 class _VllmParser(argparse.ArgumentParser):
@@ -144,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="relative standard deviation of step times (0 = exact)",
     )
+    sim.add_argument(
+        "--sim-tokenizer",
+        type=Path,
+        default=None,
+        help="count tokens with this directory's tokenizer.json (default: MODEL's, when MODEL "
+        "is a directory); the served model keeps MODEL's name",
+    )
     return parser
 
 
@@ -210,5 +219,6 @@ def parse(argv: Sequence[str]) -> tuple[ServeArgs, SimOptions, set[str]]:
         seed=ns.sim_seed,
         gpu_busy_gib=ns.sim_gpu_busy_gib,
         noise=ns.sim_noise,
+        tokenizer=ns.sim_tokenizer,
     )
     return args, sim, given

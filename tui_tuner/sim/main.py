@@ -211,7 +211,7 @@ class SimServer:
         except StartupFailure as failure:
             self.log.raw(failure.text)
             return failure.code
-        codec = TokenCodec(self.args.model, self.sim.seed)
+        codec = TokenCodec(str(self.sim.tokenizer or self.args.model), self.sim.seed)
         self.log.info("tokens.py:1", f"Counting prompt tokens with {codec.source}")
         crash = load_crash(cfg, plan)
         replicas = [
