@@ -289,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument(
         "directory", metavar="DIR", help="where to write it (created; an empty or tiny-model one)"
     )
-    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    tiny.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="seed of the random weights (default: 0)"
+    )
     tiny.add_argument("--overwrite", action="store_true", help="rewrite even if up to date")
     tune = _command(
         sub,
