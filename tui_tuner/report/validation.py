@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import itertools
 import shlex
+import textwrap
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from tui_tuner.core.commands import API_KEY_ENV, load_for, serve_command, server_argv
 from tui_tuner.core.config import StudyConfig
@@ -46,14 +48,21 @@ def print_validation(
         state = "" if p.enabled else " (disabled)"
         console.print(f"    {escape(p.key)}: {p.kind} {escape(p.describe())}{state}")
     for note in c.notes:
-        console.print(f"  [cyan]note:[/] {escape(note)}")
-    for problem in problems:
-        console.print(f"  [yellow]warning:[/] {escape(problem)}")
+        _labelled(console, "note:", "cyan", note)
     rejected = rejected_by_vllm(c)
-    if rejected is not None:
-        console.print(f"  [yellow]warning:[/] {escape(rejected)}")
+    for problem in [*problems, *([rejected] if rejected else [])]:
+        _labelled(console, "warning:", "yellow", problem)
     if dry_run:
         _dry_run(console, c)
+
+
+def _labelled(console: Console, label: str, style: str, text: str) -> None:
+    """``  label: text``, the text wrapped under itself rather than under the label."""
+    indent = 2 + len(label) + 1
+    lines = textwrap.wrap(text, max(console.width - indent, 30), break_on_hyphens=False)
+    for i, line in enumerate(lines or [""]):
+        head = Text.assemble("  ", (label, style), " ") if i == 0 else Text(" " * indent)
+        console.print(head + Text(line), soft_wrap=True)
 
 
 #: Past this many combinations of the flags vLLM cross-checks, `rejected_by_vllm` says nothing.
