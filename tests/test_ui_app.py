@@ -82,7 +82,7 @@ async def test_a_study_runs_to_the_end_and_the_screen_follows(tmp_path: Path) ->
         table = app.query_one(TrialTable)
         assert table.row_count == 4
         header = str(app.query_one("#header").render())
-        assert "finished" in header and "trials 4/4" in header and "3,200 tok/s" in header
+        assert "finished" in header and "measured 4 · of 4" in header and "3,200 tok/s" in header
         await pilot.press("q")
     assert app.return_value == 0
 
@@ -112,7 +112,7 @@ async def test_a_reopened_study_shows_its_trials_before_the_engine_has_opened_it
         await until(pilot, lambda: table.row_count == 4)
         header = str(again.query_one("#header").render())
         assert again.orchestrator is None and "starting" in header
-        assert "trials 4/4" in header and "3,200 tok/s" in header
+        assert "measured 4 · of 4" in header and "3,200 tok/s" in header
         gate.set()
         await until(pilot, lambda: again.outcome is not None)
         await pilot.pause(0.3)
@@ -290,3 +290,103 @@ async def test_a_failed_save_says_so(tmp_path: Path) -> None:
         titles = [str(n.title) for n in app._notifications]
         assert "saving a file failed" in titles
         await pilot.press("q")
+
+
+async def test_an_edit_with_no_trial_left_says_when_it_applies(tmp_path: Path) -> None:
+    """Issue 14: "applies from the next trial" was shown while the last trial ran."""
+    from dataclasses import replace
+
+    from tui_tuner.core.space import SearchSpace
+
+    app = make_app(tmp_path, make_config(tmp_path, [SLOW], n_trials=2), Fakes())
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, slow_trial_measuring(app))  # the baseline ran: this is the last
+        assert app.model.trials_left() == 0
+        orch = app.orchestrator
+        assert orch is not None
+        await pilot.press("e")
+        editor = app.screen
+        assert isinstance(editor, SpaceEditor)
+        param = orch.space.params[0]
+        editor.dismiss(SearchSpace((replace(param, options=(SLOW, 32)),)))
+        await until(pilot, lambda: any("search space" in str(n.message)
+                                       for n in app._notifications))  # fmt: skip
+        said = " ".join(str(n.message) for n in app._notifications)
+        assert "applies from the next trial" not in said
+        assert "no trial is left" in said and "--trials" in said
+        await pilot.press("q")
+
+
+async def test_the_palette_has_one_quit_and_it_is_the_clean_one(tmp_path: Path) -> None:
+    """Issue 14: Textual's own Quit (leave at once) came first and left the trial RUNNING."""
+    app = make_app(tmp_path, make_config(tmp_path, [8]), Fakes())
+    async with app.run_test(size=(120, 36)) as pilot:
+        quits = [c for c in app.get_system_commands(app.screen) if "quit" in c.title.lower()]
+        assert len(quits) == 1 and quits[0].callback == app.action_quit_study
+        await until(pilot, lambda: app.outcome is not None)
+        await pilot.press("q")
+
+
+async def test_brackets_in_names_values_logs_and_messages_are_shown_as_they_are(
+    tmp_path: Path,
+) -> None:
+    """Issue 14: every user value that reaches Textual's markup is escaped (or is Text)."""
+    from tui_tuner.core.events import (
+        LogLine,
+        Notice,
+        StudyStarted,
+        TrialFinished,
+        TrialStarted,
+    )
+    from tui_tuner.core.trial import TrialRecord
+    from tui_tuner.ui.screens.dialogs import ConfirmPrune
+
+    config = make_config(tmp_path, [8])
+    from dataclasses import replace
+
+    config = replace(config, study=replace(config.study, name="[b]study[/b]"))
+    store = StudyStore(config, default_storage_url(tmp_path))
+    params = {"max_num_seqs": "[red]8[/red]", "[i]x": "[/]"}
+    failed = TrialRecord(1, "failed", params, failure={"class": "oom", "message": "bad [/] [x]",
+                                                       "tail": ["[link=x]t[/link]"]})  # fmt: skip
+
+    async def engine(setup: StudySetup, emit: Callable[[Event], None],
+                     attach: Callable[[Orchestrator], None]) -> StudyOutcome:  # fmt: skip
+        emit(StudyStarted("[b]study[/b]", "throughput", "s", str(tmp_path), 3, None, False, 0))
+        emit(TrialStarted(1, params, False, ("vllm", "[x]"), "d"))
+        emit(LogLine(1, "server", "INFO [bold]not bold[/bold] [/]"))
+        emit(Notice("warning", "a warning with [/] and [red]"))
+        await asyncio.sleep(0.5)
+        emit(TrialFinished(failed))
+        await asyncio.sleep(30)
+        raise AssertionError("not reached")
+
+    app = TunerApp(StudySetup(config, tmp_path, store), engine)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await until(pilot, lambda: app.model.running is not None)
+        await pilot.pause(0.4)
+        app._open_detail(1)  # the running trial's detail
+        await pilot.pause(0.2)
+        app.screen.dismiss(None)
+        app.push_screen(ConfirmPrune(1, "max_num_seqs=[red]8[/red] [/]"))
+        await pilot.pause(0.2)
+        shown = "\n".join("".join(seg.text for seg in strip)
+                          for strip in app.screen._compositor.render_strips())  # fmt: skip
+        assert "max_num_seqs=[red]8[/red] [/]" in shown
+        await pilot.press("n")
+        await until(pilot, lambda: 1 in app.model.records)
+        await pilot.pause(0.3)
+        shown = "\n".join("".join(seg.text for seg in strip)
+                          for strip in app.screen._compositor.render_strips())  # fmt: skip
+        assert "[b]study[/b]" in shown
+        assert "max_num_seqs=[red]8[/red] [i]x=[/]" in shown
+        assert "INFO [bold]not bold[/bold] [/]" in shown
+        assert any("a warning with [/] and [red]" in str(n.message) for n in app._notifications)
+        app._open_detail(1)
+        await pilot.pause(0.3)
+        shown = "\n".join("".join(seg.text for seg in strip)
+                          for strip in app.screen._compositor.render_strips())  # fmt: skip
+        assert "bad [/] [x]" in shown and "[link=x]t[/link]" in shown
+        for worker in app.workers:
+            worker.cancel()
+        app.exit(0)

@@ -40,12 +40,12 @@ def test_no_gpu_state_says_why_once_and_short() -> None:
     """Issue 14: three lines of "NVML Shared Library Not Found" became one short line, so
     the room goes to the figures."""
     lines = render_gpu_lines(NO_GPU, None, 24, 10)
-    assert [line.plain for line in lines] == ["no GPU: no NVML library"]
+    assert [line.plain for line in lines] == ["no GPU: NVML missing"]
     closed = _plain(render_gpu_lines(GpuState(False, "NVML was closed", ()), None, 80, 10))
     assert closed == "no GPU: NVML was closed"
     # With the simulator's figures below it, the section still takes a single line.
     both = render_gpu_lines(NO_GPU, SIM, 24, 10)
-    assert both[0].plain == "no GPU: no NVML library" and both[1].plain == ""
+    assert both[0].plain == "no GPU: NVML missing" and both[1].plain == ""
     assert both[2].plain.startswith("SIMULATED H100")
 
 

@@ -286,3 +286,45 @@ def test_read_tail(tmp_path: Path) -> None:
     small = tmp_path / "small.log"
     small.write_text("a\nb")
     assert read_tail(str(small), 10) == (["a", "b"], False)
+
+
+async def test_long_lines_wrap_instead_of_being_cut_mid_figure() -> None:
+    """Issue 14: `Avg prompt throughput: 4888.3 tokens/s, Avg generatio` was all one saw."""
+    model = _model()
+    panel = LogPanel()
+    async with PanelApp(panel).run_test(size=(60, 20)) as pilot:
+        _start(model, 0)
+        line = (
+            "(APIServer pid=5288) INFO 12-03 12:58:44 [loggers.py:275] Engine 000: Avg "
+            "prompt throughput: 4888.3 tokens/s, Avg generation throughput: 2443.1 tokens/s"
+        )
+        _lines(model, 0, "server", [line, "short"])
+        panel.update_from(model)
+        await pilot.pause()
+        lines = list(panel.server_log.lines)
+        width = panel.server_log.scrollable_content_region.width
+        assert all(len(text) <= width for text in lines)
+        assert lines[-1] == "short" and len(lines) > 2
+        assert lines[1].startswith("  ")  # a continuation is indented
+        joined = " ".join(text.strip() for text in lines)
+        assert "4888.3 tokens/s" in joined and "2443.1 tokens/s" in joined
+
+
+async def test_one_log_at_a_time_and_guidellm_is_a_key_away() -> None:
+    model = _model()
+    panel = LogPanel()
+    async with PanelApp(panel).run_test(size=(100, 30)) as pilot:
+        _start(model, 0)
+        _lines(model, 0, "server", ["s1"])
+        _lines(model, 0, "guidellm", ["g1"])
+        panel.update_from(model)
+        await pilot.pause()
+        assert panel.server_log.display and not panel.guidellm_log.display
+        assert panel.server_log.outer_size.height == 30  # the whole panel
+        panel.show_source("guidellm")
+        await pilot.pause()
+        assert panel.guidellm_log.display and not panel.server_log.display
+        assert list(panel.guidellm_log.lines) == ["g1"]
+        panel.show_source("server")
+        await pilot.pause()
+        assert panel.server_log.display and not panel.guidellm_log.display

@@ -40,6 +40,7 @@ from tui_tuner.ui.screens.dialogs import ConfirmPrune, HelpScreen
 from tui_tuner.ui.screens.editor import SpaceEditor
 from tui_tuner.ui.themes import load_theme, theme_names
 from tui_tuner.ui.widgets.gpu import GpuPanel
+from tui_tuner.ui.widgets.live import TrialLive
 from tui_tuner.ui.widgets.logs import LogPanel
 from tui_tuner.ui.widgets.pareto import ParetoPlot
 from tui_tuner.ui.widgets.trial_table import TrialTable
@@ -66,14 +67,16 @@ class EngineEvents(Message):
 class TunerApp(App[int]):
     CSS_PATH = "tuner.tcss"
     TITLE = "tui-tuner"
+    # Short words: the footer must show every key, `? Help` included, at 80 columns.
     BINDINGS = [
-        Binding("p", "toggle_pause", "Pause/Resume"),
+        Binding("p", "toggle_pause", "Pause"),
         Binding("P", "pause_now", "Pause now", show=False),
         Binding("x", "prune", "Prune"),
-        Binding("e", "edit_space", "Edit space"),
-        Binding("s", "export", "Export best"),
+        Binding("e", "edit_space", "Edit"),
+        Binding("s", "export", "Export"),
         Binding("enter", "detail", "Detail", show=False),
         Binding("l", "switch_logs", "Logs"),
+        Binding("g", "guidellm_log", "GuideLLM"),
         Binding("q", "quit_study", "Quit"),
         Binding("question_mark", "help", "Help"),
     ]
@@ -113,10 +116,12 @@ class TunerApp(App[int]):
             yield TrialTable(id="trials")
             yield ParetoPlot(id="pareto")
         with Horizontal(id="bottom"):
-            yield LogPanel(id="logs")
+            with Vertical(id="left"):
+                yield TrialLive(id="live")
+                yield LogPanel(id="logs")
             with Vertical(id="side"):
                 yield GpuPanel(id="gpu")
-        yield Footer()
+        yield Footer(compact=True)
 
     async def on_mount(self) -> None:
         self.theme = self._theme_name
@@ -126,6 +131,7 @@ class TunerApp(App[int]):
             self.query_one(LogPanel),
         )
         self._gpu = self.query_one(GpuPanel)
+        self._live = self.query_one(TrialLive)
         self._panels[0].focus()
         self.set_interval(0.1, self._tick)
         self._open_study()  # a first look at the stored trials, then the engine starts
@@ -187,26 +193,30 @@ class TunerApp(App[int]):
                 continue
             if isinstance(event, ServerFiguresRead):
                 self._gpu.update_figures(event.figures)
+                self.model.apply(event)  # the running trial's live plot
                 continue
             self.model.apply(event)
             if isinstance(event, Notice):
                 severity = {"info": "information", "warning": "warning", "error": "error"}
                 level = severity[event.level]
-                self.notify(event.text, severity=level, timeout=8)  # type: ignore[arg-type]
+                self.notify(event.text, severity=level, timeout=8,  # type: ignore[arg-type]
+                            markup=False)  # fmt: skip
             elif isinstance(event, StudyFinished):
-                self.notify(f"study finished: {event.reason}", timeout=15)
+                self.notify(f"study finished: {event.reason}", timeout=15, markup=False)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "engine":
             if event.state == WorkerState.ERROR:  # an export or a save that failed says so
                 what = {"files": "saving a file", "open": "opening the study"}
                 title = f"{what.get(event.worker.group, event.worker.group)} failed"
-                self.notify(str(event.worker.error), title=title, severity="error", timeout=15)
+                self.notify(str(event.worker.error), title=title, severity="error", timeout=15,
+                            markup=False)  # fmt: skip
             return
         if event.state == WorkerState.ERROR:
             self.error = str(event.worker.error)
             self.model.state, self.model.reason = "error", self.error
-            self.notify(self.error, title="the study stopped", severity="error", timeout=60)
+            self.notify(self.error, title="the study stopped", severity="error", timeout=60,
+                        markup=False)  # fmt: skip
         if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             self.model.finished_at = self.model.finished_at or time.monotonic()
             if self._quitting:
@@ -219,7 +229,7 @@ class TunerApp(App[int]):
     # -- drawing ---------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        header = header_text(self.model)
+        header = header_text(self.model, self.size.width)
         if header.plain != self._header_plain:  # the clock changes once a second, not ten times
             self._header_plain = header.plain
             self.query_one("#header", Static).update(header, layout=False)
@@ -227,6 +237,7 @@ class TunerApp(App[int]):
         table.update_from(self.model)
         plot.update_from(self.model)
         logs.update_from(self.model)
+        self._live.update_from(self.model)
 
     # -- commands --------------------------------------------------------------------------
 
@@ -279,7 +290,7 @@ class TunerApp(App[int]):
                 return
             orch.set_space(space)
             self._save_space(space)
-            self.notify("search space changed: it applies from the next trial", timeout=5)
+            self.notify(space_applies_text(self.model), timeout=8)
 
         self.push_screen(SpaceEditor(orch.space, fixed), apply)
 
@@ -300,7 +311,7 @@ class TunerApp(App[int]):
                                   severity="warning")  # fmt: skip
             return
         text = f"trial {done.trial} exported:\n{done.command_path}\n{done.config_path}"
-        self.call_from_thread(self.notify, text, title="export", timeout=12)
+        self.call_from_thread(self.notify, text, title="export", timeout=12, markup=False)
 
     def action_detail(self) -> None:
         number = self.query_one(TrialTable).selected_number()
@@ -331,6 +342,10 @@ class TunerApp(App[int]):
         else:
             logs.show_trial(None, self.model)
 
+    def action_guidellm_log(self) -> None:
+        logs = self.query_one(LogPanel)
+        logs.show_source("server" if logs.source == "guidellm" else "guidellm")
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
@@ -359,7 +374,11 @@ class TunerApp(App[int]):
         self.notify("stopping the running trial; the study stays resumable (q again: at once)")
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        # Textual's own "Quit" leaves at once: the running trial would stay RUNNING in the
+        # storage. The palette has one Quit, the clean one below.
+        for command in super().get_system_commands(screen):
+            if command.callback != self.action_quit:
+                yield command
         for title, help_text, action in (
             ("Pause or resume", "pause after the running trial, or resume", "toggle_pause"),
             ("Pause now", "stop the running trial; it runs again on resume", "pause_now"),
@@ -368,9 +387,22 @@ class TunerApp(App[int]):
             ("Export the best configuration", "vllm serve command and vLLM YAML", "export"),
             ("Trial detail", "everything about the selected trial", "detail"),
             ("Switch logs", "follow the running trial or show the selected one", "switch_logs"),
+            ("GuideLLM's raw log", "show it instead of the server's, or back", "guidellm_log"),
             ("Quit", "stop cleanly; the study stays resumable", "quit_study"),
         ):
             yield SystemCommand(title, help_text, getattr(self, f"action_{action}"))
+
+
+def space_applies_text(model: StudyModel) -> str:
+    """What an edited search space changes, said truly: with no trial left in this run's
+    budget, nothing runs under it until the study is resumed with more trials."""
+    left = model.trials_left()
+    if left is None or left > 0:
+        return "search space changed: it applies from the next trial"
+    return (
+        "search space saved; no trial is left in this run's budget, so it applies when the "
+        "study is resumed with more trials (tui-tuner resume DIR --trials N)"
+    )
 
 
 def _short(params: dict[str, object]) -> str:

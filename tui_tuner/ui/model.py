@@ -38,7 +38,7 @@ LOG_LINES_KEPT = 2000
 #: Readings of the running trial's throughput kept for its live plot (about one a second).
 RATES_KEPT = 240
 #: Time constant of the time-left estimate's smoothing: a new trial's duration moves the
-#: estimate by about 1 - e^(-dt/ETA_SMOOTH_S) of the gap per dt seconds, not at once.
+#: typical duration by 1 - e^(-dt/ETA_SMOOTH_S) of the gap in dt seconds, not at once.
 ETA_SMOOTH_S = 90.0
 #: Finished trials whose logs stay in memory (older ones are read from their files on demand).
 TRIAL_LOGS_KEPT = 8
@@ -94,14 +94,15 @@ class RunningTrial:
 
 @dataclass(frozen=True)
 class Counts:
-    """Every trial the table shows, by what it counts as. ``measured + failed + pruned`` is
-    what the budget counts (``counts_against_budget``); interrupted trials run again and
-    duplicates reuse another trial's result, so neither counts."""
+    """Every finished trial the table shows, by what it counts as. ``measured + failed +
+    pruned`` is what the budget counts (``counts_against_budget``); a trial that runs again
+    (interrupted, or failed for reasons outside its flags) counts when it runs again, and a
+    duplicate reuses another trial's result, so neither counts."""
 
     measured: int = 0
     failed: int = 0
     pruned: int = 0
-    interrupted: int = 0
+    again: int = 0
     duplicates: int = 0
 
     @property
@@ -140,7 +141,7 @@ class StudyModel:
     _row_changed: dict[int, int] = field(default_factory=dict)
     _best_cache: tuple[int, list[TrialRecord]] | None = None
     _baseline_cache: tuple[int, TrialRecord | None] | None = None
-    #: The time-left estimate last shown, and when (``eta_s`` smooths it).
+    #: The typical trial duration ``eta_s`` last used, and when (it is smoothed in time).
     _eta: tuple[float, float] | None = None
 
     # -- input -----------------------------------------------------------------------------
@@ -170,9 +171,10 @@ class StudyModel:
         if isinstance(event, ServerFiguresRead):
             run, figures = self.running, event.figures
             rate = None if figures is None else figures.generation_tok_s
-            if run is not None and event.number == run.number and rate is not None:
-                if not math.isnan(rate) and run.phase in ("warmup", "measuring"):
-                    run.add_rate(rate, from_server=True)
+            if run is None or event.number != run.number or rate is None or math.isnan(rate):
+                return
+            if run.phase in ("warmup", "measuring"):
+                run.add_rate(rate, from_server=True)
             return
         self.version += 1
         if isinstance(event, StudyStarted):
@@ -242,19 +244,19 @@ class StudyModel:
 
     def counts(self) -> Counts:
         """The finished trials by kind; they add up to the finished rows of the table."""
-        measured = failed = pruned = interrupted = duplicates = 0
+        measured = failed = pruned = again = duplicates = 0
         for r in self.records.values():
             if r.duplicate_of is not None:
                 duplicates += 1
-            elif r.interrupted:
-                interrupted += 1
+            elif not counts_against_budget(r):
+                again += 1
             elif r.state == "complete":
                 measured += 1
             elif r.state == "failed":
                 failed += 1
-            elif r.state == "pruned":
+            else:
                 pruned += 1
-        return Counts(measured, failed, pruned, interrupted, duplicates)
+        return Counts(measured, failed, pruned, again, duplicates)
 
     def trials_left(self) -> int | None:
         """Trials the budget still allows after the finished ones and the running one."""
@@ -291,35 +293,40 @@ class StudyModel:
         return end - self.started
 
     def eta_s(self, now: float | None = None) -> float | None:
-        """Time left, smoothed: it counts down by the clock and moves towards a new estimate
-        (``raw_eta_s``) gradually, so one short failed trial or one slow start does not make
-        it jump (it once went from 4:12 to 1:38 within 40 s). None if unknown."""
+        """Time left: the trials left times a typical trial's duration, less what the running
+        one has done. The typical duration (the median) is smoothed in time, so one short
+        failed trial or one slow start moves the estimate gradually instead of at once (it
+        jumped from 4:12 to 1:38 within 40 s); the clock still counts down. None if unknown."""
         now = time.monotonic() if now is None else now
-        raw = self.raw_eta_s(now)
-        if raw is None or raw == 0.0:
-            self._eta = None if raw is None else (0.0, now)
+        return self._eta_with(self._typical_s(now, smooth=True), now)
+
+    def raw_eta_s(self, now: float | None = None) -> float | None:
+        """The estimate without smoothing (what ``eta_s`` moves towards)."""
+        now = time.monotonic() if now is None else now
+        return self._eta_with(self._typical_s(now, smooth=False), now)
+
+    def _eta_with(self, typical: float | None, now: float) -> float | None:
+        if self.n_trials is None or typical is None:
+            return None
+        left = max(0, self.n_trials - self.counted)
+        running = 0.0
+        if self.running is not None and left:
+            running = min(typical, max(0.0, now - self.running.started))
+        return max(0.0, left * typical - running)
+
+    def _typical_s(self, now: float, *, smooth: bool) -> float | None:
+        durations = [r.timings["total"] for r in self.finished if "total" in r.timings]
+        if not durations:
+            if smooth:
+                self._eta = None
+            return None
+        raw = statistics.median(durations)
+        if not smooth:
             return raw
         if self._eta is None:
             self._eta = (raw, now)
             return raw
         shown, at = self._eta
-        dt = max(0.0, now - at)
-        counted_down = max(0.0, shown - dt)
-        value = counted_down + (raw - counted_down) * (1.0 - math.exp(-dt / ETA_SMOOTH_S))
+        value = shown + (raw - shown) * (1.0 - math.exp(-max(0.0, now - at) / ETA_SMOOTH_S))
         self._eta = (value, now)
         return value
-
-    def raw_eta_s(self, now: float | None = None) -> float | None:
-        """Time left by the median duration of this study's trials (None if unknown)."""
-        if self.n_trials is None:
-            return None
-        durations = [r.timings["total"] for r in self.finished if "total" in r.timings]
-        if not durations:
-            return None
-        now = time.monotonic() if now is None else now
-        left = max(0, self.n_trials - self.counted)
-        typical = statistics.median(durations)
-        running = 0.0
-        if self.running is not None and left:
-            running = min(typical, max(0.0, now - self.running.started))
-        return max(0.0, left * typical - running)

@@ -12,7 +12,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from tui_tuner.core.trial import PHASES, TrialRecord
-from tui_tuner.ui.model import StudyModel
+from tui_tuner.ui.header import gain_words
+from tui_tuner.ui.model import StudyModel, spread_pct
 
 __all__ = ["TrialDetail", "detail_text"]
 
@@ -45,15 +46,29 @@ def detail_text(record: TrialRecord, model: StudyModel) -> str:
                 lines.append(f"  {name:<26} {_unit(name, value)}")
         gain = model.gain(r)
         if gain is not None and not r.baseline:
-            lines.append(f"  gain over the baseline: {gain.describe()}")
+            # Better is always a plus: a p95 latency 2.3% higher reads "2% worse", not "+2.3%".
+            tok, tok_style = gain_words(gain.output_tok_s_pct, lower_is_better=False,
+                                        name="output tok/s")  # fmt: skip
+            p95, p95_style = gain_words(gain.request_latency_p95_pct, lower_is_better=True,
+                                        name="p95 latency")  # fmt: skip
+            lines.append(f"  against the baseline: [{tok_style or 'default'}]{tok}[/], "
+                         f"[{p95_style or 'default'}]{p95}[/]")  # fmt: skip
         if r.repeats_output_tok_s:
             runs = ", ".join(f"{v:,.1f}" for v in r.repeats_output_tok_s)
-            lines.append(f"  output tok/s of each repeat: {runs} (the median is kept)")
+            spread = spread_pct(r.repeats_output_tok_s)
+            noise = "" if spread is None else f", spread ±{spread:.1f}%"
+            lines.append(f"  output tok/s of each repeat: {runs} (the median is kept{noise})")
         if r.client_limited:
             lines.append("  [yellow]GuideLLM could not keep the load: the figure may be low[/]")
         for key, value in r.constraints.items():
             ok = "met" if value <= 0 else "[red]missed[/]"
             lines.append(f"  constraint {escape(key)}: {value:+,.2f} ({ok})")
+    if r.state == "pruned" and r.partial.get("output_tok_s"):
+        p = r.partial
+        lines += ["", "[b]Partial figures[/b] (when it was pruned; not a measurement)"]
+        lines.append(f"  {p.get('output_tok_s', 0):,.0f} output tok/s after "
+                     f"{p.get('elapsed_s', 0):.0f} s, {int(p.get('successful', 0))} requests, "
+                     f"{int(p.get('errored', 0))} errors")  # fmt: skip
     if r.failure:
         lines += ["", f"[b][red]Failure[/red][/b]: {escape(str(r.failure.get('class')))}"]
         lines.append(f"  {escape(str(r.failure.get('message', '')))}")

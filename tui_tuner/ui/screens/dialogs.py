@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -26,7 +27,7 @@ class ConfirmPrune(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Static(
-                f"Prune trial {self.number} ({self.what})?\n\n"
+                f"Prune trial {self.number} ({escape(self.what)})?\n\n"
                 "Its server and load generator are stopped now and the trial is recorded as "
                 "pruned with what was measured so far.\n\n"
                 "[b]y[/b] prune   [b]n[/b] / [b]esc[/b] keep it running"
@@ -36,23 +37,25 @@ class ConfirmPrune(ModalScreen[bool]):
         self.dismiss(yes)
 
 
+# At most 70 columns a line: the dialog is 72 wide at 80 columns, and a wrapped line pushed
+# the last ones out of an 80x24 screen. The dialog scrolls if the screen is smaller still.
 HELP = """\
 [b]tui-tuner keys[/b]
-
-  [b]p[/b]      pause after the running trial; press again to resume
-  [b]P[/b]      pause now: stop the running trial (it runs again on resume)
-  [b]x[/b]      prune the running trial (asks to confirm with [b]y[/b])
-  [b]e[/b]      edit the search space (applies from the next trial)
-  [b]s[/b]      export the best configuration (vllm serve command + vLLM YAML config)
+  [b]p[/b]      pause after the running trial; again to resume
+  [b]P[/b]      pause now: stop the running trial (it runs again)
+  [b]x[/b]      prune the running trial (confirm with [b]y[/b])
+  [b]e[/b]      edit the search space (from the next trial on)
+  [b]s[/b]      export the best: vllm serve command + vLLM YAML
   [b]enter[/b]  details of the selected trial
-  [b]l[/b]      logs: follow the running trial / show the selected trial's
-  [b]o[/b]      sort the trial table by the next column
-  [b]q[/b]      quit: stops the running trial cleanly; the study stays resumable
-  [b]ctrl+p[/b] command palette (every action)
-  [b]?[/b]      this help
-
-Trials are stored as they finish: quitting or losing the SSH session never loses one.
-Resume with [b]tui-tuner resume STUDY_DIR[/b].
+  [b]l[/b]      logs: follow the running trial / the selected one
+  [b]g[/b]      GuideLLM's raw log instead of the server's, or back
+  [b]o[/b]      sort the table by the next column (▼ best first)
+  [b]q[/b]      quit: stop the running trial cleanly; resumable
+  [b]ctrl+p[/b] command palette     [b]?[/b] this help
+[b]tok/s marks[/b]  [b]![/b] client-limited (may be low)  [b]±[/b] repeat spread
+  [b]~[/b] partial figure of a pruned or running trial (dim)
+Trials are stored as they finish: quitting or losing SSH never
+loses one. Resume with [b]tui-tuner resume STUDY_DIR[/b].
 """
 
 
@@ -60,7 +63,7 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog"):
+        with VerticalScroll(id="dialog", classes="help"):
             yield Static(HELP)
 
     async def action_dismiss(self, result: None = None) -> None:

@@ -175,10 +175,10 @@ def _gpu_section(state: GpuState | None, level: int, width: int) -> list[Text]:
 
 
 def _no_gpu(reason: str) -> str:
-    """Why there are no GPU figures, in one short line ("no GPU: no NVML library")."""
+    """Why there are no GPU figures, in one short line ("no GPU: NVML missing")."""
     reason = reason or "NVML unavailable"
     if "Library Not Found" in reason or "libnvidia-ml" in reason:
-        return "no GPU: no NVML library"
+        return "no GPU: NVML missing"
     for prefix in ("no NVIDIA GPU found (", "NVML: "):
         if reason.startswith(prefix):
             reason = reason.removeprefix(prefix).removesuffix(")")

@@ -1,4 +1,10 @@
-"""The log panel: the vLLM server's log and GuideLLM's, tailed side by side (or stacked).
+"""The log panel: the vLLM server's log, or GuideLLM's raw log (`show_source`, `g` in the app).
+
+One log at a time gets the whole panel: GuideLLM's log is mostly set-up dictionaries, and
+what matters of it while a trial runs is one live line (widgets/live.py); the raw log is a key
+away. Lines longer than the panel is wide are wrapped when they are written (continuation
+lines indented two spaces), so a figure is never cut mid-number; lines written before a resize
+keep their wrapping, and the full log is in the trial's files.
 
 A server can log thousands of lines a second, so the panel never sees lines one by one: the
 model keeps the newest lines of each log in a bounded buffer with a version counter, and the
@@ -20,12 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import textwrap
 import time
 from dataclasses import dataclass
 from itertools import islice
 
 from textual.app import ComposeResult
-from textual.events import Resize
 from textual.widget import Widget
 from textual.widgets import Log
 
@@ -33,7 +39,7 @@ from tui_tuner.ui.log_files import clean_lines, read_tail
 from tui_tuner.ui.model import StudyModel
 from tui_tuner.ui.widgets.tail_log import TailLog
 
-__all__ = ["LOG_SCROLLBACK", "MIN_REPAINT_S", "LogPanel"]
+__all__ = ["LOG_SCROLLBACK", "MIN_REPAINT_S", "LogPanel", "wrap_lines"]
 
 #: Lines each `Log` keeps for scrolling back (the model's buffers keep as many).
 LOG_SCROLLBACK = 2000
@@ -42,8 +48,26 @@ LOG_SCROLLBACK = 2000
 #: (bench/ui_cost.py). Four repaints a second still look live, and nobody reads faster; a line
 #: after a quiet spell is written at the next tick.
 MIN_REPAINT_S = 0.25
-#: Panel width from which the two logs sit side by side (each then gets ~75 columns).
-SIDE_BY_SIDE_WIDTH = 150
+#: Continuation lines of a wrapped log line start with this.
+WRAP_INDENT = "  "
+
+
+def wrap_lines(lines: list[str], width: int) -> list[str]:
+    """Lines cut to ``width`` columns, continuations indented; unchanged when ``width`` is
+    unknown (the panel not laid out yet). Most lines fit, and cost one ``len``."""
+    if width < 20:
+        return lines
+    out: list[str] = []
+    for line in lines:
+        if len(line) <= width:
+            out.append(line)
+        else:
+            out.extend(
+                textwrap.wrap(line, width, subsequent_indent=WRAP_INDENT, drop_whitespace=False)
+                or [line]
+            )
+    return out
+
 
 _SOURCES = (
     # source, file name, title, what an absent file means
@@ -81,7 +105,7 @@ class LogPanel(Widget):
     new trial starts, clears and follows that one. `show_trial(n, model)` pins trial `n`;
     `show_trial(None, model)` goes back to following. Each `Log` keeps scrolling to the newest
     line unless the user has scrolled up (Textual's `auto_scroll` checks for that). Styled in
-    tuner.tcss (stacked, or side by side with the class ``-side-by-side``).
+    tuner.tcss (the class ``-guidellm`` shows GuideLLM's log instead of the server's).
     """
 
     def __init__(
@@ -100,6 +124,8 @@ class LogPanel(Widget):
         self._trial: int | None = None
         self._running = False
         self._titles: tuple[int | None, bool, bool] | None = None
+        #: The log on screen: "server" or "guidellm".
+        self._source = "server"
         #: Bumped whenever the shown trial changes, so a late file read is dropped.
         self._generation = 0
         self._tails: list[_Tail] = [
@@ -120,9 +146,6 @@ class LogPanel(Widget):
     def on_mount(self) -> None:
         self._set_titles()
 
-    def on_resize(self, event: Resize) -> None:
-        self.set_class(event.size.width >= SIDE_BY_SIDE_WIDTH, "-side-by-side")
-
     # -- public API -------------------------------------------------------------------------
 
     @property
@@ -134,6 +157,16 @@ class LogPanel(Widget):
     def shown_trial(self) -> int | None:
         """The trial whose logs are on screen; None before the first trial starts."""
         return self._trial
+
+    @property
+    def source(self) -> str:
+        """The log on screen: "server" or "guidellm"."""
+        return self._source
+
+    def show_source(self, source: str) -> None:
+        """Put the server's log ("server") or GuideLLM's raw log ("guidellm") on screen."""
+        self._source = source
+        self.set_class(source == "guidellm", "-guidellm")
 
     @property
     def server_log(self) -> Log:
@@ -224,10 +257,14 @@ class LogPanel(Widget):
             arrived = shown
         newest = list(islice(reversed(buffer.lines), arrived))
         newest.reverse()
-        lines.extend(newest)
+        lines.extend(self._wrap(clean_lines(newest)))  # the marker is ours: never cut
         tail.version = buffer.version
         if lines:
-            tail.log.write_lines(clean_lines(lines))
+            tail.log.write_lines(lines)
+
+    def _wrap(self, lines: list[str]) -> list[str]:
+        # The panel's width less the log's border (2) and its scrollbar (1).
+        return wrap_lines(lines, self.size.width - 3)
 
     def _path(self, model: StudyModel, tail: _Tail) -> str:
         assert self._trial is not None
@@ -266,8 +303,9 @@ class LogPanel(Widget):
                 lines = [tail.missing]
             else:
                 lines, truncated = found
+                lines = self._wrap(clean_lines(lines[1:] if truncated else lines))
                 if truncated:
-                    lines = [f"… earlier lines not shown; full log in {path}", *lines[1:]]
-            tail.log.write_lines(clean_lines(lines))
+                    lines = [f"… earlier lines not shown; full log in {path}", *lines]
+            tail.log.write_lines(lines)
 
         self.run_worker(load(), group=f"log-file-{tail.source}", exclusive=True)

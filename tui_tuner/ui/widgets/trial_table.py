@@ -52,7 +52,7 @@ def _num(value: float | None, fmt: str) -> Text:
 
 def _params(params: dict[str, object] | object, baseline: bool) -> str:
     if baseline:
-        return "vLLM defaults (baseline)"
+        return "baseline (vLLM defaults)"
     assert isinstance(params, dict)
     return " ".join(f"{_short_key(k)}={_value(v)}" for k, v in params.items()) or "-"
 
