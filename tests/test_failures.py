@@ -195,11 +195,33 @@ def test_log_evidence_beats_the_timeout_and_exit_code_2_alone_is_invalid_args() 
 
 
 def test_unknown_start_up_exit_is_server_crashed_with_the_signal_named() -> None:
-    failure = classify_startup(-9, ["INFO 11-22 10:00:00 [x.py:1] Loading"], timed_out=False)
+    crashed = ["INFO 11-22 10:00:00 [x.py:1] Loading", "RuntimeError: engine died"]
+    failure = classify_startup(-6, crashed, timed_out=False)
     assert failure.cls is F.SERVER_CRASHED
     assert failure.phase == "startup"
-    assert "killed by SIGKILL" in failure.message
+    assert "killed by SIGABRT" in failure.message and "engine died" in failure.message
     assert classify_startup(None, [], timed_out=True).cls is F.STARTUP_TIMEOUT
+    assert classify_startup(1, ["INFO fine"], timed_out=False).cls is F.SERVER_CRASHED
+
+
+def test_a_signal_the_tuner_did_not_send_with_a_clean_log_is_server_killed() -> None:
+    """An operator's kill -9 or the host's OOM killer says nothing about the flags: the trial
+    is `server_killed`, which is not config-caused, so the configuration runs again."""
+    clean = ["INFO 11-22 10:00:00 [x.py:1] Loading"]
+    for failure in (
+        classify_startup(-9, clean, timed_out=False),
+        classify_under_load(-9, clean),
+        classify_under_load(-15, clean, phase="ready"),
+    ):
+        assert failure.cls is F.SERVER_KILLED, failure
+        assert not failure.config_caused
+        assert "killed by SIG" in failure.message and "not by its flags" in failure.message
+    # With an error or an out-of-memory in its log, the death is the server's own.
+    oom = [*clean, "torch.OutOfMemoryError: CUDA out of memory."]
+    assert classify_under_load(-9, oom).cls is F.SERVER_CRASHED
+    assert classify_startup(-9, [*clean, "ValueError: bad"], timed_out=False).cls is not (
+        F.SERVER_KILLED
+    )
 
 
 def test_under_load_unhealthy_and_ready_phase() -> None:
@@ -221,7 +243,7 @@ def test_benchmark_and_error_rate_failures() -> None:
 
 
 def test_config_caused_classes() -> None:
-    env = {F.STARTUP_TIMEOUT, F.BENCHMARK_FAILED, F.PORT_IN_USE, F.GPU_BUSY}
+    env = {F.STARTUP_TIMEOUT, F.BENCHMARK_FAILED, F.PORT_IN_USE, F.GPU_BUSY, F.SERVER_KILLED}
     assert set(FailureClass) - CONFIG_CAUSED == env
     assert Failure(F.KV_CAPACITY, "m", 1, (), "startup").config_caused
     assert str(F.GPU_BUSY) == "gpu_busy"

@@ -1,10 +1,12 @@
 """Load-generator faults end to end: the `tui-tuner` command, the simulated server, a fake GuideLLM.
 
-One headless study meets a different GuideLLM fault in each trial (tests/fakes/fake_guidellm.py
+One headless study meets a different GuideLLM fault in its trials (tests/fakes/fake_guidellm.py
 takes its mode from a list, one per run): it crashes, writes half a report, writes a report that
 is not JSON, counts every request as errored, hangs past its load window ignoring SIGTERM, and
-finally works. Each test below checks one trial of that study; every trial must end as a
-classified result with the server stopped and nothing left running, and the study must resume.
+works. Each test below checks one trial of that study; every trial must end as a classified
+result with the server stopped and nothing left running, and the study must resume. A fault of
+the load generator says nothing about the flags: that configuration runs again at once (the
+"ok" run after it); every request errored is the server's answer, so it does not.
 A GuideLLM that is missing is refused before any server starts.
 """
 
@@ -32,8 +34,11 @@ from tui_tuner.study_dir import saved_overrides
 pytestmark = pytest.mark.timeout(240)
 
 FAKE = ROOT / "tests" / "fakes" / "fake_guidellm.py"
-#: The fake's mode for each trial of the study, in order.
-MODES = ("crash", "truncated", "malformed", "errors", "hang", "ok")
+#: The fake's mode for each trial of the study, in order: each load-generator fault is followed by
+#: the run of its configuration again.
+MODES = ("crash", "ok", "truncated", "ok", "malformed", "ok", "errors", "hang", "ok")
+#: The trials that spend the budget: the runs again and "errors".
+COUNTED = 5
 DURATION_S, GRACE_S = 1.0, 2.0
 #: GuideLLM's SIGTERM grace (guidellm.process.run_guidellm's term_grace_s) before the SIGKILL.
 TERM_GRACE_S = 5.0
@@ -107,20 +112,24 @@ class Study:
     seconds: float
 
     def trial(self, mode: str) -> TrialRecord:
+        """The (first) trial the fake ran in ``mode``."""
         return self.records[MODES.index(mode)]
+
+    def after(self, record: TrialRecord) -> TrialRecord:
+        return self.records[record.number + 1]
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
     directory = tmp_path_factory.mktemp("guidellm-faults")
-    config = write_config(directory, len(MODES) + 1)
+    config = write_config(directory, COUNTED + 2)
     study_dir = directory / "study"
     runs = directory / "runs.txt"
     env = {"FAKE_GUIDELLM_MODE": ",".join(MODES), "FAKE_GUIDELLM_RUNS": str(runs)}
     started = time.monotonic()
     result = run_tuner(
         ["tune", str(config), "--headless", "--study-dir", str(study_dir), "--guidellm",
-         str(FAKE), "--trials", str(len(MODES)), "--events-jsonl",
+         str(FAKE), "--trials", str(COUNTED), "--events-jsonl",
          str(directory / "events.jsonl")],
         env,
     )  # fmt: skip
@@ -151,28 +160,40 @@ def _check_failed(record: TrialRecord, cls: str) -> Mapping[str, object]:
     return record.failure
 
 
+def _check_ran_again(study: Study, record: TrialRecord) -> None:
+    """A load-generator fault: the same configuration was measured by the next trial."""
+    again = study.after(record)
+    assert record.rerun and "it runs again" in record.note, record.note
+    assert again.params == record.params and again.note == f"runs trial {record.number} again"
+    assert again.state == "complete" and again.measurement is not None
+
+
 def test_a_crashed_guidellm_fails_the_trial_with_its_last_lines_and_the_study_goes_on(
     study: Study,
 ) -> None:
     failure = _check_failed(_check_ended_clean(study, "crash"), "benchmark_failed")
     assert "GuideLLM exited with code 1" in str(failure["message"])
     assert "RuntimeError: fake GuideLLM crashed" in failure["tail"]  # type: ignore[operator]
-    assert study.trial("truncated").number == study.trial("crash").number + 1
+    _check_ran_again(study, study.trial("crash"))
 
 
 def test_a_truncated_report_fails_the_trial_naming_the_report(study: Study) -> None:
     failure = _check_failed(_check_ended_clean(study, "truncated"), "benchmark_failed")
     assert "report.json" in str(failure["message"]), failure["message"]
+    _check_ran_again(study, study.trial("truncated"))
 
 
 def test_a_report_that_is_not_json_fails_the_trial_naming_the_report(study: Study) -> None:
     failure = _check_failed(_check_ended_clean(study, "malformed"), "benchmark_failed")
     assert "report.json" in str(failure["message"]), failure["message"]
+    _check_ran_again(study, study.trial("malformed"))
 
 
 def test_every_request_errored_is_too_many_errors(study: Study) -> None:
-    failure = _check_failed(_check_ended_clean(study, "errors"), "too_many_errors")
+    record = _check_ended_clean(study, "errors")
+    failure = _check_failed(record, "too_many_errors")
     assert "finished requests failed (100%), above the limit of 5%" in str(failure["message"])
+    assert not record.rerun and study.after(record).params != record.params
 
 
 def test_a_hung_guidellm_is_killed_after_its_grace_and_the_next_trial_runs(study: Study) -> None:
@@ -186,8 +207,7 @@ def test_a_hung_guidellm_is_killed_after_its_grace_and_the_next_trial_runs(study
         not psutil.pid_exists(study.pids[MODES.index("hang")])
         or psutil.Process(study.pids[MODES.index("hang")]).status() == psutil.STATUS_ZOMBIE
     )
-    after = study.trial("ok")
-    assert after.state == "complete" and after.measurement is not None
+    _check_ran_again(study, record)
 
 
 def test_after_the_faults_the_study_resumes_and_keeps_its_trials(study: Study) -> None:
@@ -195,7 +215,7 @@ def test_after_the_faults_the_study_resumes_and_keeps_its_trials(study: Study) -
     before = [(r.number, r.state, r.params, r.failure, r.measurement) for r in study.records]
     result = run_tuner(
         ["resume", str(study.study_dir), "--headless", "--guidellm", str(FAKE),
-         "--trials", str(len(MODES) + 1)],
+         "--trials", str(COUNTED + 1)],
         {"FAKE_GUIDELLM_MODE": "ok"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

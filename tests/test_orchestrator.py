@@ -220,7 +220,7 @@ async def test_a_trial_left_by_a_worker_that_died_meanwhile_runs_again(tmp_path:
     assert f"trial {plan.number} was left running by a dead tuner" in " ".join(notes)
     dead = next(r for r in outcome.records if r.number == plan.number)
     assert dead.interrupted and dead.note.startswith("interrupted: the tuner running it died")
-    rerun = [r for r in outcome.records if r.note == f"runs interrupted trial {plan.number} again"]
+    rerun = [r for r in outcome.records if r.note == f"runs trial {plan.number} again"]
     assert len(rerun) == 1 and rerun[0].state == "complete"
 
 

@@ -96,7 +96,7 @@ def test_a_rerun_says_which_trial_it_runs_again() -> None:
     plan = TrialPlan(5, {"max_num_seqs": 16}, baseline=False, rerun_of=2)
     v = judge(plan, progress(measurement=measurement(1.0)), objective=SLA, command=(),
               files={}, finished_at=1.0)  # fmt: skip
-    assert v.record.note == "runs interrupted trial 2 again"
+    assert v.record.note == "runs trial 2 again"
 
 
 def test_a_duplicate_repeats_what_the_sampler_was_told() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tui_tuner.core.config import (
@@ -81,6 +81,7 @@ class Fakes:
     server_keys: list[str | None] = field(default_factory=list)
     client_keys: list[str | None] = field(default_factory=list)
     stopped: int = 0
+    servers: list[FakeServer] = field(default_factory=list)
     #: Servers that got as far as running (a start-up failure never does).
     started_servers: int = 0
     #: With False, --max-num-seqs 7 measures at once like any other value.
@@ -89,6 +90,18 @@ class Fakes:
     #: Set when a server is being stopped, which then takes ``stop_s`` seconds.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     stop_s: float = 0.0
+    #: Faults that are not the configuration's, by --max-num-seqs value: how many of its runs
+    #: meet each (then it runs normally): GuideLLM killed, the server killed from outside, the
+    #: server frozen for 15 s inside the window.
+    bench_crashes: dict[int, int] = field(default_factory=dict)
+    killed: dict[int, int] = field(default_factory=dict)
+    stalls: dict[int, int] = field(default_factory=dict)
+
+    def _fault(self, faults: dict[int, int], seqs: int) -> bool:
+        if faults.get(seqs, 0) <= 0:
+            return False
+        faults[seqs] -= 1
+        return True
 
     def free_port(self, host: str) -> int:
         return 40000 + len(self.launched)
@@ -105,6 +118,7 @@ class Fakes:
             tail = ["torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"]
             raise ServerStartFailed("exited", "exited", 1, tail)
         server = FakeServer()
+        self.servers.append(server)
         self.started_servers += 1
         try:
             yield server
@@ -136,7 +150,17 @@ class Fakes:
             raise BenchmarkFailed("GuideLLM exited with code 1", ["boom"], errored=9)
         if seqs == 7 and self.slow:
             await asyncio.sleep(60)
-        return measurement(100.0 * seqs, p95_ms=1000.0 + seqs)
+        if self._fault(self.bench_crashes, seqs):
+            raise BenchmarkFailed("GuideLLM exited with code -9", ["Killed"])
+        if self._fault(self.killed, seqs):
+            server = self.servers[-1]
+            server.returncode, server.tail = -9, ["INFO serving"]
+            server.died.set()
+            await asyncio.sleep(60)
+        m = measurement(100.0 * seqs, p95_ms=1000.0 + seqs)
+        if self._fault(self.stalls, seqs):
+            m = replace(m, output_tok_s=m.output_tok_s / 2, stall_s=15.0)
+        return m
 
     async def wait_released(self, pids: Collection[int], timeout_s: float) -> tuple[bool, float]:
         return True, 0.0

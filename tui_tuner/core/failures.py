@@ -37,6 +37,7 @@ class FailureClass(str, Enum):  # StrEnum needs Python 3.11; the package support
     TOO_MANY_ERRORS = "too_many_errors"
     PORT_IN_USE = "port_in_use"
     GPU_BUSY = "gpu_busy"
+    SERVER_KILLED = "server_killed"
 
     def __str__(self) -> str:
         return self.value
@@ -47,6 +48,11 @@ CONFIG_CAUSED: frozenset[FailureClass] = frozenset(
     {FailureClass.INVALID_ARGS, FailureClass.OOM_STARTUP, FailureClass.KV_CAPACITY}
     | {FailureClass.SERVER_CRASHED, FailureClass.TOO_MANY_ERRORS}
 )
+
+
+#: classes about the machine, not about one configuration: another process holds the GPU or the
+#: port. Such a trial runs again for as long as the study goes on (the failure streak bounds it).
+MACHINE_WIDE: frozenset[FailureClass] = frozenset({FailureClass.GPU_BUSY, FailureClass.PORT_IN_USE})
 
 
 @dataclass(frozen=True)
@@ -314,8 +320,29 @@ def classify_startup(exit_code: int | None, lines: Sequence[str], *, timed_out: 
         message = "the server did not become healthy before the start-up timeout"
         message += f"; last line: {last}" if last else ""
         return Failure(FailureClass.STARTUP_TIMEOUT, message, exit_code, _tail(lines), "startup")
+    killed = _killed_from_outside(exit_code, lines, "start-up", "startup")
+    if killed is not None:
+        return killed
     message = _with_last_error(f"the server {_exit_text(exit_code)} during start-up", lines)
     return Failure(FailureClass.SERVER_CRASHED, message, exit_code, _tail(lines), "startup")
+
+
+def _killed_from_outside(
+    exit_code: int | None, lines: Sequence[str], when: str, phase: str
+) -> Failure | None:
+    """A server ended by a signal while the tuner sent none (the classify functions are only
+    called before the tuner stops a server), with no error in its log: an operator's kill, or
+    the host's OOM killer, not its flags. None otherwise."""
+    if exit_code is None or exit_code >= 0 or last_error_line(lines) is not None:
+        return None
+    if _search(_OOM, [clean_line(x) for x in lines[-_SCAN_LINES:]]) is not None:
+        return None
+    message = (
+        f"the server {_exit_text(exit_code)} during {when}, a signal the tuner did not send, "
+        "with no error in its log: killed from outside (an operator, or the host's OOM "
+        "killer), not by its flags; it runs again"
+    )
+    return Failure(FailureClass.SERVER_KILLED, message, exit_code, _tail(lines), phase)
 
 
 def classify_under_load(
@@ -323,10 +350,14 @@ def classify_under_load(
 ) -> Failure:
     """The server died or went unhealthy after it was ready (smoke request or benchmark).
 
-    Always `server_crashed`; an out-of-memory under load says so, because it means the flags
+    `server_crashed`, unless a signal nobody in the tuner sent ended it with a clean log
+    (`server_killed`, which runs again: see `_killed_from_outside`); an out-of-memory under load says so, because it means the flags
     leave too little headroom for a full batch (lower gpu-memory-utilization or batch sizes).
     """
     where = "the readiness check" if phase == "ready" else "the benchmark"
+    killed = _killed_from_outside(exit_code, lines, where, phase)
+    if killed is not None:
+        return killed
     cleaned = [clean_line(x) for x in lines[-_SCAN_LINES:]]
     oom = _search(_OOM, cleaned)
     if oom is not None:

@@ -20,6 +20,7 @@ __all__ = [
     "CLIENT_LIMIT_WARNING_CODES",
     "Measurement",
     "client_limited",
+    "stalled",
     "warning_code",
 ]
 
@@ -31,6 +32,14 @@ CLIENT_LIMIT_RATIO = 0.8
 #: (``schemas/benchmark/warnings.py``): request generation lagged behind the first token, or
 #: conversations were dispatched late.
 CLIENT_LIMIT_WARNING_CODES = frozenset({"generation_delay_ttft", "root_late"})
+
+#: A stall shorter than this is never flagged: a scheduler hiccup, a garbage collection.
+STALL_MIN_S = 2.0
+#: ... nor one shorter than this many median request latencies: with long requests and few
+#: streams, seconds without a first token or a completion are normal.
+STALL_LATENCIES = 3.0
+#: Fields a record written before they existed may lack; they take their default.
+_OPTIONAL_FIELDS = frozenset({"warnings", "stall_s"})
 
 _INT_FIELDS = frozenset({"successful_requests", "errored_requests", "incomplete_requests"})
 
@@ -69,6 +78,9 @@ class Measurement:
     achieved_concurrency: float
     duration_s: float
     warnings: tuple[str, ...] = ()
+    #: The longest time in the window with requests in flight and no token event (no first
+    #: token, no completion) from any of them: a frozen server or client. 0 when unknown.
+    stall_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -120,7 +132,7 @@ class Measurement:
         missing: list[str] = []
         for f in fields(cls):
             if f.name not in data:
-                if f.name != "warnings":
+                if f.name not in _OPTIONAL_FIELDS:
                     missing.append(f.name)
                 continue
             value = data[f.name]
@@ -140,6 +152,15 @@ class Measurement:
             return cls(**kwargs)
         except TypeError as exc:
             raise ValueError(str(exc)) from exc
+
+
+def stalled(m: Measurement) -> bool:
+    """True when the server (or the client) froze inside the measured window: requests were in
+    flight and none of them got a token for ``m.stall_s`` seconds, longer than ``STALL_MIN_S``
+    and than ``STALL_LATENCIES`` median request latencies. Such a figure is not the
+    configuration's: it is run again and never declared the best."""
+    limit = max(STALL_MIN_S, STALL_LATENCIES * m.request_latency_p50_ms / 1000.0)
+    return m.stall_s > limit
 
 
 def client_limited(

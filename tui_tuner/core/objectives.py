@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tui_tuner.core.config import ObjectiveKind, ObjectiveSettings
-from tui_tuner.core.measurement import Measurement
+from tui_tuner.core.measurement import Measurement, stalled
 from tui_tuner.core.trial import TrialRecord
 
 __all__ = [
@@ -112,7 +112,8 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 def best_trials(kind: ObjectiveKind, trials: Sequence[TrialRecord]) -> list[TrialRecord]:
     """The best feasible measured trial (single objective) or the Pareto front (both).
 
-    Duplicates repeat another trial's figures, so they are left out.
+    Duplicates repeat another trial's figures, so they are left out; so are measurements taken
+    while the server stalled (``stalled``): the figure is the freeze's, not the flags'.
     """
     measured = [
         t
@@ -121,6 +122,7 @@ def best_trials(kind: ObjectiveKind, trials: Sequence[TrialRecord]) -> list[Tria
         and t.measurement is not None
         and t.feasible
         and t.duplicate_of is None
+        and not stalled(t.measurement)
     ]
     if not measured:
         return []

@@ -31,7 +31,9 @@ PHASES: tuple[Phase, ...] = ("launching", "ready", "warmup", "measuring", "teard
 @dataclass(frozen=True)
 class TrialPlan:
     """What to run next: a trial number and its parameter values (none for the baseline).
-    ``rerun_of``: the interrupted trial whose configuration this one runs again. ``settings``:
+    ``rerun_of``: the interrupted trial whose configuration this one runs again; ``retries``:
+    how many trials of this configuration before it failed for reasons outside its flags
+    (a load generator crash, a kill from outside, a busy GPU). ``settings``:
     the values split once by what they set (server flags with their `Flag`, load settings),
     which is all the command builders read."""
 
@@ -39,6 +41,7 @@ class TrialPlan:
     params: dict[str, object]
     baseline: bool
     rerun_of: int | None = None
+    retries: int = 0
     settings: TrialSettings = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -78,6 +81,9 @@ class TrialRecord:
     #: Cut short by the tuner (a stop, a pause now, a full disk, a dead tuner), not by its
     #: configuration: it says nothing about the flags and runs again as a new trial.
     interrupted: bool = False
+    #: Failed, or measured on a stalled server, for reasons outside its flags: it says nothing
+    #: about them, and its configuration was queued to run again (``TrialPlan.retries``).
+    rerun: bool = False
     #: What the load generator had seen when a trial was pruned or interrupted mid-load.
     partial: Mapping[str, float] = field(default_factory=dict)
     #: The load generator said it could not drive the load (the figure may be the client's).
@@ -110,11 +116,12 @@ class TrialRecord:
 
 def counts_against_budget(record: TrialRecord) -> bool:
     """Whether a trial spends the study's budget (``study.n_trials``): it finished (measured,
-    failed or pruned), and it was neither interrupted (it runs again) nor a duplicate (its
-    result is another trial's, nothing ran)."""
+    failed or pruned), and it was neither interrupted nor queued again (it runs again and
+    counts then) nor a duplicate (its result is another trial's, nothing ran)."""
     return (
         record.state in ("complete", "pruned", "failed")
         and not record.interrupted
+        and not record.rerun
         and record.duplicate_of is None
     )
 

@@ -35,6 +35,7 @@ from tui_tuner.core.trial import TrialPlan, TrialRecord, baseline_of
 from tui_tuner.engine.control import POLL_S, Control, ControlChannel
 from tui_tuner.engine.records import record_attrs
 from tui_tuner.engine.stop_rules import (
+    REDIRECT_AFTER_DUPLICATES,
     Limits,
     Streaks,
     at_boundary,
@@ -187,6 +188,9 @@ class Orchestrator:
                 # Another worker of a shared study may have died since: its trial runs again.
                 self._say_repaired(await self._io(self.store.repair))
                 stop = self._stop or await self._boundary(streaks)
+                if stop is None and streaks.duplicates >= REDIRECT_AFTER_DUPLICATES:
+                    stop = await self._redirect()
+                    streaks = Streaks(streaks.failures, 0)
                 if stop is not None:
                     break
                 if await self._rest_runs_elsewhere():
@@ -257,6 +261,18 @@ class Orchestrator:
             counted=await self._io(self.store.counted),
             elapsed_s=time.time() - self._started,
         )
+
+    async def _redirect(self) -> StopReason | None:
+        """The sampler proposed only configurations with results for a while (it has learnt
+        all it can from them, or a seeded one replays itself): queue one that has none. The
+        study ends on "tried already" only when no configuration of the space is left."""
+        params = await self._io(self.store.enqueue_untried, self.space)
+        if params is None:
+            return StopReason(StopKind.SPACE_DONE,
+                              "every configuration of the search space has been tried")  # fmt: skip
+        self.emit(Notice("info", f"the sampler proposed {REDIRECT_AFTER_DUPLICATES} tried "
+                         "configurations in a row; an untried one runs next"))  # fmt: skip
+        return None
 
     async def _rest_runs_elsewhere(self) -> bool:
         """The budget's last trials are running on other workers of a shared study. Starting
@@ -360,6 +376,9 @@ class Orchestrator:
             self.emit(TrialFinished(record))
             return None
         await self._tell(plan, verdict)
+        if record.rerun:
+            await self._io(self.store.requeue, plan)
+            self.emit(Notice("warning", f"{record.note} (as the next trial)", plan.number))
         if record.state == "pruned":
             await self._io(lambda: self.store.update_control(pruned=plan.number))
         elif record.state == "complete" and record.client_limited:

@@ -71,6 +71,7 @@ def record_from(
         duplicate_of=attrs.get("duplicate_of"),
         note=note,
         interrupted="interrupted" in user_attrs,
+        rerun=bool(attrs.get("rerun")),
         repeats_output_tok_s=tuple(attrs.get("repeats_output_tok_s") or ()),
         partial=dict(attrs.get("partial") or {}),
         client_limited=bool(attrs.get("client_limited")),

@@ -21,8 +21,15 @@ from tui_tuner.core.space import Param, json_text
 __all__ = ["encode_choice", "make_sampler", "suggest"]
 
 
-def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+def make_sampler(config: StudyConfig, *, trials_before: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler. ``trials_before``: trials the study holds already. A seeded sampler
+    started again on a resumed study would replay its first proposals, which all have results
+    by then; its seed is moved on by that count, so a study is reproducible run by run and a
+    resume never replays. Not the grid's: its seed orders the grid points, which the study's
+    trials name by number, and it never proposes a point twice anyway."""
     name, seed = config.study.sampler, config.study.seed
+    if seed is not None and trials_before and name != "grid":
+        seed += trials_before
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2":

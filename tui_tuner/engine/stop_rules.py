@@ -19,6 +19,7 @@ from tui_tuner.core.trial import TrialRecord
 __all__ = [
     "LOW_DISK_BYTES",
     "MAX_DUPLICATES_IN_A_ROW",
+    "REDIRECT_AFTER_DUPLICATES",
     "Limits",
     "Streaks",
     "at_boundary",
@@ -28,7 +29,11 @@ __all__ = [
     "low_disk",
 ]
 
-#: Proposals of already-tried configurations in a row before the space counts as exhausted.
+#: Proposals of already-tried configurations in a row after which the orchestrator queues an
+#: untried one itself (each such proposal is cheap: its result is repeated, nothing runs).
+REDIRECT_AFTER_DUPLICATES = 5
+#: ... and after which the space counts as exhausted, should no untried one be queued (a guard:
+#: the orchestrator stops on an exhausted space as soon as it finds no untried configuration).
 MAX_DUPLICATES_IN_A_ROW = 30
 #: Below this much free space where the study writes, no trial starts and a running one ends.
 LOW_DISK_BYTES = 16 * 2**20
@@ -143,7 +148,7 @@ def baseline_failed(record: TrialRecord) -> StopReason | None:
     """A failed baseline stops the study: every gain is measured against it."""
     if not record.baseline or record.state != "failed":
         return None
-    if record.interrupted or record.duplicate_of is not None:
+    if record.interrupted or record.rerun or record.duplicate_of is not None:
         return None  # it runs again; or nothing ran (the failed baseline was stopped on)
     message = (record.failure or {}).get("message", "")
     return StopReason(

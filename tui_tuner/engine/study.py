@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import time
 import warnings
@@ -98,7 +99,10 @@ class StudyStore:
                 f"configuration's objective {kind!r} needs {directions(kind)}. "
                 "Use another study name."
             )
-        if self._is_new():
+        before = self.storage.get_n_trials(self.storage.get_study_id_from_name(config.study.name))
+        if before:  # a resumed study: see make_sampler
+            self.study.sampler = make_sampler(config, trials_before=before)
+        else:
             with warnings.catch_warnings():  # experimental since 3.2, and still the only way
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.study.set_metric_names(metric_names(kind))
@@ -126,15 +130,6 @@ class StudyStore:
                 continue
             if t.state == TrialState.WAITING or t.user_attrs.get("server_key") == self.server_key:
                 return True
-        return False
-
-    def _is_new(self) -> bool:
-        """No trial yet; asks for trial 0 alone (counting would load every trial)."""
-        study_id = self.storage.get_study_id_from_name(self.config.study.name)
-        try:
-            self.storage.get_trial_id_from_study_id_trial_number(study_id, 0)
-        except KeyError:
-            return True
         return False
 
     # -- the trial loop ------------------------------------------------------------------------
@@ -191,7 +186,13 @@ class StudyStore:
         trial.set_user_attr("space", {p.key: p.describe() for p in space.enabled()})
         self._live[trial.number] = trial
         rerun = attrs.get("rerun_of")
-        return TrialPlan(trial.number, params, baseline, None if rerun is None else int(rerun))
+        return TrialPlan(
+            trial.number,
+            params,
+            baseline,
+            None if rerun is None else int(rerun),
+            retries=int(attrs.get("retries", 0)),
+        )
 
     def heartbeat(self, plan: TrialPlan) -> None:
         self._live[plan.number].set_user_attr("heartbeat", time.time())
@@ -220,6 +221,26 @@ class StudyStore:
         """Fail a trial the tuner stopped (quit, signal, pause now) and queue it to run again."""
         self._live.pop(plan.number, None)
         self._interrupt(plan.number, plan.params, plan.baseline, note)
+
+    def requeue(self, plan: TrialPlan) -> None:
+        """Queue the configuration of ``plan`` (told already) to run again as the next trial:
+        it failed, or was measured on a frozen server, for reasons outside its flags."""
+        attrs: dict[str, Any] = {"rerun_of": plan.number, "retries": plan.retries + 1}
+        if plan.baseline:
+            attrs["baseline"] = True
+        self.study.enqueue_trial(dict(plan.params), user_attrs=attrs)
+
+    def enqueue_untried(self, space: SearchSpace) -> dict[str, object] | None:
+        """Queue a configuration of ``space`` that has no result yet (nor is running or queued)
+        as the next trial, and return it; None if every configuration has one. Used when the
+        sampler keeps proposing configurations tried already."""
+        trials = self.study.get_trials(deepcopy=False)
+        tried = duplicates.tried_keys(trials, key=self.server_key)
+        rng = random.Random(f"{self.config.study.seed}:{len(trials)}")
+        params = duplicates.untried_config(space, tried, rng)
+        if params is not None:
+            self.study.enqueue_trial(params, user_attrs={"untried": True})
+        return params
 
     def _interrupt(self, number: int, params: Mapping[str, Any], baseline: bool, note: str) -> None:
         study_id = self.storage.get_study_id_from_name(self.study.study_name)

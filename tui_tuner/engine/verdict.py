@@ -5,8 +5,13 @@ and constraints, and the record the study keeps.
   baseline); Optuna's COMPLETE.
 - Failed by its configuration (``CONFIG_CAUSED``: it would fail again): COMPLETE with the worst
   values and every constraint violated, so that samplers learn to avoid the region; the tuner's
-  record says ``failed``. Failed for another reason (a benchmark error, a busy GPU): FAIL, which
-  samplers ignore.
+  record says ``failed``.
+- Failed for another reason (a load generator crash, a kill from outside, a busy GPU), or
+  measured on a server that froze (``measurement.stalled``): it says nothing about the flags.
+  FAIL, and the record is marked ``rerun``: the orchestrator queues the configuration to run
+  again, so the sampler learns from that trial. A configuration that does it again
+  (``RERUNS``) is told as infeasible, so that the search moves on; machine-wide causes (a busy
+  GPU or port, ``MACHINE_WIDE``) always run again, bounded by the study's failure streak.
 - Pruned by the user: PRUNED, its partial figures kept in the note.
 - Interrupted by the tuner (a stop, a pause now, a full disk): not told at all: it is failed and
   queued to run again (``Verdict.state`` None).
@@ -22,7 +27,8 @@ from dataclasses import dataclass, replace
 from optuna.trial import TrialState
 
 from tui_tuner.core.config import ObjectiveSettings
-from tui_tuner.core.failures import CONFIG_CAUSED
+from tui_tuner.core.failures import CONFIG_CAUSED, MACHINE_WIDE
+from tui_tuner.core.measurement import stalled
 from tui_tuner.core.objectives import (
     constraint_values,
     failed_constraints,
@@ -32,7 +38,11 @@ from tui_tuner.core.objectives import (
 from tui_tuner.core.trial import TrialPlan, TrialRecord
 from tui_tuner.engine.trial_runner import TrialProgress
 
-__all__ = ["Verdict", "duplicate", "judge", "running_elsewhere"]
+__all__ = ["RERUNS", "Verdict", "duplicate", "judge", "running_elsewhere"]
+
+#: How many times a configuration runs again after a trial that failed, or was measured on a
+#: frozen server, for reasons outside its flags.
+RERUNS = 1
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,7 @@ def judge(
         partial=dict(progress.partial),
         client_limited=progress.client_limited,
         repeats_output_tok_s=tuple(progress.repeats_output_tok_s),
-        note="" if plan.rerun_of is None else f"runs interrupted trial {plan.rerun_of} again",
+        note="" if plan.rerun_of is None else f"runs trial {plan.rerun_of} again",
         started_at=progress.started_at,
         finished_at=finished_at,
     )
@@ -96,17 +106,33 @@ def judge(
     if failure is not None:
         record = replace(record, state="failed", failure=failure.to_dict())
         if failure.cls not in CONFIG_CAUSED:
-            return Verdict(record, TrialState.FAIL)
+            if failure.cls in MACHINE_WIDE or plan.retries < RERUNS:
+                note = f"failed ({failure.cls}), not because of its flags; it runs again"
+                return Verdict(replace(record, rerun=True, note=note), TrialState.FAIL)
+            note = (
+                f"failed again ({failure.cls}) on its run number {plan.retries + 1}; "
+                "told as infeasible so that the search moves on"
+            )
+            record = replace(record, note=note)
         values = failed_values(objective.kind)
         record = replace(record, values=tuple(values), constraints=failed_constraints(objective))
         return Verdict(record, TrialState.COMPLETE, list(values))
     m = progress.measurement
     assert m is not None, "a trial that neither failed nor was stopped has a measurement"
+    if stalled(m) and plan.retries < RERUNS:
+        note = (
+            f"measured on a stalled server: no token for {m.stall_s:.1f} s with requests in "
+            "flight; the figure is kept but not used, and it runs again"
+        )
+        return Verdict(replace(record, state="failed", rerun=True, note=note), TrialState.FAIL)
     values = objective_values(objective.kind, m)
     base = None if plan.baseline else baseline_p95_ms
     record = replace(
         record, values=tuple(values), constraints=constraint_values(objective, m, base)
     )
+    if stalled(m):
+        note = f"the server stalled again ({m.stall_s:.1f} s without a token): never the best"
+        record = replace(record, note=f"{record.note}; {note}" if record.note else note)
     return Verdict(record, TrialState.COMPLETE, list(values))
 
 

@@ -115,4 +115,48 @@ def parse_guidellm_report(path: Path, index: int = -1) -> Measurement:
         achieved_concurrency=_num(m, "request_concurrency.total.mean", path, mp),
         duration_s=_num(bench, "duration", path, pre),
         warnings=_warnings(bench.get("warnings")),
+        stall_s=longest_stall(bench),
     )
+
+
+def _request_times(bench: Mapping[str, Any]) -> list[tuple[float, float, list[float]]]:
+    """(start, end, token event times) of every request the report kept timings for."""
+    out = []
+    groups = bench.get("requests")
+    for group in ("successful", "errored", "incomplete"):
+        items = groups.get(group) if isinstance(groups, Mapping) else None
+        for item in items if isinstance(items, list) else ():
+            info = item.get("info") if isinstance(item, Mapping) else None
+            timings = info.get("timings") if isinstance(info, Mapping) else None
+            if not isinstance(timings, Mapping):
+                continue
+            start, end = timings.get("request_start"), timings.get("request_end")
+            if not isinstance(start, (int, float)):
+                continue
+            events = [
+                float(t)
+                for t in (timings.get("first_token_iteration"), timings.get("last_token_iteration"), end)
+                if isinstance(t, (int, float))
+            ]
+            stop = float(end) if isinstance(end, (int, float)) else max(events, default=start)
+            out.append((float(start), stop, events))
+    return out
+
+
+def longest_stall(bench: Mapping[str, Any], shortest_s: float = 1.0) -> float:
+    """The longest time inside the benchmark's window during which a request was in flight all
+    along and no request got a first token, a last token or its end: a server (or client) that
+    froze. GuideLLM keeps these timings for every request, even with ``sample_size: 0``. 0.0
+    when the report has none. Gaps under ``shortest_s`` are not looked at."""
+    requests = _request_times(bench)
+    begin, finish = bench.get("start_time"), bench.get("end_time")
+    events = sorted(t for _, _, times in requests for t in times)
+    if isinstance(begin, (int, float)) and isinstance(finish, (int, float)):
+        events = [float(begin), *(t for t in events if begin <= t <= finish), float(finish)]
+    longest = 0.0
+    for a, b in zip(events, events[1:]):
+        if b - a <= max(longest, shortest_s):
+            continue
+        if any(start <= a and end >= b for start, end, _ in requests):
+            longest = b - a
+    return longest
