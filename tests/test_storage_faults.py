@@ -159,3 +159,40 @@ def test_a_full_disk_stops_the_study_cleanly_and_it_resumes(
     assert after[0] == before[0] and after[0].state == "complete"
     assert sum(r.state == "complete" for r in after.values()) == 3
     assert not leftovers(str(tmp_path))
+
+
+@pytest.fixture
+def read_only_db(tmp_path: Path) -> Iterator[Path]:
+    """A study database this process cannot write although it runs as root (the tests do):
+    the file made immutable (chattr +i), as a 0444 file is for its non-root owner."""
+    db = tmp_path / "study" / "study.db"
+    yield db
+    subprocess.run(["chattr", "-i", str(db)], capture_output=True)
+
+
+def test_a_read_only_storage_is_one_line_naming_the_file(
+    tmp_path: Path, tiny_model: Path, read_only_db: Path
+) -> None:
+    from tui_tuner.core.config_load import load_config
+    from tui_tuner.engine.study import StudyStore, default_storage_url
+
+    study = read_only_db.parent
+    study.mkdir()
+    config = write_config(tmp_path, tiny_model, storage_timeout_s=5, trials=1)
+    StudyStore(load_config(config), default_storage_url(study))  # the study, created
+    made = subprocess.run(["chattr", "+i", str(read_only_db)], capture_output=True, text=True)
+    if made.returncode != 0:
+        message = f"cannot make a file immutable here: {made.stderr.strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    before = read_only_db.read_bytes()
+    result = subprocess.run(tune_cmd(config, study), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"the study storage {read_only_db} cannot be written by this user" in lines[0]
+    assert "readonly database" in lines[0] and "chmod u+w" in lines[0]
+    assert read_only_db.read_bytes() == before
+    assert not (study / "trials").exists()  # nothing started

@@ -59,6 +59,30 @@ def storage_cause(err: BaseException) -> str:
     return str(err).splitlines()[0]
 
 
+def unavailable(url: str, err: BaseException, timeout_s: float) -> StorageUnavailable:
+    """What to tell the user of a storage error (``is_storage_error``) at ``url``: a read-only
+    file, a full disk, or a storage that did not answer."""
+    cause = storage_cause(err)
+    where = shown_url(url)
+    if "readonly" in cause or "read-only" in cause:
+        path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else where
+        return StorageUnavailable(
+            f"the study storage {path} cannot be written by this user ({cause}); make it "
+            f"writable (chmod u+w {path} and its directory), or resume a copy of the study "
+            "directory. Nothing was changed"
+        )
+    if "full" in cause:
+        return StorageUnavailable(
+            f"the study storage {where} cannot be written: {cause}. Finished trials are kept "
+            "in it; free some space, then resume"
+        )
+    return StorageUnavailable(
+        f"the study storage {where} did not answer within study.storage_timeout_s "
+        f"({timeout_s:g} s): {cause}. Finished trials are kept in it; resume once it is "
+        "available again"
+    )
+
+
 def is_storage_error(err: BaseException) -> bool:
     """Whether the storage could not be read or written right now (rather than a bug)."""
     import optuna.exceptions
@@ -104,17 +128,7 @@ class StorageThread:
         except Exception as err:
             if not is_storage_error(err):
                 raise
-            cause = storage_cause(err)
-            if "full" in cause:
-                raise StorageUnavailable(
-                    f"the study storage {shown_url(self._url)} cannot be written: "
-                    f"{cause}. Finished trials are kept in it; free some space, then resume"
-                ) from None
-            raise StorageUnavailable(
-                f"the study storage {shown_url(self._url)} did not answer within "
-                f"study.storage_timeout_s ({self._timeout_s:g} s): {cause}. "
-                "Finished trials are kept in it; resume once it is available again"
-            ) from None
+            raise unavailable(self._url, err, self._timeout_s) from None
 
     def close(self) -> None:
         """Let the thread go once its last call returns (a call in flight is not waited for)."""

@@ -35,7 +35,7 @@ from tui_tuner.engine.control import Control
 from tui_tuner.engine.duplicates import FINISHED, server_key
 from tui_tuner.engine.records import record_attrs, to_record
 from tui_tuner.engine.samplers import make_sampler, suggest
-from tui_tuner.engine.storage import open_storage, shown_url
+from tui_tuner.engine.storage import is_storage_error, open_storage, shown_url, unavailable
 
 __all__ = [
     "Control",
@@ -84,6 +84,21 @@ class StudyStore:
         except Exception as exc:  # any driver or URL error is the user's to fix
             shown = shown_url(storage_url)
             raise UserError(f"study.storage: cannot open {shown!r}: {exc}") from None
+        try:
+            self._open_study(config)
+        except Exception as err:  # created or loaded before any storage thread exists
+            if not is_storage_error(err):
+                raise
+            raise unavailable(storage_url, err, wait) from None
+        self._worker = {"host": socket.gethostname(), "pid": os.getpid()}
+        self.pid_alive = pid_alive
+        self._live: dict[int, optuna.Trial] = {}
+        #: RUNNING trials seen with no heartbeat yet, and when this store first saw them.
+        self._first_seen: dict[int, float] = {}
+        self.server_key = server_key(config)
+
+    def _open_study(self, config: StudyConfig) -> None:
+        """Create or load the study (writes on first use, and a resumed study's sampler)."""
         kind = config.objective.kind
         self.study = optuna.create_study(
             study_name=config.study.name,
@@ -94,7 +109,7 @@ class StudyStore:
         )
         if [d.name.lower() for d in self.study.directions] != directions(kind):
             raise UserError(
-                f"study {config.study.name!r} in {storage_url} was created with objective "
+                f"study {config.study.name!r} in {self.storage_url} was created with objective "
                 f"directions {[d.name.lower() for d in self.study.directions]}; this "
                 f"configuration's objective {kind!r} needs {directions(kind)}. "
                 "Use another study name."
@@ -106,12 +121,6 @@ class StudyStore:
             with warnings.catch_warnings():  # experimental since 3.2, and still the only way
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.study.set_metric_names(metric_names(kind))
-        self._worker = {"host": socket.gethostname(), "pid": os.getpid()}
-        self.pid_alive = pid_alive
-        self._live: dict[int, optuna.Trial] = {}
-        #: RUNNING trials seen with no heartbeat yet, and when this store first saw them.
-        self._first_seen: dict[int, float] = {}
-        self.server_key = server_key(config)
 
     def ensure_baseline(self) -> bool:
         """Queue the baseline unless this server setup has one; True if it was queued. Only the
