@@ -115,12 +115,12 @@ class TunerApp(App[int]):
         with Horizontal(id="top"):
             yield TrialTable(id="trials")
             yield ParetoPlot(id="pareto")
-        with Horizontal(id="bottom"):
-            with Vertical(id="left"):
-                yield TrialLive(id="live")
+        with Vertical(id="bottom"):
+            yield TrialLive(id="live")
+            with Horizontal(id="below"):
                 yield LogPanel(id="logs")
-            with Vertical(id="side"):
-                yield GpuPanel(id="gpu")
+                with Vertical(id="side"):
+                    yield GpuPanel(id="gpu")
         yield Footer(compact=True)
 
     async def on_mount(self) -> None:

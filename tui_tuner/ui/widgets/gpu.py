@@ -236,6 +236,8 @@ def _sim_section(figures: ServerFigures | None, level: int, width: int) -> list[
     if figures.simulated:
         name = _short_name(figures.gpu_name.removeprefix("profile "))
         title = "SIMULATED" + (f" {name}" if name else "")
+        if len(title) > width:
+            title = f"SIM {name}"  # the name is what the word alone would have cut
         style = "bold reverse yellow"
     else:
         title = "vLLM reports"

@@ -1,4 +1,4 @@
-"""The running trial in one line: a sparkline of its throughput, then where its load stands.
+"""The running trial in one line: where its load stands, then a sparkline of its throughput.
 
 GuideLLM's own log is mostly set-up dictionaries; what a user wants from it while a trial runs
 is one line: how far into the load window, how many requests, how many errors, what rate. The
@@ -41,13 +41,13 @@ def live_text(model: StudyModel, now: float | None = None) -> Text:
         return text
     work = model.config.workload
     window = work.warmup_s + work.duration_s
-    elapsed = _elapsed(run, now)
-    text.append(f" {elapsed:.0f}/{window:.0f} s")
-    text.append(f" · {run.successful:,} req")
-    text.append(f" · {run.errored:,} err", style="red" if run.errored else "")
+    elapsed = min(window, _elapsed(run, now))
+    text.append(f" {elapsed:.0f}/{window:.0f}s")
     rate = run.rates[-1] if run.rates else run.output_tok_s
     if rate:
         text.append(f" · {rate:,.0f} tok/s", style="bold")
+    text.append(f" · {run.successful:,} req")
+    text.append(f" · {run.errored:,} err", style="red" if run.errored else "")
     return text
 
 
@@ -65,14 +65,13 @@ class TrialLive(Horizontal):
     TrialLive {
         height: 1;
     }
-    TrialLive > Sparkline {
-        width: 1fr;
-        max-width: 40;
-        min-width: 8;
-        margin-right: 1;
-    }
     TrialLive > Static {
         width: auto;
+        margin-right: 1;
+    }
+    TrialLive > Sparkline {
+        width: 1fr;
+        max-width: 60;
     }
     """
 
@@ -81,8 +80,8 @@ class TrialLive(Horizontal):
         self._drawn: tuple[object, ...] | None = None
 
     def compose(self) -> ComposeResult:
-        yield Sparkline([], summary_function=max)
         yield Static("", markup=False)
+        yield Sparkline([], summary_function=max)
 
     def update_from(self, model: StudyModel) -> None:
         run = model.running

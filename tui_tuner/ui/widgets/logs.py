@@ -63,7 +63,7 @@ def wrap_lines(lines: list[str], width: int) -> list[str]:
             out.append(line)
         else:
             out.extend(
-                textwrap.wrap(line, width, subsequent_indent=WRAP_INDENT, drop_whitespace=False)
+                textwrap.wrap(line, width, subsequent_indent=WRAP_INDENT)
                 or [line]
             )
     return out
