@@ -66,7 +66,7 @@ def scripted_records() -> list[TrialRecord]:
             3500.0,
             1100.0,
             client_limited=True,
-        ),  # fmt: skip
+        ),
         done(
             4,
             {"max_num_seqs": 16, "gpu_memory_utilization": 0.9},

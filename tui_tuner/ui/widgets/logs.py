@@ -62,10 +62,7 @@ def wrap_lines(lines: list[str], width: int) -> list[str]:
         if len(line) <= width:
             out.append(line)
         else:
-            out.extend(
-                textwrap.wrap(line, width, subsequent_indent=WRAP_INDENT)
-                or [line]
-            )
+            out.extend(textwrap.wrap(line, width, subsequent_indent=WRAP_INDENT) or [line])
     return out
 
 
