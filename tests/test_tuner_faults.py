@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
+from tests.conftest import ROOT
 from tests.fakes.studies import leftovers, records, sim_study, start, tuner
 from tui_tuner.adapters.guidellm import SCENARIO_NAME
 
@@ -109,3 +110,36 @@ def test_a_signal_in_every_phase_loses_nothing_and_leaves_nothing(
     assert all(r.state == "complete" or r.note.startswith("interrupted") for r in done.values())
     assert not leftovers(str(tmp_path), [])
     assert not list(study.glob(f"trials/*/{SCENARIO_NAME}"))
+
+
+#: Runs the tuner with the summary's printer wrapped: the signals arrive while the answer prints.
+_SIGNAL_DURING_SUMMARY = """
+import os, signal, sys
+import tui_tuner.headless as headless
+printed = headless.end_of_study
+def end_of_study(*args, **kwargs):
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        os.kill(os.getpid(), sig)
+    yield from printed(*args, **kwargs)
+headless.end_of_study = end_of_study
+from tui_tuner.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_signal_while_the_answer_is_printed_does_not_lose_it(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """SIGTERM, SIGHUP and SIGINT after the study ended, while the best trial and its command
+    are printed: the answer is printed whole, the exit code is the study's, and the signals
+    are named."""
+    config = sim_study(tmp_path, tiny_model, name="late", study="n_trials: 1, baseline: false",
+                       options=(8,), duration_s=1)  # fmt: skip
+    cmd = tuner("tune", config, "--study-dir", str(tmp_path / "study"))
+    cmd[1:3] = ["-c", _SIGNAL_DURING_SUMMARY]  # `python -m tui_tuner` -> the script above
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+    assert "vllm serve" in result.stdout and "best: trial 0" in result.stdout, result.stdout
+    assert "SIGHUP, SIGINT, SIGTERM arrived after the study had ended" in result.stdout

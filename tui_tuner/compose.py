@@ -21,7 +21,40 @@ from tui_tuner.engine.telemetry import Telemetry
 from tui_tuner.engine.trial_runner import TrialRunner
 from tui_tuner.study_dir import StudySetup
 
-__all__ = ["find_load_generator", "load_adapters", "run_study"]
+__all__ = ["SIGNALS", "LateSignals", "find_load_generator", "load_adapters", "run_study"]
+
+#: The signals that stop a study: Ctrl-C, a kill or a scheduler, a dropped SSH session.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class LateSignals:
+    """Signals that arrive once the study has ended, while its answer (the best trial and its
+    `vllm serve` line) is printed: remembered, not obeyed, so that the answer the study computed
+    is not lost to a kill. A context manager around the study and the printing: handed to
+    `run_study`, it holds them from the instant the study's own handlers go (`hold`), and gives
+    them their default action back on exit."""
+
+    def __init__(self) -> None:
+        self.received: list[signal.Signals] = []
+        self._held: set[signal.Signals] = set()
+
+    def _remember(self, signum: int, frame: object) -> None:
+        self.received.append(signal.Signals(signum))
+
+    def hold(self, *sigs: signal.Signals) -> None:
+        for sig in sigs or SIGNALS:
+            signal.signal(sig, self._remember)
+            self._held.add(sig)
+
+    def __enter__(self) -> LateSignals:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig in self._held:
+            signal.signal(
+                sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            )
+        self._held.clear()
 
 
 def find_load_generator(setup: StudySetup, explicit: str | None) -> Path:
@@ -52,6 +85,7 @@ async def run_study(
     on_orchestrator: Callable[[Orchestrator], None] = lambda _: None,
     on_signal: Callable[[signal.Signals], None] | None = None,
     telemetry: bool = False,
+    late: LateSignals | None = None,
 ) -> StudyOutcome:
     """Run the study with the real adapters until it finishes or a signal stops it.
 
@@ -60,7 +94,8 @@ async def run_study(
     signal cancels at once; the servers are still stopped on the way out. The TUI passes its own
     ``on_signal`` so that it closes too. With ``telemetry``, the GPUs (through the same NVML
     handle as the teardown's memory check) and the running server's ``/metrics`` are read about
-    once a second and emitted as events.
+    once a second and emitted as events. With ``late``, the signals are held (`LateSignals`)
+    from the instant this function stops obeying them.
     """
     from tui_tuner.adapters.gpu import NvmlGpus, wait_memory_released
     from tui_tuner.adapters.guidellm import GuidellmBenchmarker, remove_leftover_keys
@@ -111,7 +146,6 @@ async def run_study(
         on_orchestrator(orch)
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(orch.run())
-        signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
         def stop_on(sig: signal.Signals) -> None:
             if orch.stopping:
@@ -119,10 +153,16 @@ async def run_study(
             else:
                 orch.stop(StopKind.SIGNAL, f"stopped by {sig.name}")
 
-        for sig in signals:
+        for sig in SIGNALS:
             loop.add_signal_handler(sig, on_signal or stop_on, sig)
-            stack.callback(loop.remove_signal_handler, sig)
+            stack.callback(_unhook, loop, sig, late)
         return await task
+
+
+def _unhook(loop: asyncio.AbstractEventLoop, sig: signal.Signals, late: LateSignals | None) -> None:
+    loop.remove_signal_handler(sig)  # which leaves the default action: a kill
+    if late is not None:
+        late.hold(sig)
 
 
 async def _cancelled(task: asyncio.Future[None]) -> None:

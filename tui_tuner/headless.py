@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from tui_tuner.compose import run_study
+from tui_tuner.compose import LateSignals, run_study
 from tui_tuner.core.events import Event
 from tui_tuner.core.stop import exit_code
 from tui_tuner.report.console import ConsoleSink, JsonlSink
@@ -35,19 +35,24 @@ def run_headless(
     for note in setup.config.notes:
         console.print(f"[cyan]note:[/] {escape(note)}")
     jsonl = JsonlSink(events_jsonl) if events_jsonl else None
-    with ConsoleSink(console) as sink:
+    with LateSignals() as late:
+        with ConsoleSink(console) as sink:
 
-        def emit(event: Event) -> None:
-            sink(event)
-            if jsonl is not None:
-                jsonl(event)
+            def emit(event: Event) -> None:
+                sink(event)
+                if jsonl is not None:
+                    jsonl(event)
 
-        try:
-            outcome = asyncio.run(run_study(setup, emit, guidellm=guidellm))
-        finally:
-            if jsonl is not None:
-                jsonl.close()
-    resumable = outcome.stop.resumable
-    for item in end_of_study(setup.config, outcome.records, setup.study_dir, resumable=resumable):
-        console.print(item, soft_wrap=isinstance(item, Text))
+            try:
+                outcome = asyncio.run(run_study(setup, emit, guidellm=guidellm, late=late))
+            finally:
+                if jsonl is not None:
+                    jsonl.close()
+        resumable = outcome.stop.resumable
+        records = outcome.records
+        for item in end_of_study(setup.config, records, setup.study_dir, resumable=resumable):
+            console.print(item, soft_wrap=isinstance(item, Text))
+        if late.received:
+            names = ", ".join(sorted({s.name for s in late.received}))
+            console.print(f"({names} arrived after the study had ended; its answer is above)")
     return exit_code(outcome.stop)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from tui_tuner.compose import load_adapters, run_study
+from tui_tuner.compose import LateSignals, load_adapters, run_study
 from tui_tuner.core.events import Event, GpuSampled, ServerFiguresRead
 from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
 from tui_tuner.report.console import JsonlSink
@@ -75,11 +75,13 @@ def run_tui(
         if jsonl is not None:
             jsonl.close()
     console = Console(highlight=False)
-    records = setup.store.records()
-    for item in end_of_study(setup.config, records, setup.study_dir, resumable=False):
-        console.print(item, soft_wrap=isinstance(item, Text))
-    if app.error:
-        console.print(f"[red]the study stopped with an error:[/] {escape(str(app.error))}")
-    resume = f"resume with: {own_command()} resume {shlex.quote(str(setup.study_dir))}"
-    console.print(Text(resume), soft_wrap=True)
+    with LateSignals() as late:  # the study's answer is printed whole (see LateSignals)
+        late.hold()
+        records = setup.store.records()
+        for item in end_of_study(setup.config, records, setup.study_dir, resumable=False):
+            console.print(item, soft_wrap=isinstance(item, Text))
+        if app.error:
+            console.print(f"[red]the study stopped with an error:[/] {escape(str(app.error))}")
+        resume = f"resume with: {own_command()} resume {shlex.quote(str(setup.study_dir))}"
+        console.print(Text(resume), soft_wrap=True)
     return code if code is not None else 0
