@@ -351,8 +351,9 @@ def classify_under_load(
     """The server died or went unhealthy after it was ready (smoke request or benchmark).
 
     `server_crashed`, unless a signal nobody in the tuner sent ended it with a clean log
-    (`server_killed`, which runs again: see `_killed_from_outside`); an out-of-memory under load says so, because it means the flags
-    leave too little headroom for a full batch (lower gpu-memory-utilization or batch sizes).
+    (`server_killed`, which runs again: see `_killed_from_outside`). An out-of-memory under
+    load says so, because it means the flags leave too little headroom for a full batch (lower
+    gpu-memory-utilization or batch sizes).
     """
     where = "the readiness check" if phase == "ready" else "the benchmark"
     killed = _killed_from_outside(exit_code, lines, where, phase)

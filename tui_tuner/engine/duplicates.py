@@ -156,12 +156,10 @@ def untried_config(
     params = space.enabled()
     size = space.size()
     if size is not None and size <= _LIST_UP_TO:
+        keys = [p.key for p in params]
         values = [[encode_choice(c) for c in p.choices() or ()] for p in params]
-        left = [
-            dict(zip((p.key for p in params), combo))
-            for combo in itertools.product(*values)
-            if params_key(dict(zip((p.key for p in params), combo))) not in tried
-        ]
+        combos = (dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values))
+        left = [c for c in combos if params_key(c) not in tried]
         return rng.choice(left) if left else None
     for _ in range(_DRAWS):
         draw = {p.key: _draw(p, rng) for p in params}

@@ -7,6 +7,7 @@ The report, not the console, is the result: the log only shows progress
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Mapping
@@ -135,7 +136,11 @@ def _request_times(bench: Mapping[str, Any]) -> list[tuple[float, float, list[fl
                 continue
             events = [
                 float(t)
-                for t in (timings.get("first_token_iteration"), timings.get("last_token_iteration"), end)
+                for t in (
+                    timings.get("first_token_iteration"),
+                    timings.get("last_token_iteration"),
+                    end,
+                )
                 if isinstance(t, (int, float))
             ]
             stop = float(end) if isinstance(end, (int, float)) else max(events, default=start)
@@ -154,7 +159,7 @@ def longest_stall(bench: Mapping[str, Any], shortest_s: float = 1.0) -> float:
     if isinstance(begin, (int, float)) and isinstance(finish, (int, float)):
         events = [float(begin), *(t for t in events if begin <= t <= finish), float(finish)]
     longest = 0.0
-    for a, b in zip(events, events[1:]):
+    for a, b in itertools.pairwise(events):
         if b - a <= max(longest, shortest_s):
             continue
         if any(start <= a and end >= b for start, end, _ in requests):
