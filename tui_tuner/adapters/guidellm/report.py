@@ -149,10 +149,10 @@ def _request_times(bench: Mapping[str, Any]) -> list[tuple[float, float, list[fl
 
 
 def longest_stall(bench: Mapping[str, Any], shortest_s: float = 1.0) -> float:
-    """The longest time inside the benchmark's window during which a request was in flight all
-    along and no request got a first token, a last token or its end: a server (or client) that
-    froze. GuideLLM keeps these timings for every request, even with ``sample_size: 0``. 0.0
-    when the report has none. Gaps under ``shortest_s`` are not looked at."""
+    """The longest time inside the benchmark's window during which a request was in flight and
+    no request got a first token, a last token or its end: a server (or client) that froze.
+    GuideLLM keeps these timings for every request, even with ``sample_size: 0``. 0.0 when the
+    report has none. Gaps under ``shortest_s`` are not looked at."""
     requests = _request_times(bench)
     begin, finish = bench.get("start_time"), bench.get("end_time")
     events = sorted(t for _, _, times in requests for t in times)
@@ -162,6 +162,7 @@ def longest_stall(bench: Mapping[str, Any], shortest_s: float = 1.0) -> float:
     for a, b in itertools.pairwise(events):
         if b - a <= max(longest, shortest_s):
             continue
-        if any(start <= a and end >= b for start, end, _ in requests):
-            longest = b - a
+        # The part of the gap one request was in flight through (a request starting in it, or
+        # one cut off at its end, counts for its share).
+        longest = max(longest, *(min(end, b) - max(start, a) for start, end, _ in requests))
     return longest
