@@ -35,7 +35,7 @@ def bench(spans: list[tuple[float, float, float]], begin: float, end: float) -> 
                     "request_end": e,
                 }
             }
-        }  # fmt: skip
+        }
         for s, f, e in spans
     ]
     return {"start_time": begin, "end_time": end, "requests": {"successful": items}}
