@@ -167,3 +167,25 @@ def test_a_seeded_sampler_does_not_replay_itself_after_a_resume(tmp_path: Path) 
 
     first = propose(3)
     assert propose(3) != first
+
+
+async def test_measuring_starts_when_the_warmup_is_over_between_progress_records(
+    tmp_path: Path,
+) -> None:
+    """GuideLLM logs progress every 10 s: its "active" may come late or never in a short run.
+    The phase follows the warmup's own clock from the "started" record (issue 16)."""
+    from tui_tuner.core.events import TrialPhaseChanged
+
+    fakes = Fakes(quiet_s=1.0)
+    config = make_config(tmp_path, [16], n_trials=1)
+    config = replace(config, study=replace(config.study, baseline=False),
+                     workload=replace(config.workload, warmup_s=0.3))  # fmt: skip
+    orch, events = build(tmp_path, config, fakes, None)
+    await orch.run()
+    phases = [(e.phase, e.elapsed_s) for e in events if isinstance(e, TrialPhaseChanged)]
+    names = [p for p, _ in phases]
+    assert names == ["launching", "ready", "warmup", "measuring", "teardown"], phases
+    warmup_at, measuring_at, teardown_at = (
+        dict(phases)[p] for p in ("warmup", "measuring", "teardown")
+    )
+    assert 0.25 <= measuring_at - warmup_at < 0.9 and teardown_at - measuring_at > 0.4, phases

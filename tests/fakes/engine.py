@@ -96,6 +96,8 @@ class Fakes:
     bench_crashes: dict[int, int] = field(default_factory=dict)
     killed: dict[int, int] = field(default_factory=dict)
     stalls: dict[int, int] = field(default_factory=dict)
+    #: With a value, the benchmark logs only "started" and measures after that many seconds.
+    quiet_s: float = 0.0
 
     def _fault(self, faults: dict[int, int], seqs: int) -> bool:
         if faults.get(seqs, 0) <= 0:
@@ -143,6 +145,10 @@ class Fakes:
     ) -> Measurement:
         argv = self.launched[-1]
         seqs = seqs_of(argv) or 10
+        if self.quiet_s:  # as GuideLLM: "started", then nothing for its 10 s interval
+            on_progress("started", 0.0, 0, 0, 0.0)
+            await asyncio.sleep(self.quiet_s)
+            return measurement(100.0 * seqs)
         on_progress("warmup", 0.0, 0, 0, 0.0)
         on_progress("active", 1.0, 5, 0, 50.0)
         self.bench_started.set()

@@ -225,9 +225,21 @@ class TrialRunner:
         def line(text: str) -> None:
             self.emit(LogLine(number, "guidellm", text))
 
-        def on_progress(status: str, elapsed: float, ok: int, err: int, tok_s: float) -> None:
-            if status == "active" and progress.phase == "warmup":
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
+
+        def measuring() -> None:
+            if progress.phase == "warmup":
                 self._enter(progress, "measuring")
+
+        def on_progress(status: str, elapsed: float, ok: int, err: int, tok_s: float) -> None:
+            nonlocal timer
+            if status == "active":
+                measuring()
+            elif status == "started" and timer is None:
+                # GuideLLM logs "active" only at its next 10 s record: the window is known to
+                # start when its warmup, which starts now, is over.
+                timer = loop.call_later(self.config.workload.warmup_s, measuring)
             progress.partial = {
                 "elapsed_s": elapsed,
                 "successful": ok,
@@ -236,9 +248,9 @@ class TrialRunner:
             }
             self.emit(BenchProgress(number, repeat, status, elapsed, ok, err, tok_s))
 
-        # "warmup" covers the load generator's own start-up and its warmup window; GuideLLM
-        # reports progress only every 10 s, so "measuring" may start late or not at all in a
-        # short run. The measured window itself is taken from the report afterwards.
+        # "warmup" covers the load generator's own start-up and its warmup window; "measuring"
+        # starts when the warmup after GuideLLM's "started" record has passed (its progress
+        # records come only every 10 s). The measured window itself is taken from the report.
         if progress.phase != "warmup":
             self._enter(progress, "warmup")
         started = time.monotonic()
@@ -247,6 +259,8 @@ class TrialRunner:
         try:
             await asyncio.wait({bench, death}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if timer is not None:
+                timer.cancel()
             for task in (bench, death):
                 if not task.done():
                     task.cancel()
