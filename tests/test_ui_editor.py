@@ -375,3 +375,78 @@ def test_round_trip_after_editing() -> None:
     space = parse_space(ROUND_TRIP).set_enabled("workload.rate", True)
     edited = space.with_param(replace(space.params[0], low=32.0, log=False, step=32.0))
     assert parse_space(space_to_mapping(edited)) == edited
+
+
+def _post_keys(app: Host, keys: list[tuple[str, str | None]]) -> None:
+    """Keys as a fast typist (or a terminal paste without bracketed paste) sends them: all
+    queued at the app before the first is handled."""
+    from textual import events
+
+    for key, character in keys:
+        app.post_message(events.Key(key, character))
+
+
+async def test_fast_typing_keeps_every_key_in_order() -> None:
+    """Issue 14: "1", backspace, "0.9" typed quickly gave "10." (the backspace ran last)."""
+    app = Host(SPACE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        row = _editor(app).row("max_num_seqs")
+        low, high = row.query_one(".low", Input), row.query_one(".high", Input)
+        high.focus()
+        high.value = ""
+        await pilot.pause()
+        _post_keys(app, [("1", "1"), ("backspace", "\x7f"), ("2", "2"), ("5", "5"),
+                         ("6", "6"), ("left", None), ("delete", None), ("home", None),
+                         ("3", "3")])  # fmt: skip
+        await pilot.pause(0.3)
+        assert high.value == "325"
+        # Keys typed after a tab land in the next field, not in this one.
+        low.focus()
+        low.value = ""
+        await pilot.pause()
+        _post_keys(app, [("3", "3"), ("2", "2"), ("tab", None), ("backspace", "\x7f"),
+                         ("backspace", "\x7f"), ("backspace", "\x7f"), ("6", "6"),
+                         ("4", "4")])  # fmt: skip
+        await pilot.pause(0.3)
+        assert (low.value, high.value) == ("32", "64")
+        assert high.has_focus
+        assert row.param is not None and row.param.low == 32 and row.param.high == 64
+
+
+async def test_a_paste_takes_its_first_line_with_text() -> None:
+    from textual import events
+
+    app = Host(SPACE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        row = _editor(app).row("max_num_seqs")
+        high = row.query_one(".high", Input)
+        high.focus()
+        high.value = ""
+        await pilot.pause()
+        app.post_message(events.Paste("\n  256 \nrm -rf /\n"))
+        await pilot.pause(0.3)
+        assert high.value == "256"
+        assert row.param is not None and row.param.high == 256
+
+
+async def test_a_huge_range_costs_nothing_per_key() -> None:
+    """Issue 14: a key took over a second to appear. Typing a high of 10^12 listed every
+    value of the range on each keystroke (the row's "(N values)")."""
+    import time
+
+    app = Host(SPACE)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        row = _editor(app).row("max_num_seqs")
+        high = row.query_one(".high", Input)
+        high.focus()
+        high.value = ""
+        await pilot.pause()
+        started = time.perf_counter()
+        _post_keys(app, [("1", "1")] + [("0", "0")] * 12)
+        await pilot.pause(0.3)
+        assert high.value == "1" + "0" * 12
+        assert time.perf_counter() - started < 3.0
+        assert "62,500,000,000 values" in _status(row)

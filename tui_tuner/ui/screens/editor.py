@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -30,7 +30,7 @@ from tui_tuner.core.config_problems import ConfigError, Context, Problem
 from tui_tuner.core.space import WORKLOAD_PARAMS, Param, ParamKind, Scalar, SearchSpace
 from tui_tuner.core.space_load import param_from_mapping, resolve_flag
 
-__all__ = ["ParamRow", "SpaceEditor", "new_param"]
+__all__ = ["Field", "ParamRow", "SpaceEditor", "new_param"]
 
 RANGE_FIELDS = ("low", "high", "step")
 #: Which kind of row each vLLM flag type gets when the user adds it.
@@ -76,6 +76,54 @@ def _ident(key: str) -> str:
     return "param-" + re.sub(r"[^A-Za-z0-9_-]", "-", key)
 
 
+class Field(Input):
+    """An `Input` that keeps fast typing in order.
+
+    Textual runs a focused `Input`'s own key bindings (backspace, delete, the arrows...) only
+    once the key has bubbled back up to the app, while the app has already handed the keys
+    typed after it to the field: "1", backspace, "0.9" typed quickly came out as "10." (the
+    backspace ran last and took the "9"). Here the field runs its bindings itself, in the order
+    the keys came, and moves the focus on tab itself; a key that was already on its way to this
+    field when the focus moved goes on to the field that has it now. A paste takes its first
+    line that has text, trimmed (a paste of several lines used to keep only the first, even
+    if it was empty).
+    """
+
+    async def _on_key(self, event: events.Key) -> None:
+        focused = self.screen.focused
+        if focused is not None and focused is not self:  # tab moved on: this key follows
+            event.stop()
+            event.prevent_default()
+            focused.post_message(events.Key(event.key, event.character))
+            return
+        if event.key in ("tab", "shift+tab"):
+            event.stop()
+            event.prevent_default()
+            if event.key == "tab":
+                self.screen.focus_next()
+            else:
+                self.screen.focus_previous()
+            return
+        bindings = self._bindings.key_to_bindings.get(event.key)
+        if bindings:
+            event.stop()
+            event.prevent_default()
+            await self.run_action(bindings[0].action)
+        # else Input's own handler inserts a printable character
+
+    def _on_paste(self, event: events.Paste) -> None:
+        event.stop()
+        event.prevent_default()
+        lines = [line.strip() for line in event.text.splitlines()]
+        text = next((line for line in lines if line), "")
+        if text:
+            selection = self.selection
+            if selection.is_empty:
+                self.insert_text_at_cursor(text)
+            else:
+                self.replace(text, *selection)
+
+
 class ParamRow(Vertical):
     """One parameter: its fields on one line, its description or problem on the next.
 
@@ -108,16 +156,16 @@ class ParamRow(Vertical):
             box.tooltip = flag.help if flag is not None else "load setting for the load generator"
             yield box
             if p.kind in ("int", "float"):
-                yield Input(_text(p.low), "low", compact=True, classes="low")
-                yield Input(_text(p.high), "high", compact=True, classes="high")
-                yield Input(_text(p.step), "step", compact=True, classes="step")
+                yield Field(_text(p.low), "low", compact=True, classes="low")
+                yield Field(_text(p.high), "high", compact=True, classes="high")
+                yield Field(_text(p.step), "step", compact=True, classes="step")
                 yield Checkbox("log", p.log, compact=True, classes="log")
             elif p.kind == "options":
                 hint = "comma-separated values"
                 if flag is not None and flag.choices:
                     hint = "some of: " + ", ".join(flag.choices)
                 text = ", ".join(_text(o) for o in p.options)
-                yield Input(text, hint, compact=True, classes="options")
+                yield Field(text, hint, compact=True, classes="options")
             else:
                 yield Static("true and false are both tried", classes="fixed-kind")
             if self.added:
@@ -180,9 +228,11 @@ class ParamRow(Vertical):
                 lines.append(f"{field}: {p.message}" if field else p.message)
             return "\n".join(lines)
         text = self.param.describe()
-        choices = self.param.choices()
-        if choices is not None and self.param.kind != "bool":
-            text += f"  ({len(choices):,} values)"
+        # count(), not len(choices()): typing a high of 1000000000 listed a billion values
+        # on every keystroke, and the screen froze for seconds.
+        count = self.param.count()
+        if count is not None and self.param.kind != "bool":
+            text += f"  ({count:,} values)"
         return text if self.param.enabled else text + "  (not searched)"
 
 
@@ -240,7 +290,7 @@ class SpaceEditor(ModalScreen[SearchSpace | None]):
                 yield from (ParamRow(p) for p in self.space)
             with Vertical(id="bottom"):
                 with Horizontal(id="add"):
-                    yield Input(
+                    yield Field(
                         placeholder="add a parameter by flag name (max_num_batched_tokens)",
                         compact=True,
                         id="add-name",
