@@ -390,3 +390,43 @@ async def test_brackets_in_names_values_logs_and_messages_are_shown_as_they_are(
         for worker in app.workers:
             worker.cancel()
         app.exit(0)
+
+
+async def test_a_dialog_is_not_slowed_by_the_dashboard_behind_it(tmp_path: Path) -> None:
+    """Issue 14: while a trial ran, a key in the editor took over a second to appear; the
+    dashboard kept redrawing behind the dialog. It now waits, and catches up on close."""
+    from tests.fakes.engine import measurement
+    from tui_tuner.core.events import LogLine, StudyStarted, TrialFinished, TrialStarted
+    from tui_tuner.core.trial import TrialRecord
+
+    config = make_config(tmp_path, [8])
+    store = StudyStore(config, default_storage_url(tmp_path))
+    go = asyncio.Event()
+
+    async def engine(setup: StudySetup, emit: Callable[[Event], None],
+                     attach: Callable[[Orchestrator], None]) -> StudyOutcome:  # fmt: skip
+        emit(StudyStarted("t", "throughput", "s", str(tmp_path), 3, None, False, 0))
+        await go.wait()
+        emit(TrialStarted(0, {}, True, ("vllm",), "d"))
+        emit(LogLine(0, "server", "behind the dialog"))
+        emit(TrialFinished(TrialRecord(0, "complete", {}, True, measurement(100.0))))
+        await asyncio.sleep(30)
+        raise AssertionError("not reached")
+
+    app = TunerApp(StudySetup(config, tmp_path, store), engine)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(pilot, lambda: app.model.state == "running")
+        table = app.query_one(TrialTable)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        go.set()
+        await until(pilot, lambda: 0 in app.model.records)
+        await pilot.pause(0.3)
+        assert table.row_count == 0  # not drawn behind the dialog
+        await pilot.press("escape")
+        await pilot.pause(0.3)
+        assert table.row_count == 1
+        assert list(app.query_one(LogPanel).server_log.lines) == ["behind the dialog"]
+        for worker in app.workers:
+            worker.cancel()
+        app.exit(0)

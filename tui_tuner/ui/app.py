@@ -29,6 +29,7 @@ from textual.worker import Worker, WorkerState
 from tui_tuner.core.events import Event, GpuSampled, Notice, ServerFiguresRead, StudyFinished
 from tui_tuner.core.space import SearchSpace
 from tui_tuner.core.stop import StopKind, exit_code
+from tui_tuner.core.telemetry import GpuState, ServerFigures
 from tui_tuner.core.trial import TrialRecord
 from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
 from tui_tuner.engine.preview import preview_records, sqlite_path
@@ -107,6 +108,8 @@ class TunerApp(App[int]):
         self._quitting = False
         self._header_plain = ""
         self._inbox: list[Event] = []
+        #: The newest GPU sample and server figures (wrapped: None is a value) not drawn yet.
+        self._gpu_news: tuple[GpuState | None, tuple[ServerFigures | None] | None] = (None, None)
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -189,10 +192,10 @@ class TunerApp(App[int]):
     def _apply_events(self, message: EngineEvents) -> None:
         for event in message.events:
             if isinstance(event, GpuSampled):
-                self._gpu.update_state(event.state)
+                self._gpu_news = (event.state, self._gpu_news[1])  # drawn by the next tick
                 continue
             if isinstance(event, ServerFiguresRead):
-                self._gpu.update_figures(event.figures)
+                self._gpu_news = (self._gpu_news[0], (event.figures,))
                 self.model.apply(event)  # the running trial's live plot
                 continue
             self.model.apply(event)
@@ -229,6 +232,18 @@ class TunerApp(App[int]):
     # -- drawing ---------------------------------------------------------------------------
 
     def _tick(self) -> None:
+        if len(self.screen_stack) > 1:
+            # A dialog covers the dashboard: drawing behind it only slowed the dialog (the
+            # editor's keys took over a second to appear while a trial ran). Everything is
+            # drawn from the model, which keeps up, so the first tick after it closes catches
+            # up (the logs from their buffers).
+            return
+        state, figures = self._gpu_news
+        if state is not None:
+            self._gpu.update_state(state)
+        if figures is not None:
+            self._gpu.update_figures(figures[0])
+        self._gpu_news = (None, None)
         header = header_text(self.model, self.size.width)
         if header.plain != self._header_plain:  # the clock changes once a second, not ten times
             self._header_plain = header.plain

@@ -31,6 +31,8 @@ def live_text(model: StudyModel, now: float | None = None) -> Text:
     """The line beside the sparkline (pure; tests read it)."""
     run = model.running
     if run is None:
+        if model.reason and model.state in ("finished", "stopping", "error", "paused"):
+            return Text(f"{model.state}: {model.reason}", style="dim")
         return Text("no trial running", style="dim")
     now = time.monotonic() if now is None else now
     text = Text()

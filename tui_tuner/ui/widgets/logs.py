@@ -176,8 +176,15 @@ class LogPanel(Widget):
     def update_from(self, model: StudyModel) -> None:
         """Copy the lines that arrived since the last call; cheap (no repaint) if none did."""
         running = model.running
-        if self._following and running is not None and running.number != self._trial:
-            self._switch(running.number)
+        target = None if running is None else running.number
+        if self._following and target is None and model.logs:
+            # No trial runs now: show the latest that logged (one that ran and ended between
+            # two draws, or behind a dialog, would otherwise never be shown).
+            latest = max(number for number, _ in model.logs)
+            if self._trial is None or latest > self._trial:
+                target = latest
+        if self._following and target is not None and target != self._trial:
+            self._switch(target)
             for tail in self._tails:
                 tail.mode = "buffer"
         self._running = running is not None and running.number == self._trial
