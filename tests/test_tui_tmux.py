@@ -76,10 +76,14 @@ def test_demo_in_tmux_prune_and_pause(
         f"cd {ROOT} && TERM={term} COLORTERM= {sys.executable} -m tui_tuner demo --trials 4 "
         f"--study-dir {study} --guidellm {guidellm_exe}; echo $? > {done}; sleep 30"
     )
-    tmux.start(command, 120, 36)
-    tmux.wait_for(lambda s: "demo-sim" in s and "SIMULATED" in s, 30, "the TUI to start")
-    tmux.wait_for(lambda s: "running: warmup" in s or "running: measuring" in s, 90,
-                  "trial 0 to reach its load")  # fmt: skip
+    tmux.start(command, 80, 24)  # the size the README promises
+    tmux.wait_for(lambda s: "demo-sim" in s and "SIM" in s, 30, "the TUI to start")
+    screen = tmux.wait_for(lambda s: "running: warmup" in s or "running: measuring" in s, 90,
+                           "trial 0 to reach its load")  # fmt: skip
+    lines = screen.splitlines()
+    assert "running" in lines[0] and "measured 0 · of 4" in lines[0], lines[0]
+    assert "? Help" in lines[-1] and "q Quit" in lines[-1], lines[-1]
+    tmux.wait_for(lambda s: "tok/s ·" in s and "#0 " in s, 60, "the live line's figures")
     tmux.keys("p")
     tmux.wait_for(lambda s: "paused" in s, 10, "the paused state")
     tmux.keys("x")
@@ -90,7 +94,9 @@ def test_demo_in_tmux_prune_and_pause(
     screen = tmux.screen()
     assert "paused" in screen
     assert "running:" not in screen  # paused after the pruned trial: no new trial started
-    assert "vLLM log" in screen and "GuideLLM" in screen
+    assert "vLLM log" in screen
+    tmux.keys("g")  # GuideLLM's raw log, a key away
+    tmux.wait_for(lambda s: "GuideLLM · trial 0" in s, 10, "GuideLLM's raw log")
     tmux.keys("q")
     tmux.wait_for(lambda _: done.exists(), 60, "the TUI to exit")
     assert done.read_text().strip() == "0"
