@@ -319,12 +319,15 @@ async def test_an_edit_with_no_trial_left_says_when_it_applies(tmp_path: Path) -
 
 async def test_the_palette_has_one_quit_and_it_is_the_clean_one(tmp_path: Path) -> None:
     """Issue 14: Textual's own Quit (leave at once) came first and left the trial RUNNING."""
-    app = make_app(tmp_path, make_config(tmp_path, [8]), Fakes())
+    app = make_app(tmp_path, make_config(tmp_path, [SLOW], n_trials=2), Fakes())
     async with app.run_test(size=(120, 36)) as pilot:
         quits = [c for c in app.get_system_commands(app.screen) if "quit" in c.title.lower()]
         assert len(quits) == 1 and quits[0].callback == app.action_quit_study
+        await until(pilot, slow_trial_measuring(app))
+        # Textual's ctrl+q is the clean quit too: the study is asked to stop, not left.
+        await pilot.press("ctrl+q")
         await until(pilot, lambda: app.outcome is not None)
-        await pilot.press("q")
+        assert app.outcome is not None and app.outcome.stop.kind.value == "user"
 
 
 async def test_brackets_in_names_values_logs_and_messages_are_shown_as_they_are(

@@ -372,6 +372,11 @@ class TunerApp(App[int]):
     def action_quit_study(self) -> None:
         self._quit(StopKind.USER, "quit by the user")
 
+    async def action_quit(self) -> None:
+        """Textual's ctrl+q: the clean quit too (Textual's own leaves at once, and the running
+        trial would stay RUNNING in the storage); pressed again, it leaves at once."""
+        self.action_quit_study()
+
     def _quit(self, kind: StopKind, reason: str) -> None:
         engine_done = self.outcome is not None or self.error is not None
         if engine_done or self.orchestrator is None:

@@ -73,7 +73,9 @@ def detail_text(record: TrialRecord, model: StudyModel) -> str:
         lines += ["", f"[b][red]Failure[/red][/b]: {escape(str(r.failure.get('class')))}"]
         lines.append(f"  {escape(str(r.failure.get('message', '')))}")
         code = r.failure.get("exit_code")
-        lines.append(f"  phase {r.failure.get('phase')}, exit code {code}")
+        lines.append(
+            f"  phase {escape(str(r.failure.get('phase')))}, exit code {escape(str(code))}"
+        )
         tail = r.failure.get("tail") or []
         if isinstance(tail, list | tuple) and tail:
             lines.append("  last log lines:")
