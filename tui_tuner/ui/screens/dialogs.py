@@ -64,7 +64,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="dialog", classes="help"):
-            yield Static(HELP)
+            yield Static(HELP.rstrip())
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)
