@@ -100,7 +100,7 @@ async def test_a_measurement_on_a_stalled_server_runs_again_and_never_wins(
     fakes = Fakes(stalls={32: 1})
     records, _, _ = await run(tmp_path, [16, 32], fakes, n_trials=2)
     first, again = (r for r in records if r.params.get("max_num_seqs") == 32)
-    assert first.rerun and first.state == "failed" and "stalled server" in first.note
+    assert first.rerun and first.state == "failed" and "measured through a stall" in first.note
     assert first.measurement is not None and first.measurement.stall_s == 15.0  # kept, shown
     assert again.state == "complete" and again.measurement is not None
     assert again.measurement.output_tok_s == 3200.0

@@ -98,7 +98,7 @@ def test_a_server_frozen_inside_the_window_is_measured_again(
     assert proc.returncode == 0, output[-3000:]
     done = records(study)
     first, again = done[0], done[1]
-    assert first.rerun and "stalled server" in first.note, first.note
+    assert first.rerun and "measured through a stall" in first.note, first.note
     assert first.measurement is not None and first.measurement.stall_s >= 3.5
     assert again.params == first.params and again.state == "complete"
     assert again.measurement is not None and not stalled(again.measurement)

@@ -121,8 +121,9 @@ def judge(
     assert m is not None, "a trial that neither failed nor was stopped has a measurement"
     if stalled(m) and plan.retries < RERUNS:
         note = (
-            f"measured on a stalled server: no token for {m.stall_s:.1f} s with requests in "
-            "flight; the figure is kept but not used, and it runs again"
+            f"measured through a stall: no token for {m.stall_s:.1f} s with requests in flight "
+            "(a frozen server or load generator); the figure is kept but not used, and it "
+            "runs again"
         )
         return Verdict(replace(record, state="failed", rerun=True, note=note), TrialState.FAIL)
     values = objective_values(objective.kind, m)
@@ -131,7 +132,7 @@ def judge(
         record, values=tuple(values), constraints=constraint_values(objective, m, base)
     )
     if stalled(m):
-        note = f"the server stalled again ({m.stall_s:.1f} s without a token): never the best"
+        note = f"stalled again ({m.stall_s:.1f} s without a token): never the best"
         record = replace(record, note=f"{record.note}; {note}" if record.note else note)
     return Verdict(record, TrialState.COMPLETE, list(values))
 
