@@ -24,6 +24,7 @@ vary with the machine's speed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -104,9 +105,13 @@ def processes(work: Path, *needles: str, besides: int = 0) -> list[psutil.Proces
     found = []
     for p in psutil.process_iter(["cmdline", "status"]):
         line = " ".join(p.info["cmdline"] or ())
-        if str(work) in line and all(n in line for n in needles):
-            if p.info["status"] != psutil.STATUS_ZOMBIE and p.pid not in (os.getpid(), besides):
-                found.append(p)
+        mine = str(work) in line and all(n in line for n in needles)
+        if (
+            mine
+            and p.info["status"] != psutil.STATUS_ZOMBIE
+            and p.pid not in (os.getpid(), besides)
+        ):
+            found.append(p)
     return found
 
 
@@ -183,10 +188,8 @@ def check_after_exit(work: Path, tally: Tally, grace_s: float = 15.0) -> None:
         tally.processes_leaked += len(left)
         tally.note(f"left running: {[' '.join(p.cmdline())[:120] for p in left]}")
         for p in left:
-            try:
+            with contextlib.suppress(psutil.Error):
                 p.kill()
-            except psutil.Error:
-                pass
 
 
 def check_lost(before: dict[int, tuple[object, ...]], work: Path, tally: Tally) -> dict:
@@ -232,17 +235,13 @@ def inject(rng: random.Random, work: Path, proc: subprocess.Popen[str], tally: T
         tally.note(f"no {target} process to hit; skipped")
         return False
     for p in victims:
-        try:
+        with contextlib.suppress(psutil.Error):
             p.send_signal(sig)
-        except psutil.Error:
-            pass
     if sig == signal.SIGSTOP:
         time.sleep(rng.uniform(3.0, 8.0))
         for p in victims:
-            try:
+            with contextlib.suppress(psutil.Error):
                 p.send_signal(signal.SIGCONT)
-            except psutil.Error:
-                pass
     return False
 
 
@@ -272,11 +271,10 @@ def main() -> int:
         ended = False
         while len(tally.faults) < args.faults and not ended:
             ended = inject(rng, work, proc, tally)
-        if not ended:  # the faults are spent: let this run finish the study
-            if wait_ended(proc, 1800) is None:
-                tally.bad_exits += 1
-                tally.note("the tuner did not finish within 30 minutes; killed")
-                proc.kill()
+        if not ended and wait_ended(proc, 1800) is None:  # the faults are spent: it finishes
+            tally.bad_exits += 1
+            tally.note("the tuner did not finish within 30 minutes; killed")
+            proc.kill()
         proc.wait()
         check_after_exit(work, tally)
         known = check_lost(known, work, tally)
@@ -289,8 +287,9 @@ def main() -> int:
     tally.tracebacks_seen = output.count("Traceback")
     # The study is done: a resume must add nothing, and it must not have ended short.
     before = finished_records(work)
-    counted = sum(1 for r in before.values() if json.loads(r[4]) is False and json.loads(r[5]) is False
-                  and json.loads(r[6]) is None)  # fmt: skip
+    counted = sum(
+        1 for r in before.values() if not json.loads(r[5]) and json.loads(r[6]) is None
+    )  # not queued again, not a duplicate
     again = start_tuner(work, config, guidellm, False)
     again.wait(600)
     check_after_exit(work, tally)
