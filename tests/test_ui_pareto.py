@@ -80,7 +80,7 @@ async def test_draws_the_models_trials_with_title_and_objective() -> None:
     assert "Pareto: throughput vs p95 latency" in shown
     assert "objective: throughput" in shown
     assert "output tok/s" in shown and "p95 latency ms" in shown
-    assert "5 measured, 3 on front" in shown
+    assert "5 plotted, 3 on front" in shown  # "measured" is the header's count
     assert {p.number for p in plot.points} == {0, 1, 2, 3, 4}
 
 

@@ -57,7 +57,7 @@ class ParetoPlot(Widget):
         self._points = points_from(records, kind)
         self._title = f"objective: {kind}"
         on_front = sum(1 for p in self._points if p.on_front)
-        self.border_subtitle = f"{len(self._points)} measured, {on_front} on front"
+        self.border_subtitle = f"{len(self._points)} plotted, {on_front} on front"
         self._text = None
         self.refresh()
 
