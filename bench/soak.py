@@ -163,6 +163,7 @@ def start_tuner(
     work: Path, config: Path, guidellm: Path | None, first: bool
 ) -> subprocess.Popen[str]:
     study, events = work / "study", work / "events.jsonl"
+    events.unlink(missing_ok=True)  # a new run: the last one's phases must not be read as its
     target = ["tune", str(config), "--study-dir", str(study)] if first else ["resume", str(study)]
     cmd = [sys.executable, "-m", "tui_tuner", *target, "--headless", "--events-jsonl", str(events)]
     if guidellm is not None:

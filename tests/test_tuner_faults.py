@@ -143,3 +143,39 @@ def test_a_signal_while_the_answer_is_printed_does_not_lose_it(
     assert "Traceback" not in output and "KeyboardInterrupt" not in output
     assert "vllm serve" in result.stdout and "best: trial 0" in result.stdout, result.stdout
     assert "SIGHUP, SIGINT, SIGTERM arrived after the study had ended" in result.stdout
+
+
+#: Runs the tuner with its display wrapped: SIGTERM arrives with the first thing it shows (the
+#: "GPU memory checks off" notice), while the study is being opened and before any trial.
+_SIGNAL_WHILE_OPENING = """
+import os, signal, sys
+import tui_tuner.report.console as console
+shown = console.ConsoleSink.__call__
+def call(self, event):
+    if not getattr(self, "_signalled", False):
+        self._signalled = True
+        os.kill(os.getpid(), signal.SIGTERM)
+    return shown(self, event)
+console.ConsoleSink.__call__ = call
+from tui_tuner.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_signal_while_the_study_opens_stops_it_before_any_trial(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """A signal before the study loop runs (the storage opening takes seconds on a big study)
+    stops it as cleanly as one between trials: exit 130, no trial started (it killed the tuner
+    with the signal's default action)."""
+    config = sim_study(tmp_path, tiny_model, name="opening", study="n_trials: 1, baseline: false",
+                       options=(8,), duration_s=1)  # fmt: skip
+    study = tmp_path / "study"
+    cmd = tuner("tune", config, "--study-dir", str(study))
+    cmd[1:3] = ["-c", _SIGNAL_WHILE_OPENING]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 130, output[-3000:]
+    assert "stopped by SIGTERM" in output and "Traceback" not in output
+    assert not (study / "trials").exists()
+    assert not leftovers(str(tmp_path))

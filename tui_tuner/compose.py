@@ -108,6 +108,23 @@ async def run_study(
     # died with its server, but the file goes: no key stays written down.
     remove_leftover_keys(setup.study_dir)
     async with contextlib.AsyncExitStack() as stack:
+        loop = asyncio.get_running_loop()
+        orch: Orchestrator | None = None
+        task: asyncio.Future[StudyOutcome] | None = None
+        early: list[signal.Signals] = []  # before the loop exists: it stops at once
+
+        def stop_on(sig: signal.Signals) -> None:
+            if orch is None:
+                early.append(sig)
+            elif orch.stopping and task is not None:
+                task.cancel()
+            else:
+                orch.stop(StopKind.SIGNAL, f"stopped by {sig.name}")
+
+        # From the start: a signal while the storage opens (seconds on a big study) stops the
+        # study as cleanly as one between trials. The TUI's own handler waits for its engine.
+        if on_signal is None:
+            _hook(stack, loop, stop_on, late)
         gpus = NvmlGpus()
         stack.callback(gpus.close)
         if telemetry:  # first, so the GPU panel fills while the storage opens (a second or more)
@@ -144,19 +161,23 @@ async def run_study(
         )
         orch = Orchestrator(setup.config, setup.store, runner, emit, study_dir=setup.study_dir)
         on_orchestrator(orch)
-        loop = asyncio.get_running_loop()
+        if early:
+            orch.stop(StopKind.SIGNAL, f"stopped by {early[0].name}")
         task = asyncio.ensure_future(orch.run())
-
-        def stop_on(sig: signal.Signals) -> None:
-            if orch.stopping:
-                task.cancel()
-            else:
-                orch.stop(StopKind.SIGNAL, f"stopped by {sig.name}")
-
-        for sig in SIGNALS:
-            loop.add_signal_handler(sig, on_signal or stop_on, sig)
-            stack.callback(_unhook, loop, sig, late)
+        if on_signal is not None:
+            _hook(stack, loop, on_signal, late)
         return await task
+
+
+def _hook(
+    stack: contextlib.AsyncExitStack,
+    loop: asyncio.AbstractEventLoop,
+    handler: Callable[[signal.Signals], None],
+    late: LateSignals | None,
+) -> None:
+    for sig in SIGNALS:
+        loop.add_signal_handler(sig, handler, sig)
+        stack.callback(_unhook, loop, sig, late)
 
 
 def _unhook(loop: asyncio.AbstractEventLoop, sig: signal.Signals, late: LateSignals | None) -> None:
