@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -377,7 +378,7 @@ def test_round_trip_after_editing() -> None:
     assert parse_space(space_to_mapping(edited)) == edited
 
 
-def _post_keys(app: Host, keys: list[tuple[str, str | None]]) -> None:
+def _post_keys(app: Host, keys: Sequence[tuple[str, str | None]]) -> None:
     """Keys as a fast typist (or a terminal paste without bracketed paste) sends them: all
     queued at the app before the first is handled."""
     from textual import events
