@@ -128,3 +128,21 @@ def test_the_live_line_and_its_readings(tmp_path: Path) -> None:
     line = live_text(model, now=run.bench_at + 2.0).plain
     window = model.config.workload.warmup_s + model.config.workload.duration_s
     assert line == f"#3 warmup {min(12, window):.0f}/{window:.0f}s · 500 tok/s · 394 req · 2 err"
+
+
+def test_noise_is_shown_only_when_the_study_has_an_estimate(tmp_path: Path) -> None:
+    model = StudyModel(make_config(tmp_path, [8]))
+    model.load([done(0, 1000.0), done(1, 1200.0)])
+    assert "noise" not in header_text(model).plain  # one run each: no estimate, none invented
+    model.load([done(0, 1000.0, repeats_output_tok_s=(980.0, 1000.0, 1030.0)), done(1, 1200.0)])
+    assert "noise ±2.5% (baseline repeats)" in header_text(model).plain
+
+
+def test_a_pruned_trials_partial_figure_is_in_its_detail(tmp_path: Path) -> None:
+    model = StudyModel(make_config(tmp_path, [8]))
+    pruned = TrialRecord(1, "pruned", {"max_num_seqs": 8}, note="pruned by the user",
+                         partial={"elapsed_s": 21.0, "successful": 40, "errored": 1,
+                                  "output_tok_s": 2900.0})  # fmt: skip
+    model.load([done(0, 1000.0), pruned])
+    text = detail_text(pruned, model)
+    assert "2,900 output tok/s after 21 s, 40 requests, 1 errors" in text
