@@ -141,6 +141,7 @@ class StudyModel:
     _row_changed: dict[int, int] = field(default_factory=dict)
     _best_cache: tuple[int, list[TrialRecord]] | None = None
     _baseline_cache: tuple[int, TrialRecord | None] | None = None
+    _median_cache: tuple[int, float | None] | None = None
     #: The typical trial duration ``eta_s`` last used, and when (it is smoothed in time).
     _eta: tuple[float, float] | None = None
 
@@ -315,12 +316,15 @@ class StudyModel:
         return max(0.0, left * typical - running)
 
     def _typical_s(self, now: float, *, smooth: bool) -> float | None:
-        durations = [r.timings["total"] for r in self.finished if "total" in r.timings]
-        if not durations:
+        if self._median_cache is None or self._median_cache[0] != self.version:
+            durations = [r.timings["total"] for r in self.records.values() if "total" in r.timings]
+            median = statistics.median(durations) if durations else None
+            self._median_cache = (self.version, median)  # the header asks ten times a second
+        raw = self._median_cache[1]
+        if raw is None:
             if smooth:
                 self._eta = None
             return None
-        raw = statistics.median(durations)
         if not smooth:
             return raw
         if self._eta is None:
