@@ -37,8 +37,17 @@ from tui_tuner.core.objectives import best_trials
 from tui_tuner.core.space import split_params
 from tui_tuner.core.trial import TrialRecord
 from tui_tuner.core.vllm_flags import Flag, lookup
+from tui_tuner.report.facts import tidy_params
 
-__all__ = ["COMMAND_FILE", "CONFIG_FILE", "Exported", "config_entries", "export_best"]
+__all__ = [
+    "COMMAND_FILE",
+    "CONFIG_FILE",
+    "Exported",
+    "config_entries",
+    "config_text",
+    "export_best",
+    "trial_command",
+]
 
 COMMAND_FILE = "best-serve.sh"
 CONFIG_FILE = "best-vllm-config.yaml"
@@ -74,7 +83,7 @@ def export_best(
     if not front:
         return None
     best = front[0]
-    params: Mapping[str, object] = {} if best.baseline else best.params
+    params = _params(config, best)
     command = serve_command(config.server, params)
     header = _header(config, best, len(front), now or datetime.now().astimezone())
 
@@ -84,6 +93,25 @@ def export_best(
     _write(command_path, _script(config.server, header, command), 0o700)
     _write(config_path, _config_file(config.server, header, params), 0o600)
     return Exported(command, command_path, config_path, best.number)
+
+
+def _params(config: StudyConfig, record: TrialRecord) -> dict[str, object]:
+    """The trial's values as the user wrote them: 0.85, not 0.8500000000000001."""
+    return {} if record.baseline else tidy_params(config.space, record.params)
+
+
+def trial_command(config: StudyConfig, record: TrialRecord) -> str:
+    """The `vllm serve` line of one trial (fixed flags included; host, port, API key and the
+    simulated server's ``--sim-*`` options left out), its floats as the user wrote them."""
+    return serve_command(config.server, _params(config, record))
+
+
+def config_text(
+    config: StudyConfig, record: TrialRecord, *, front_size: int = 1, now: datetime | None = None
+) -> str:
+    """The ``vllm serve --config FILE`` file of one trial, with its comment header."""
+    header = _header(config, record, front_size, now or datetime.now().astimezone())
+    return _config_file(config.server, header, _params(config, record))
 
 
 def config_entries(server: ServerSettings, params: Mapping[str, object]) -> dict[str, object]:
@@ -132,16 +160,22 @@ def _spellings(flag: Flag) -> tuple[str, ...]:
 def _header(config: StudyConfig, best: TrialRecord, front_size: int, now: datetime) -> list[str]:
     """Comment lines shared by both files (without the leading ``#``)."""
     m = best.measurement
-    assert m is not None  # best_trials only returns measured trials
     which = " (the baseline: vLLM's defaults)" if best.baseline else ""
     lines = [
-        "Best `vllm serve` configuration found by tui-tuner.",
+        "Best `vllm serve` configuration found by tui-tuner."
+        if front_size
+        else "A `vllm serve` configuration tui-tuner measured (chosen by trial number).",
         f"study: {config.study.name}",
         f"trial: {best.number}{which}",
         f"model: {config.server.model}",
-        f"measured: {m.output_tok_s:.1f} output tok/s, "
-        f"p95 request latency {m.request_latency_p95_ms:.0f} ms",
     ]
+    if m is not None:
+        lines.append(
+            f"measured: {m.output_tok_s:.1f} output tok/s, "
+            f"p95 request latency {m.request_latency_p95_ms:.0f} ms"
+        )
+    else:
+        lines.append(f"not measured: the trial is {best.label}")
     if front_size > 1:
         lines.append(
             f"one of {front_size} Pareto-optimal trials (the one with the highest throughput)"
