@@ -69,7 +69,8 @@ def _run(ns: argparse.Namespace, setup: StudySetup) -> int:
     if ns.headless:
         from tui_tuner.headless import run_headless
 
-        return run_headless(setup, events_jsonl=events, guidellm=guidellm)
+        json_end = getattr(ns, "json", False)
+        return run_headless(setup, events_jsonl=events, guidellm=guidellm, json_end=json_end)
     from tui_tuner.ui.run import run_tui
 
     return run_tui(setup, guidellm=guidellm, theme=ns.theme, events_jsonl=events)
@@ -350,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--study-dir", default=None, metavar="DIR", help="default: studies/demo-TIMESTAMP"
     )
     _run_options(demo)
+    from tui_tuner.cli_results import register  # show, studies, export; --json
+
+    register(sub, _command)
     return parser
 
 

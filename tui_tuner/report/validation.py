@@ -21,7 +21,7 @@ from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.space import split_params
 from tui_tuner.core.vllm_rules import CROSS_FIELD_FLAGS, Violation, given_violations
 
-__all__ = ["print_validation", "rejected_by_vllm"]
+__all__ = ["print_validation", "rejected_by_vllm", "validation_dict"]
 
 
 def print_validation(
@@ -54,6 +54,33 @@ def print_validation(
         _labelled(console, "warning:", "yellow", problem)
     if dry_run:
         _dry_run(console, c)
+
+
+def validation_dict(c: StudyConfig, problems: list[str]) -> dict[str, object]:
+    """`validate --json`: what `print_validation` says of a configuration that loaded, as data.
+    ``warnings``: the problems that would make every trial fail, and what vLLM would refuse."""
+    rejected = rejected_by_vllm(c)
+    return {
+        "valid": True,
+        "kind": "study",
+        "study": c.study.name,
+        "objective": c.objective.kind,
+        "sampler": c.study.sampler,
+        "n_trials": c.study.n_trials,
+        "time_budget_s": c.study.time_budget_s,
+        "baseline": c.study.baseline,
+        "simulated": c.server.simulated,
+        "model": c.server.model,
+        "constraints": [{"metric": t.metric, "limit": t.limit} for t in c.objective.sla],
+        "latency_vs_baseline": c.objective.latency_vs_baseline,
+        "space_size": c.space.size(),
+        "parameters": [
+            {"key": p.key, "kind": p.kind, "range": p.describe(), "enabled": p.enabled}
+            for p in c.space
+        ],
+        "notes": list(c.notes),
+        "warnings": [*problems, *([rejected] if rejected else [])],
+    }
 
 
 def _labelled(console: Console, label: str, style: str, text: str) -> None:

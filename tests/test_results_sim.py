@@ -1,0 +1,63 @@
+"""The result commands on one real study of the SIMULATED server (`tui-tuner tune --headless
+--json`, the fake GuideLLM): the run's last line is its answer as JSON, and `show` and every
+export say that the figures are the simulator's."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.studies import sim_study, tuner
+from tui_tuner.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sim_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> tuple[Path, str]:
+    tmp = tmp_path_factory.mktemp("results-sim")
+    config = sim_study(tmp, tiny_model, name="results-sim", study="n_trials: 3", options=(8, 16))
+    study_dir = tmp / "study"
+    done = subprocess.run(
+        [*tuner("tune", config, "--study-dir", str(study_dir)), "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return study_dir, done.stdout
+
+
+def test_headless_json_is_the_last_line(sim_run: tuple[Path, str]) -> None:
+    study_dir, stdout = sim_run
+    end = json.loads(stdout.strip().splitlines()[-1])
+    assert end["exit_code"] == 0 and end["simulated"] is True and end["simulated_note"]
+    assert end["study_dir"] == str(study_dir) and end["trials_done"] == 3
+    assert end["best"] and end["command"].startswith("vllm serve ")
+    assert "--sim-" not in end["command"] and "--port" not in end["command"]
+
+
+def test_show_and_exports_say_simulated(
+    sim_run: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    study_dir, _ = sim_run
+    assert main(["show", str(study_dir)]) == 0
+    shown = capsys.readouterr().out
+    assert "SIMULATED" in shown and "finished" in shown and "vllm serve" in shown
+    assert main(["export", str(study_dir), "--format", "command"]) == 0
+    out = capsys.readouterr()
+    assert "--sim-" not in out.out and "SIMULATED" in out.err
+    assert main(["export", str(study_dir), "--format", "markdown"]) == 0
+    markdown = capsys.readouterr().out
+    assert "**SIMULATED**" in markdown and "| vLLM | " in markdown and "GuideLLM" in markdown
+    assert main(["export", str(study_dir), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows and all(r["simulated"] == "True" for r in rows)
+    assert main(["export", str(study_dir), "--format", "yaml"]) == 0
+    assert "SIMULATED" in capsys.readouterr().out
+    assert main(["studies", str(study_dir.parent), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["studies"]
+    assert [s["name"] for s in listed] == ["results-sim"] and listed[0]["simulated"]
