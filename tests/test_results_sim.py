@@ -61,3 +61,43 @@ def test_show_and_exports_say_simulated(
     assert main(["studies", str(study_dir.parent), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["studies"]
     assert [s["name"] for s in listed] == ["results-sim"] and listed[0]["simulated"]
+
+
+#: Parses `vllm serve` arguments with vLLM's own parser (the `serve` subcommand's), starting
+#: nothing; prints the namespace of each argument list as JSON.
+VLLM_PARSE = """
+import json, sys
+from vllm.entrypoints.cli.serve import ServeSubcommand
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+out = []
+for argv in json.loads(sys.argv[1]):
+    root = FlexibleArgumentParser(prog="vllm")
+    ServeSubcommand().subparser_init(root.add_subparsers(dest="subparser"))
+    ns = vars(root.parse_args(argv))
+    out.append({k: v for k, v in ns.items() if k not in ("config", "dispatch_function")})
+print("PARSED " + json.dumps(out, default=str))
+"""
+
+
+def test_vllm_parses_the_exported_command_and_yaml_alike(
+    tmp_path: Path, vllm_exe: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_results import make_study
+
+    study = make_study(tmp_path / "study", "parsed")
+    assert main(["export", str(study), "--format", "command"]) == 0
+    command = capsys.readouterr().out.split()
+    config = tmp_path / "best.yaml"
+    assert main(["export", str(study), "--format", "yaml", "-o", str(config)]) == 0
+    assert command[:2] == ["vllm", "serve"]
+    argvs = [command[1:], ["serve", command[2], "--config", str(config)]]
+    done = subprocess.run(
+        [str(vllm_exe.parent / "python"), "-c", VLLM_PARSE, json.dumps(argvs)],
+        capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("PARSED ")), None)
+    assert done.returncode == 0 and line, done.stdout[-2000:] + done.stderr[-2000:]
+    from_command, from_yaml = json.loads(line.removeprefix("PARSED "))
+    assert from_command == from_yaml
+    assert from_command["gpu_memory_utilization"] == 0.85
+    assert from_command["max_num_seqs"] == 16 and from_command["max_model_len"] == 4096
