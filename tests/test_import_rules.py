@@ -15,8 +15,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tui_tuner"
 #: The wiring above the layers: only these name both the engine and the adapters.
 WIRING = (
     "tui_tuner.cli",
+    "tui_tuner.cli_tools",
     "tui_tuner.compose",
     "tui_tuner.headless",
+    "tui_tuner.profiling",
     "tui_tuner.study_dir",
 )
 
@@ -62,6 +64,21 @@ FORBIDDEN = {
         "tui_tuner.cli",
         "tui_tuner.compose",
         "tui_tuner.headless",
+    ),
+    # Other tools' files read into a configuration: pure but for reading them.
+    "importers": (
+        "textual",
+        "optuna",
+        "aiohttp",
+        "psutil",
+        "pynvml",
+        "subprocess",
+        "tui_tuner.engine",
+        "tui_tuner.adapters",
+        "tui_tuner.sim",
+        "tui_tuner.ui",
+        "tui_tuner.report",
+        *WIRING,
     ),
     "sim": (
         "textual",
@@ -112,7 +129,7 @@ def test_layer_imports_only_what_it_may(layer: str) -> None:
 def test_headless_layers_never_load_textual() -> None:
     modules = [
         f"tui_tuner.{p.relative_to(PACKAGE).with_suffix('').as_posix().replace('/', '.')}"
-        for layer in ("core", "engine", "adapters", "sim", "report")
+        for layer in ("core", "engine", "adapters", "sim", "report", "importers")
         for p in sorted((PACKAGE / layer).rglob("*.py"))
         if p.name != "__init__.py"
     ]

@@ -351,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--study-dir", default=None, metavar="DIR", help="default: studies/demo-TIMESTAMP"
     )
     _run_options(demo)
+    from tui_tuner.cli_tools import add_tools  # import, profile
+
+    add_tools(sub, _command)
     from tui_tuner.cli_results import register  # show, studies, export; --json
 
     register(sub, _command)
