@@ -29,6 +29,7 @@ def record(
     return TrialRecord(
         number=number,
         state="complete",
+        params={} if baseline else {"max_num_seqs": number},  # each its own configuration
         baseline=baseline,
         measurement=measurement(tok_s, p95_ms),
         constraints={"sla_p95": 1.0 if infeasible else -1.0},

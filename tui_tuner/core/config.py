@@ -57,6 +57,12 @@ class StudySettings:
     #: Seconds to wait for the storage (a lock another process holds, a database that is down)
     #: before the study stops; finished trials are kept and the study resumes later.
     storage_timeout_s: float = 60.0
+    #: Runs of the baseline at the start (each a server of its own): their spread is the
+    #: study's measured noise, which every gain is judged against.
+    noise_repeats: int = 1
+    #: Best configurations measured again, interleaved, before the study ends; the answer is
+    #: chosen on the repeated figures (0: none).
+    remeasure_top: int = 0
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,8 @@ def read_study(ctx: Context, sec: Section, legacy: Section) -> StudySettings:
         baseline=sec.read("baseline", True, to_bool),
         max_consecutive_failures=sec.read("max_consecutive_failures", 5, to_int(ge=1)),
         storage_timeout_s=sec.read("storage_timeout_s", 60.0, to_float(gt=0)),
+        noise_repeats=sec.read("noise_repeats", 1, to_int(ge=1)),
+        remeasure_top=sec.read("remeasure_top", 0, to_int(ge=0)),
     )
 
 

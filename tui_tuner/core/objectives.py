@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from tui_tuner.core.confidence import groups, ranked
 from tui_tuner.core.config import ObjectiveKind, ObjectiveSettings
-from tui_tuner.core.measurement import Measurement, stalled
+from tui_tuner.core.measurement import Measurement
 from tui_tuner.core.trial import TrialRecord
 
 __all__ = [
@@ -110,33 +111,21 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def best_trials(kind: ObjectiveKind, trials: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """The best feasible measured trial (single objective) or the Pareto front (both).
+    """The best feasible measured configuration (single objective) or the Pareto front (both),
+    one record each.
 
-    Duplicates repeat another trial's figures, so they are left out; so are measurements taken
-    while the server stalled (``stalled``): the figure is the freeze's, not the flags'.
+    A configuration measured several times (the baseline's noise runs, the re-measurement at
+    the end) ranks by the mean of its runs, and is shown by its run closest to that mean
+    (`core.confidence`). Duplicates repeat another trial's figures, so they are left out; so
+    are measurements taken while the server stalled (``stalled``): the figure is the freeze's.
     """
-    measured = [
-        t
-        for t in trials
-        if t.state == "complete"
-        and t.measurement is not None
-        and t.feasible
-        and t.duplicate_of is None
-        and not stalled(t.measurement)
-    ]
-    if not measured:
+    found = groups(trials)
+    if not found:
         return []
-    if kind == "throughput":
-        return [max(measured, key=lambda t: (t.measurement.output_tok_s, -t.number))]  # type: ignore[union-attr]
-    if kind == "latency":
-        return [
-            min(measured, key=lambda t: (t.measurement.request_latency_p95_ms, t.number))  # type: ignore[union-attr]
-        ]
-    points = [
-        (t.measurement.output_tok_s, t.measurement.request_latency_p95_ms)  # type: ignore[union-attr]
-        for t in measured
-    ]
-    front = [measured[i] for i in pareto_front(points)]
+    if kind in ("throughput", "latency"):
+        return [ranked(kind, found)[0].representative]
+    points = [(g.mean("throughput"), g.mean("latency")) for g in found]
+    front = [found[i].representative for i in pareto_front(points)]
     return sorted(front, key=lambda t: -t.measurement.output_tok_s)  # type: ignore[union-attr]
 
 

@@ -42,6 +42,9 @@ class TrialPlan:
     baseline: bool
     rerun_of: int | None = None
     retries: int = 0
+    #: Measures a configuration that has a result on purpose (the baseline's noise runs, the
+    #: re-measurement of the best at the end): never answered from the store as a duplicate.
+    repeat: bool = False
     settings: TrialSettings = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +87,9 @@ class TrialRecord:
     #: Failed, or measured on a stalled server, for reasons outside its flags: it says nothing
     #: about them, and its configuration was queued to run again (``TrialPlan.retries``).
     rerun: bool = False
+    #: A run again of a configuration measured before, on purpose (``TrialPlan.repeat``): its
+    #: figures join that configuration's; it does not spend the budget.
+    repeat: bool = False
     #: What the load generator had seen when a trial was pruned or interrupted mid-load.
     partial: Mapping[str, float] = field(default_factory=dict)
     #: The load generator said it could not drive the load (the figure may be the client's).
@@ -117,11 +123,13 @@ class TrialRecord:
 def counts_against_budget(record: TrialRecord) -> bool:
     """Whether a trial spends the study's budget (``study.n_trials``): it finished (measured,
     failed or pruned), and it was neither interrupted nor queued again (it runs again and
-    counts then) nor a duplicate (its result is another trial's, nothing ran)."""
+    counts then) nor a duplicate (its result is another trial's, nothing ran) nor a repeat (a
+    measurement again of a configuration counted already)."""
     return (
         record.state in ("complete", "pruned", "failed")
         and not record.interrupted
         and not record.rerun
+        and not record.repeat
         and record.duplicate_of is None
     )
 

@@ -188,6 +188,8 @@ class Orchestrator:
                 # Another worker of a shared study may have died since: its trial runs again.
                 self._say_repaired(await self._io(self.store.repair))
                 stop = self._stop or await self._boundary(streaks)
+                if stop is not None and self._stop is None and await self._measure_again(stop):
+                    stop = None
                 if stop is None and streaks.duplicates >= REDIRECT_AFTER_DUPLICATES:
                     stop = await self._redirect()
                     streaks = Streaks(streaks.failures, 0)
@@ -262,6 +264,27 @@ class Orchestrator:
             elapsed_s=time.time() - self._started,
         )
 
+    async def _measure_again(self, stop: StopReason) -> bool:
+        """Before a study ends on its budget or its space: whether repeats are queued to run
+        first (the baseline's noise runs, or the best configurations measured again,
+        interleaved, which this queues once: ``study.remeasure_top``). Not when the time
+        budget is spent: that limit is the user's."""
+        if stop.kind not in (StopKind.BUDGET, StopKind.SPACE_DONE):
+            return False
+        budget = self._limits.time_budget_s
+        if budget is not None and time.time() - self._started >= budget:
+            return False
+        if await self._io(self.store.repeats_waiting):
+            return True
+        if self.config.study.remeasure_top <= 0:
+            return False
+        queued = await self._io(self.store.queue_remeasure)
+        if queued:
+            self.emit(Notice("info", f"before the study ends, the best configurations are "
+                             f"measured again, interleaved ({queued} trials): the answer is "
+                             "chosen on the repeated figures"))  # fmt: skip
+        return queued > 0
+
     async def _redirect(self) -> StopReason | None:
         """The sampler proposed only configurations with results for a while (it has learnt
         all it can from them, or a seeded one replays itself): queue one that has none. The
@@ -294,10 +317,10 @@ class Orchestrator:
 
     async def _one_trial(self) -> TrialRecord | None:
         plan = await self._io(self.store.ask, self.space)
-        same = await self._io(self.store.find_same, plan)
+        same = None if plan.repeat else await self._io(self.store.find_same, plan)
         if same is not None:
             return await self._tell(plan, duplicate(plan, same, time.time()))
-        elsewhere = await self._io(self.store.find_running_same, plan)
+        elsewhere = None if plan.repeat else await self._io(self.store.find_running_same, plan)
         if elsewhere is not None:
             record = await self._tell(plan, running_elsewhere(plan, elsewhere, time.time()))
             await asyncio.sleep(POLL_S)  # give that worker a moment

@@ -72,6 +72,7 @@ def record_from(
         note=note,
         interrupted="interrupted" in user_attrs,
         rerun=bool(attrs.get("rerun")),
+        repeat=bool(attrs.get("repeat") or user_attrs.get("repeat")),
         repeats_output_tok_s=tuple(attrs.get("repeats_output_tok_s") or ()),
         partial=dict(attrs.get("partial") or {}),
         client_limited=bool(attrs.get("client_limited")),

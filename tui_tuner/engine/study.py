@@ -25,10 +25,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from tui_tuner.core.confidence import REMEASURE_ROUNDS, best_configurations
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.errors import UserError
 from tui_tuner.core.objectives import directions, metric_names
-from tui_tuner.core.space import SearchSpace
+from tui_tuner.core.space import SearchSpace, params_key
 from tui_tuner.core.trial import TrialPlan, TrialRecord, counts_against_budget
 from tui_tuner.engine import duplicates
 from tui_tuner.engine.control import Control
@@ -128,6 +129,8 @@ class StudyStore:
         if not self.config.study.baseline or self._has_baseline():
             return False
         self.study.enqueue_trial({}, user_attrs={"baseline": True})
+        for _ in range(self.config.study.noise_repeats - 1):  # its spread is the noise
+            self.study.enqueue_trial({}, user_attrs={"baseline": True, "repeat": True})
         return True
 
     def _has_baseline(self) -> bool:
@@ -160,8 +163,9 @@ class StudyStore:
                 continue
             if not self._dead(worker, float(beat), now, stale_after_s):
                 continue
-            baseline = bool(t.user_attrs.get("baseline"))
-            self._interrupt(t.number, t.params, baseline, "interrupted: the tuner running it died")
+            baseline, repeat = bool(t.user_attrs.get("baseline")), bool(t.user_attrs.get("repeat"))
+            note = "interrupted: the tuner running it died"
+            self._interrupt(t.number, t.params, baseline, note, repeat=repeat)
             repaired.append(t.number)
         return repaired
 
@@ -201,6 +205,7 @@ class StudyStore:
             baseline,
             None if rerun is None else int(rerun),
             retries=int(attrs.get("retries", 0)),
+            repeat=bool(attrs.get("repeat")),
         )
 
     def heartbeat(self, plan: TrialPlan) -> None:
@@ -229,15 +234,34 @@ class StudyStore:
     def interrupt(self, plan: TrialPlan, note: str) -> None:
         """Fail a trial the tuner stopped (quit, signal, pause now) and queue it to run again."""
         self._live.pop(plan.number, None)
-        self._interrupt(plan.number, plan.params, plan.baseline, note)
+        self._interrupt(plan.number, plan.params, plan.baseline, note, repeat=plan.repeat)
 
     def requeue(self, plan: TrialPlan) -> None:
         """Queue the configuration of ``plan`` (told already) to run again as the next trial:
         it failed, or was measured on a frozen server, for reasons outside its flags."""
         attrs: dict[str, Any] = {"rerun_of": plan.number, "retries": plan.retries + 1}
-        if plan.baseline:
-            attrs["baseline"] = True
+        attrs.update({k: True for k in ("baseline", "repeat") if getattr(plan, k)})
         self.study.enqueue_trial(dict(plan.params), user_attrs=attrs)
+
+    def repeats_waiting(self) -> int:
+        """Repeats queued and not yet run (the baseline's noise runs, a re-measurement)."""
+        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        return sum(bool(t.user_attrs.get("repeat")) for t in waiting)
+
+    def queue_remeasure(self) -> int:
+        """Queue the best ``study.remeasure_top`` configurations to be measured again,
+        interleaved (A B C A B C), unless those were re-measured already; how many trials."""
+        top = best_configurations(self.config.objective.kind, self.records())
+        top = top[: self.config.study.remeasure_top]
+        done = set(self.study.user_attrs.get("remeasured") or ())
+        keys = [params_key(r.params) for r in top]
+        if not top or set(keys) <= done:
+            return 0
+        for _ in range(REMEASURE_ROUNDS):
+            for r in top:
+                self.study.enqueue_trial(dict(r.params), user_attrs={"repeat": True})
+        self.study.set_user_attr("remeasured", sorted(done | set(keys)))
+        return REMEASURE_ROUNDS * len(top)
 
     def enqueue_untried(self, space: SearchSpace) -> dict[str, object] | None:
         """Queue a configuration of ``space`` that has no result yet (nor is running or queued)
@@ -251,7 +275,15 @@ class StudyStore:
             self.study.enqueue_trial(params, user_attrs={"untried": True})
         return params
 
-    def _interrupt(self, number: int, params: Mapping[str, Any], baseline: bool, note: str) -> None:
+    def _interrupt(
+        self,
+        number: int,
+        params: Mapping[str, Any],
+        baseline: bool,
+        note: str,
+        *,
+        repeat: bool = False,
+    ) -> None:
         study_id = self.storage.get_study_id_from_name(self.study.study_name)
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
         self.storage.set_trial_user_attr(trial_id, "interrupted", note)
@@ -259,6 +291,8 @@ class StudyStore:
         attrs: dict[str, Any] = {"rerun_of": number}
         if baseline:
             attrs["baseline"] = True
+        if repeat:
+            attrs["repeat"] = True
         self.study.enqueue_trial(dict(params), user_attrs=attrs)
 
     # -- reading ---------------------------------------------------------------------------

@@ -87,6 +87,7 @@ def judge(
         client_limited=progress.client_limited,
         repeats_output_tok_s=tuple(progress.repeats_output_tok_s),
         note="" if plan.rerun_of is None else f"runs trial {plan.rerun_of} again",
+        repeat=plan.repeat,
         started_at=progress.started_at,
         finished_at=finished_at,
     )

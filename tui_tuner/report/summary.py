@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tui_tuner.core.commands import serve_command
+from tui_tuner.core.confidence import answer
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.objectives import best_trials, gain_over
 from tui_tuner.core.trial import TrialRecord, baseline_of
@@ -84,12 +85,15 @@ def best_table(config: StudyConfig, records: Sequence[TrialRecord]) -> Table:
 def outcome_lines(config: StudyConfig, records: Sequence[TrialRecord]) -> list[str]:
     """Counts by state and failure class, then the command of the best trial."""
     counts = Counter(
-        "interrupted" if r.interrupted else r.label
+        "interrupted" if r.interrupted else "measured again" if r.repeat else r.label
         for r in records
         if r.state not in ("waiting", "running")
     )
     done = ", ".join(f"{n} {label}" for label, n in sorted(counts.items()))
     lines = ["trials: " + (done or "none finished")]
+    sure = answer(config.objective.kind, records)
+    if sure is not None and sure.baseline is not None:
+        lines += sure.lines()
     best = best_trials(config.objective.kind, records)
     if not best:
         lines.append("no feasible measured trial yet")
