@@ -135,7 +135,7 @@ def test_noise_is_shown_only_when_the_study_has_an_estimate(tmp_path: Path) -> N
     model.load([done(0, 1000.0), done(1, 1200.0)])
     assert "noise" not in header_text(model).plain  # one run each: no estimate, none invented
     model.load([done(0, 1000.0, repeats_output_tok_s=(980.0, 1000.0, 1030.0)), done(1, 1200.0)])
-    assert "noise ±2.5% (baseline repeats)" in header_text(model).plain
+    assert "noise ±2.5% (repeated runs)" in header_text(model).plain
 
 
 def test_a_pruned_trials_partial_figure_is_in_its_detail(tmp_path: Path) -> None:

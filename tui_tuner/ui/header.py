@@ -99,7 +99,7 @@ def header_text(model: StudyModel, width: int = 1000) -> Text:
                                 _t((f" {words.strip()}", style)), Text()], 4))  # fmt: skip
     noise = model.noise_pct()
     if noise is not None:
-        parts.append(_Part([_t((f"  noise ±{noise:.1f}% (baseline repeats)", "dim")),
+        parts.append(_Part([_t((f"  noise ±{noise:.1f}% (repeated runs)", "dim")),
                             _t((f"  noise ±{noise:.0f}%", "dim")), Text()], 4))  # fmt: skip
     if model.state in ("stopping", "finished", "error") and model.reason:
         parts.append(_Part([_t((f"  {model.reason}", "dim")), Text()], 0))

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from tui_tuner.core.confidence import noise
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.events import (
     BenchProgress,
@@ -266,7 +267,12 @@ class StudyModel:
         return max(0, self.n_trials - self.counted - (self.running is not None))
 
     def noise_pct(self) -> float | None:
-        """The study's noise, if it has an estimate: the spread of the baseline's repeats."""
+        """The study's noise, if it has an estimate: the pooled spread of the configurations
+        measured more than once (`core.confidence.noise`: the baseline's noise runs, the
+        re-measurement of the best), else the spread of the baseline's load repeats."""
+        measured = noise(self.finished, self.config.objective.kind)
+        if measured is not None:
+            return measured.cv * 100.0
         base = self.baseline()
         return None if base is None else spread_pct(base.repeats_output_tok_s)
 
