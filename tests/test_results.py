@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
+import importlib.util
 import io
 import json
 import re
@@ -35,8 +36,8 @@ from tui_tuner.report.facts import noise_of, tidy_value
 CONFIG = """
 study: {{name: {name}, seed: 1, sampler: grid, n_trials: 11{storage}}}
 server: {{command: ["fake-serve"], model: org/model-1b, flags: {{max_model_len: 4096}}}}
-workload: {{duration_s: 1, warmup_s: 0}}
-objective: {{kind: throughput}}
+workload: {{duration_s: 1, warmup_s: 0, streams: 8}}
+objective: {objective}
 search_space:
   max_num_seqs: {{options: [8, 16, 3]}}
   gpu_memory_utilization: {{type: float, low: 0.8, high: 0.9, step: 0.05}}
@@ -45,22 +46,31 @@ search_space:
 ARTEFACT = 0.8500000000000001
 
 
-def make_study(directory: Path, name: str, storage: str | None = None) -> Path:
+def make_study(
+    directory: Path,
+    name: str,
+    storage: str | None = None,
+    objective: str = "{kind: throughput}",
+    best_p95_ms: float = 900.0,
+) -> Path:
     """A finished fake-adapter study in ``directory``: the baseline, the nine configurations of
     its grid (max_num_seqs 3 fails as oom_startup), and an injected best trial whose float
     has the artefact and three repeats."""
     directory.mkdir(parents=True)
     extra = f", storage: '{storage}'" if storage else ""
-    (directory / "config.yaml").write_text(CONFIG.format(name=name, storage=extra))
+    text = CONFIG.format(name=name, storage=extra, objective=objective)
+    (directory / "config.yaml").write_text(text)
     config = load_config(directory / "config.yaml")
     url = storage or default_storage_url(directory)
     fakes = Fakes()
     store = StudyStore(config, url)
     runner = TrialRunner(config, directory, fakes, fakes, fakes, lambda e: None)
     asyncio.run(Orchestrator(config, store, runner, lambda e: None, study_dir=directory).run())
+    pareto = "pareto" in objective
+    values = (4000.0, best_p95_ms) if pareto else (4000.0,)
     best = TrialRecord(
-        number=-1, state="complete", params={}, measurement=measurement(4000.0, 900.0),
-        values=(4000.0,), constraints={"server_failed": 0.0},
+        number=-1, state="complete", params={}, measurement=measurement(4000.0, best_p95_ms),
+        values=values, constraints={"server_failed": 0.0},
         timings={"launching": 3.0, "ready": 0.5, "warmup": 1.0, "measuring": 10.0,
                  "teardown": 0.2, "total": 14.7},
         repeats_output_tok_s=(3900.0, 4000.0, 4100.0), started_at=1.0e9, finished_at=1.0e9 + 15,
@@ -71,7 +81,7 @@ def make_study(directory: Path, name: str, storage: str | None = None) -> Path:
             "max_num_seqs": optuna.distributions.CategoricalDistribution((8, 16, 3)),
             "gpu_memory_utilization": optuna.distributions.FloatDistribution(0.8, 0.9, step=0.05),
         },
-        values=[4000.0], user_attrs={"tuner": record_attrs(best)},
+        values=list(values), user_attrs={"tuner": record_attrs(best)},
     ))  # fmt: skip
     return directory
 
@@ -369,3 +379,24 @@ def test_html_needs_plotly_says_so(
     code, _, err = run(capsys, "export", str(study), "--format", "html")
     assert code == 2 and "pip install 'tui-tuner[report]'" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_pareto_study_shows_its_front_and_sla(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    objective = "{kind: pareto, sla: {p95_request_latency_ms: 1012}}"
+    study = make_study(tmp_path / "p", "front", objective=objective, best_p95_ms=1011.0)
+    code, out, _ = run(capsys, "show", str(study), "--json")
+    data = json.loads(out)
+    # The injected trial (4000 tok/s, 1011 ms), the baseline (1000, 1010), the three seqs 8
+    # (800, 1008); seqs 16 (1016 ms) misses the SLA.
+    tok = [b["output_tok_s"] for b in data["best"]]
+    assert code == 0 and tok == [4000.0, 1000.0, 800.0, 800.0, 800.0]
+    assert data["pareto_size"] == 5
+    code, out, _ = run(capsys, "show", str(study))
+    assert "highest-throughput point of the Pareto front" in out and "infeasible" in out
+    if importlib.util.find_spec("plotly") is not None:
+        code, out, _ = run(capsys, "export", str(study), "--format", "html")
+        # The limit's line, labelled (plotly writes "<" as \u003c in the figure's JSON).
+        assert code == 0 and "SLA p95_request_latency_ms \\u003c= 1012" in out
+        assert "Pareto front" in out and "baseline (trial 0)" in out
