@@ -137,3 +137,21 @@ def test_textual_serve_serves_the_tui_page(
     assert external == {"fonts.googleapis.com/css?family=Roboto%20Mono"}, external
     # the app is started only when a browser opens the websocket: nothing has run yet
     assert not (tmp_path / "study").exists()
+
+
+def _commands() -> list[str]:
+    from tui_tuner.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return sorted(sub.choices)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tui_tuner", command, "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    examples = result.stdout.split("\nexamples:\n")
+    assert len(examples) == 2, f"{command} --help has no examples"
+    assert f"tui-tuner {command}" in examples[1]

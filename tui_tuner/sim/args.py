@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _VllmParser(
         prog="vllm serve",
         description="Simulated `vllm serve` (tui-tuner): vLLM's flags, no GPU, modelled timing.",
+        epilog="examples:\n"
+        "  tui-tuner sim-serve /tmp/tiny-llama --port 8000\n"
+        "  tui-tuner sim-serve meta-llama/Llama-3.1-8B --max-num-seqs 128 --sim-profile llama-8b-h100",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
     parser.add_argument("model", help="model name or local directory (its tokenizer is used)")
