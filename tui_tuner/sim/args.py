@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulated `vllm serve` (tui-tuner): vLLM's flags, no GPU, modelled timing.",
         epilog="examples:\n"
         "  tui-tuner sim-serve /tmp/tiny-llama --port 8000\n"
-        "  tui-tuner sim-serve meta-llama/Llama-3.1-8B --max-num-seqs 128 --sim-profile llama-8b-h100",
+        "  tui-tuner sim-serve meta-llama/Llama-3.1-8B --max-num-seqs 128 "
+        "--sim-profile llama-8b-h100",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
