@@ -172,7 +172,7 @@ def test_export_json_reproduces_every_trial(
         assert t["params"] == params
     assert data["failures"] == {"oom_startup": 3}
     assert data["best"][0]["output_tok_s"] == 4000.0
-    assert data["noise"]["known"] and data["noise"]["spread_pct"] == pytest.approx(5.0)
+    assert data["noise"]["known"] and data["noise"]["cv_pct"] == pytest.approx(2.5)
 
 
 def test_export_csv_reproduces_every_trial(study: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -358,7 +358,9 @@ def test_noise_counts_repeats_and_repeated_configurations() -> None:
 
     assert not noise_of([rec(0, 100, True), rec(1, 200)]).known
     noise = noise_of([rec(0, 100, True), rec(1, 200), rec(2, 110, True)])
-    assert noise.known and noise.groups == 1 and noise.spread_pct == pytest.approx(10 / 105 * 100)
+    # The baseline twice: the pooled coefficient of variation of 100 and 110.
+    assert noise.known and noise.configurations == 1 and noise.measurements == 2
+    assert noise.cv_pct == pytest.approx(5 / 105 * 2**0.5 * 100)
     assert "no configuration was measured more than once" in noise_of([]).describe()
 
 
@@ -400,3 +402,27 @@ def test_a_pareto_study_shows_its_front_and_sla(
         # The limit's line, labelled (plotly writes "<" as \u003c in the figure's JSON).
         assert code == 0 and "SLA p95_request_latency_ms \\u003c= 1012" in out
         assert "Pareto front" in out and "baseline (trial 0)" in out
+
+
+def test_show_states_the_gains_interval_when_the_study_measured_its_noise() -> None:
+    from rich.console import Console
+
+    from tui_tuner.report.facts import study_facts
+    from tui_tuner.report.show import show_study
+
+    config = load_config(ROOT / "sample_configs" / "demo-sim.yaml")
+    params = {"max_num_seqs": 64}
+
+    def rec(n: int, tok: float, baseline: bool = False) -> TrialRecord:
+        return TrialRecord(n, "complete", {} if baseline else params, baseline, measurement(tok),
+                           constraints={"server_failed": 0.0})  # fmt: skip
+
+    records = [rec(0, 1000, True), rec(1, 1020, True), rec(2, 1490), rec(3, 1510)]
+    console = Console(file=io.StringIO(), width=100, highlight=False)
+    for item in show_study(config, records, state="finished"):
+        console.print(item)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "95% interval" in out and "noise: ±1.2%" in out
+    facts = study_facts(config, records)
+    low, high = facts["gain_interval_pct"]  # type: ignore[misc]
+    assert low < 48.5 < high and facts["confidence"]

@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from tui_tuner.core.confidence import answer, groups
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.objectives import best_trials, gain_over
-from tui_tuner.core.space import SearchSpace, params_key
+from tui_tuner.core.space import SearchSpace
 from tui_tuner.core.trial import PHASES, TrialRecord, baseline_of, counts_against_budget
 
 __all__ = [
@@ -73,66 +74,64 @@ def tidy_params(space: SearchSpace, params: Mapping[str, object]) -> dict[str, o
 
 @dataclass(frozen=True)
 class Noise:
-    """The spread of repeated measurements of one configuration, in percent of their mean.
+    """How much repeated measurements of one configuration differ: the pooled coefficient of
+    variation of output tok/s, in percent (None: nothing was measured twice).
 
-    ``groups``: configurations measured more than once (by `workload.repeats`, or as several
-    trials: the baseline measured again, a configuration run again); ``spread_pct``: the median
-    over them of (max - min) / mean; ``worst_pct``: the largest. None fields: no repeats."""
+    Two sources, pooled with `core.confidence.noise`'s formula: configurations measured as
+    several trials (the baseline's noise runs, the re-measurement of the best, a configuration
+    run again; grouped as `core.confidence.groups` does), and the runs within one trial
+    (``workload.repeats``, whose median the trial keeps). With the first source alone the figure
+    is `core.confidence.noise`'s."""
 
-    groups: int
+    configurations: int
     measurements: int
-    spread_pct: float | None
-    worst_pct: float | None
+    cv_pct: float | None
 
     @property
     def known(self) -> bool:
-        return self.spread_pct is not None
+        return self.cv_pct is not None
 
     def describe(self) -> str:
-        if self.spread_pct is None or self.worst_pct is None:
+        if self.cv_pct is None:
             return (
                 "unknown: no configuration was measured more than once, so a small gain may be "
-                "noise (workload.repeats: 3 measures each trial three times)"
+                "noise (study.noise_repeats or workload.repeats measure it)"
             )
-        which = "configuration" if self.groups == 1 else "configurations"
+        which = "configuration" if self.configurations == 1 else "configurations"
         return (
-            f"±{self.spread_pct / 2:.1f}% output tok/s (repeated measurements of the same "
-            f"configuration differ by {self.spread_pct:.1f}% median, {self.worst_pct:.1f}% at "
-            f"most; {self.measurements} measurements of {self.groups} {which})"
+            f"±{self.cv_pct:.1f}% output tok/s (coefficient of variation of "
+            f"{self.measurements} measurements of {self.configurations} {which})"
         )
 
     def to_dict(self) -> dict[str, object]:
         return {
             "known": self.known,
-            "configurations": self.groups,
+            "cv_pct": self.cv_pct,
+            "configurations": self.configurations,
             "measurements": self.measurements,
-            "spread_pct": self.spread_pct,
-            "worst_pct": self.worst_pct,
             "text": self.describe(),
         }
 
 
 def noise_of(records: Sequence[TrialRecord]) -> Noise:
-    """The study's noise: the repeats within a trial (``repeats_output_tok_s``) and the
-    measured trials that ran the same configuration (the baseline twice, a rerun)."""
-    samples: list[list[float]] = []
-    by_config: dict[str, list[float]] = {}
-    for r in records:
-        if r.state != "complete" or r.measurement is None or r.duplicate_of is not None:
-            continue
-        if len(r.repeats_output_tok_s) >= 2:
-            samples.append([float(v) for v in r.repeats_output_tok_s])
-        key = "baseline" if r.baseline else params_key(r.params)
-        by_config.setdefault(key, []).append(r.measurement.output_tok_s)
-    samples += [v for v in by_config.values() if len(v) >= 2]
-    spreads = [
-        (max(v) - min(v)) / statistics.fmean(v) * 100 for v in samples if statistics.fmean(v) > 0
+    """The study's noise in output tok/s (see `Noise`)."""
+    samples = [[_tok_s(r) for r in g.records] for g in groups(records) if g.n > 1]
+    samples += [
+        [float(v) for v in r.repeats_output_tok_s]
+        for r in records
+        if r.state == "complete" and r.duplicate_of is None and len(r.repeats_output_tok_s) > 1
     ]
-    if not spreads:
-        return Noise(0, 0, None, None)
-    return Noise(
-        len(spreads), sum(len(v) for v in samples), statistics.median(spreads), max(spreads)
-    )
+    samples = [v for v in samples if statistics.fmean(v) > 0]
+    runs = sum(len(v) for v in samples)
+    if not samples:
+        return Noise(0, 0, None)
+    squares = sum((x / statistics.fmean(v) - 1.0) ** 2 for v in samples for x in v)
+    return Noise(len(samples), runs, math.sqrt(squares / (runs - len(samples))) * 100.0)
+
+
+def _tok_s(r: TrialRecord) -> float:
+    assert r.measurement is not None
+    return r.measurement.output_tok_s
 
 
 # -- counts and time ------------------------------------------------------------------------
@@ -250,7 +249,23 @@ def study_facts(config: StudyConfig, records: Sequence[TrialRecord]) -> dict[str
         "baseline": None if base is None else entry(base),
         "best": [entry(r) for r in best],
         "noise": noise_of(records).to_dict(),
+        **_confidence(config, records),
         "states": state_counts(records),
         "failures": failure_counts(records),
         "time": time_spent(records).to_dict(),
+    }
+
+
+def _confidence(config: StudyConfig, records: Sequence[TrialRecord]) -> dict[str, object]:
+    """The single-objective answer of `core.confidence`: the gain's 95% interval (when the
+    study measured its noise across trials) and its statement in words."""
+    kind = config.objective.kind
+    sure = answer(kind, records) if kind != "pareto" else None
+    interval = None
+    if sure is not None and sure.low_pct is not None and sure.high_pct is not None:
+        interval = [sure.low_pct, sure.high_pct]
+    return {
+        "gain_interval_pct": interval,
+        "beats_runner_up": None if sure is None else sure.beats_runner_up,
+        "confidence": None if sure is None else sure.lines(),
     }

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from tui_tuner.core.confidence import answer
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.objectives import best_trials, gain_over
 from tui_tuner.core.trial import PHASES, TrialRecord, baseline_of, counts_against_budget
@@ -58,14 +59,15 @@ def ago(seconds: float | None) -> str:
 
 
 def verdict(gain_pct: float | None, noise: Noise) -> str:
-    """How far a throughput gain can be trusted, against the study's noise."""
+    """How far a throughput gain can be trusted against the study's noise: beyond it when the
+    gain is more than twice the coefficient of variation (about a 95% band for one run)."""
     if gain_pct is None:
         return ""
-    if noise.spread_pct is None:
+    if noise.cv_pct is None:
         return "the study has no measure of its noise (no configuration was measured twice)"
-    if abs(gain_pct) > noise.spread_pct:
-        return f"beyond the noise (repeats differ by {noise.spread_pct:.1f}%)"
-    return f"within the noise (repeats differ by {noise.spread_pct:.1f}%): not a clear gain"
+    if abs(gain_pct) > 2 * noise.cv_pct:
+        return f"beyond the noise (±{noise.cv_pct:.1f}%)"
+    return f"within the noise (±{noise.cv_pct:.1f}%): not a clear gain"
 
 
 def show_study(
@@ -106,7 +108,10 @@ def show_study(
         out.append(Text("nothing measured yet", style="yellow"))
     noise = noise_of(records)
     out.append(Text(f"noise: {noise.describe()}"))
-    if best and base is not None and base.measurement and best[0] is not base:
+    sure = answer(config.objective.kind, records) if config.objective.kind != "pareto" else None
+    if sure is not None and sure.noise is not None:  # the gain's interval, the runner-up
+        out += [Text(line) for line in sure.lines() if not line.startswith("noise")]
+    elif best and base is not None and base.measurement and best[0] is not base:
         gain = gain_over(base.measurement, best[0].measurement)  # type: ignore[arg-type]
         if gain is not None:
             pct = gain.output_tok_s_pct
