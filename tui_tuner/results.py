@@ -284,22 +284,25 @@ def _load(url: str, name: str) -> tuple[list[TrialRecord], dict[str, Any], list[
     """A study's records, its user attributes (with the RUNNING trials' heartbeats under
     ``_heartbeats``) and its directions."""
     import optuna
+    import sqlalchemy.exc
 
     from tui_tuner.engine.records import to_record
 
     storage = _read_only(url)
     try:
         study_id = storage.get_study_id_from_name(name)
+        trials = storage.get_all_trials(study_id, deepcopy=False)
+        attrs = dict(storage.get_study_user_attrs(study_id))
+        directions = [d.name.lower() for d in storage.get_study_directions(study_id)]
     except KeyError:
         raise UserError(f"no study {name!r} in {_shown(url)} yet") from None
-    trials = storage.get_all_trials(study_id, deepcopy=False)
-    attrs = dict(storage.get_study_user_attrs(study_id))
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
+        raise UserError(f"cannot read the study storage {_shown(url)}: {err}") from None
     attrs["_heartbeats"] = [
         t.user_attrs["heartbeat"]
         for t in trials
         if t.state == optuna.trial.TrialState.RUNNING and "heartbeat" in t.user_attrs
     ]
-    directions = [d.name.lower() for d in storage.get_study_directions(study_id)]
     return [to_record(t) for t in trials], attrs, directions
 
 
