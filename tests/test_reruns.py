@@ -189,3 +189,20 @@ async def test_measuring_starts_when_the_warmup_is_over_between_progress_records
         dict(phases)[p] for p in ("warmup", "measuring", "teardown")
     )
     assert 0.25 <= measuring_at - warmup_at < 0.9 and teardown_at - measuring_at > 0.4, phases
+
+
+async def test_a_busy_gpu_runs_again_once_and_is_never_told_infeasible(tmp_path: Path) -> None:
+    from tui_tuner.core.failures import Failure, FailureClass
+    from tui_tuner.core.trial import TrialPlan
+    from tui_tuner.engine.trial_runner import TrialProgress
+    from tui_tuner.engine.verdict import judge
+
+    config = make_config(tmp_path, [16])
+    busy = Failure(FailureClass.GPU_BUSY, "GPU busy", 1, (), "startup")
+    for retries, rerun, state in ((0, True, TrialState.FAIL), (1, False, TrialState.FAIL)):
+        plan = TrialPlan(1, {"max_num_seqs": 16}, False, retries=retries)
+        progress = TrialProgress(1, ["vllm"])
+        progress.failure = busy
+        verdict = judge(plan, progress, objective=config.objective, command=(), files={},
+                        finished_at=0.0)  # fmt: skip
+        assert (verdict.record.rerun, verdict.state, verdict.values) == (rerun, state, None)

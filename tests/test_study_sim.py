@@ -119,12 +119,16 @@ def test_failing_servers_end_as_classified_trials_and_the_study_goes_on(
     )
     config = write_config(tmp_path, tiny_model, name="faults", body=body, command=fake)
     text = config.read_text().replace("startup_timeout_s: 60", "startup_timeout_s: 8")
-    text = text.replace("seed: 0,", "seed: 0, baseline: false, max_consecutive_failures: 9,")
+    # Each failure that is not the flags' (3, 5, 6) runs again once: 9 failures in a row.
+    text = text.replace("seed: 0,", "seed: 0, baseline: false, max_consecutive_failures: 20,")
     config.write_text(text)
     study_dir = tmp_path / "study"
     result = tune(config, study_dir, guidellm_exe, "--trials", "7")
     assert result.returncode == 0, result.stdout + result.stderr
-    by = {r.params["max_num_seqs"]: r for r in records(config, study_dir)}
+    done = records(config, study_dir)
+    again = sorted(r.params["max_num_seqs"] for r in done if r.rerun)
+    assert again == [3, 5, 6], again  # the environment's failures ran again, once each
+    by = {r.params["max_num_seqs"]: r for r in done}  # the last run of each
     classes = {seqs: r.failure_class for seqs, r in by.items()}
     assert classes == {
         1: "invalid_args",

@@ -51,7 +51,7 @@ CONFIG_CAUSED: frozenset[FailureClass] = frozenset(
 
 
 #: classes about the machine, not about one configuration: another process holds the GPU or the
-#: port. Such a trial runs again for as long as the study goes on (the failure streak bounds it).
+#: port. Such a trial runs again once, and is never told as infeasible.
 MACHINE_WIDE: frozenset[FailureClass] = frozenset({FailureClass.GPU_BUSY, FailureClass.PORT_IN_USE})
 
 

@@ -10,8 +10,9 @@ and constraints, and the record the study keeps.
   measured on a server that froze (``measurement.stalled``): it says nothing about the flags.
   FAIL, and the record is marked ``rerun``: the orchestrator queues the configuration to run
   again, so the sampler learns from that trial. A configuration that does it again
-  (``RERUNS``) is told as infeasible, so that the search moves on; machine-wide causes (a busy
-  GPU or port, ``MACHINE_WIDE``) always run again, bounded by the study's failure streak.
+  (``RERUNS``) is told as infeasible, so that the search moves on; but not for a cause of the
+  machine (a busy GPU or port, ``MACHINE_WIDE``): that stays a FAIL (the study's failure streak
+  stops a study on a busy machine, and the orchestrator redirects a sampler stuck on it).
 - Pruned by the user: PRUNED, its partial figures kept in the note.
 - Interrupted by the tuner (a stop, a pause now, a full disk): not told at all: it is failed and
   queued to run again (``Verdict.state`` None).
@@ -107,9 +108,12 @@ def judge(
     if failure is not None:
         record = replace(record, state="failed", failure=failure.to_dict())
         if failure.cls not in CONFIG_CAUSED:
-            if failure.cls in MACHINE_WIDE or plan.retries < RERUNS:
+            if plan.retries < RERUNS:
                 note = f"failed ({failure.cls}), not because of its flags; it runs again"
                 return Verdict(replace(record, rerun=True, note=note), TrialState.FAIL)
+            if failure.cls in MACHINE_WIDE:
+                note = f"failed again ({failure.cls}): the machine, not the flags"
+                return Verdict(replace(record, note=note), TrialState.FAIL)
             note = (
                 f"failed again ({failure.cls}) on its run number {plan.retries + 1}; "
                 "told as infeasible so that the search moves on"
