@@ -154,3 +154,12 @@ def test_profile_the_best_trial_on_vllm_cpu(
 
     chosen = subprocess.run([*profile, "--trial", "5"], capture_output=True, text=True, cwd=ROOT)
     assert chosen.returncode == 2 and "trial 5 is not in the study" in chosen.stderr
+
+
+@pytest.mark.parametrize("duration", ["0", "-3", "nan", "inf", "ten"])
+def test_a_duration_that_is_not_positive_seconds_is_refused(
+    duration: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["profile", str(tmp_path), "--duration", duration])
+    assert exited.value.code == 2 and "--duration" in capsys.readouterr().err

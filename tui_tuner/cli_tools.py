@@ -81,6 +81,16 @@ def _profile(ns: argparse.Namespace) -> int:
     )
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
 def add_tools(sub: argparse._SubParsersAction[Any], command: Command) -> None:
     """Add `import` and `profile` with `cli._command` (their help line and examples)."""
     imp = command(
@@ -119,7 +129,7 @@ def add_tools(sub: argparse._SubParsersAction[Any], command: Command) -> None:
     )
     prof.add_argument(
         "--duration",
-        type=float,
+        type=_seconds,
         default=10.0,
         metavar="S",
         help="seconds of profiled load (default: 10; traces grow fast)",
