@@ -185,7 +185,8 @@ def _render(ns: argparse.Namespace, view: Any, setup_facts: Callable[[Any], Any]
         if ns.format == "command":
             return trial_command(config, chosen) + "\n"
         size = len(front) if any(r is chosen for r in front) else 0
-        return config_text(config, chosen, front_size=size)
+        name = Path(ns.output).name if ns.output else "FILE"
+        return config_text(config, chosen, front_size=size, file_name=name)
     if ns.format == "json":
         return formats.json_text(config, records, setup_facts(view))
     if ns.format == "csv":

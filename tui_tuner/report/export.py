@@ -107,11 +107,16 @@ def trial_command(config: StudyConfig, record: TrialRecord) -> str:
 
 
 def config_text(
-    config: StudyConfig, record: TrialRecord, *, front_size: int = 1, now: datetime | None = None
+    config: StudyConfig,
+    record: TrialRecord,
+    *,
+    front_size: int = 1,
+    now: datetime | None = None,
+    file_name: str = "FILE",
 ) -> str:
     """The ``vllm serve --config FILE`` file of one trial, with its comment header."""
     header = _header(config, record, front_size, now or datetime.now().astimezone())
-    return _config_file(config.server, header, _params(config, record))
+    return _config_file(config.server, header, _params(config, record), file_name)
 
 
 def config_entries(server: ServerSettings, params: Mapping[str, object]) -> dict[str, object]:
@@ -207,10 +212,16 @@ def _script(server: ServerSettings, header: list[str], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _config_file(server: ServerSettings, header: list[str], params: Mapping[str, object]) -> str:
+def _config_file(
+    server: ServerSettings,
+    header: list[str],
+    params: Mapping[str, object],
+    file_name: str = CONFIG_FILE,
+) -> str:
     model = shlex.quote(server.model)
     notes = [
-        f"Use: vllm serve {model} --config {CONFIG_FILE}  (command-line flags override this file)",
+        f"Use: vllm serve {model} --config {shlex.quote(file_name)}  (command-line flags "
+        "override this file)",
         "Keys are `vllm serve` option names. A switched-off boolean is written as its negative",
         "flag set to true (disable-prefix-caching: true, no-enforce-eager: true): vLLM reads",
         "`key: false` as --no-key only where that option exists, and older releases ignore it.",
