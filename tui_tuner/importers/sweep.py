@@ -218,7 +218,7 @@ def _serve_records(
         if any(key not in r for r in records):
             got.notes.append(
                 f"--serve-params {key}: missing from some records (those ran the serve "
-                "command's value); searched over the values given"
+                "command's value); tui-tuner uses only the values given"
             )
         flag = lookup(key)
         where = f"--serve-params {key}"
