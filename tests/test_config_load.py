@@ -291,7 +291,7 @@ BAD_CASES: list[tuple[str, str | bytes, list[str]]] = [
     (
         "bad sampler",
         "study: {name: t, n_trials: 1, sampler: tpee}\nserver: {model: /m}\n",
-        ["sampler must be one of: tpe, random, nsga2, grid, gp", "did you mean 'tpe'"],
+        ["sampler must be one of: auto, tpe, random, nsga2, grid, gp, cmaes", "did you mean 'tpe'"],
     ),
     (
         "bad seed",

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 from tui_tuner.core.config import (
     SAMPLERS,
@@ -76,6 +76,10 @@ APPROACHES: Mapping[str, tuple[ObjectiveKind, str]] = {
     "p95_latency": ("latency", "minimise p95 request latency"),
 }
 
+#: ``study.sampler`` values (engine/samplers.py): ``auto`` (the default) and ``cmaes`` besides
+#: `SAMPLERS`, until `SamplerName` names them.
+SAMPLER_VALUES: tuple[str, ...] = tuple(dict.fromkeys(("auto", *SAMPLERS, "cmaes")))
+
 BOTORCH_NOTE = (
     "'botorch' is read as 'gp', Optuna's own Gaussian-process sampler (Bayesian optimisation "
     "like BoTorch, without the extra package)"
@@ -109,7 +113,7 @@ def read_study(ctx: Context, sec: Section, legacy: Section) -> StudySettings:
     if holder.raw("sampler") == "botorch":
         ctx.note(holder.path("sampler"), BOTORCH_NOTE)
     else:
-        sampler = holder.read("sampler", "tpe", to_choice(SAMPLERS))
+        sampler = cast(SamplerName, holder.read("sampler", "auto", to_choice(SAMPLER_VALUES)))
     return StudySettings(  # a missing name is already a problem; read on
         name=name or "",
         storage=sec.read("storage", None, to_str),
