@@ -182,3 +182,20 @@ def test_without_output_the_file_goes_to_stdout(capsys: pytest.CaptureFixture[st
     captured = capsys.readouterr()
     assert captured.out.startswith("# Written by `tui-tuner import`")
     assert "note: settings.trial_interval" in captured.err
+
+
+def test_what_a_file_leaves_out_is_left_out_and_a_time_budget_alone_is_kept(
+    tmp_path: Path,
+) -> None:
+    """Defaults are the loader's (what a key left out means), not a dataclass's: the written file
+    holds only what the source set, and loads back to the same configuration."""
+    source = tmp_path / "budget.yaml"
+    source.write_text("study: {name: b, time_budget_s: 600}\nserver: {model: org/m}\n")
+    out = tmp_path / "out.yaml"
+    assert main(["import", str(source), "-o", str(out)]) == 0
+    body = out.read_text().split("\n\n", 1)[1]
+    expected = (
+        "study:\n  name: b\n  n_trials: null\n  time_budget_s: 600.0\nserver:\n  model: org/m\n"
+    )
+    assert body == expected
+    assert _same(load_config(out)) == _same(load_config(source))

@@ -16,13 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from tui_tuner.core.config import (
-    ObjectiveSettings,
-    ServerSettings,
-    StudyConfig,
-    StudySettings,
-    WorkloadSettings,
-)
+from tui_tuner.core.config import ObjectiveSettings, ServerSettings, StudyConfig
 from tui_tuner.core.config_load import load_config, parse_config
 from tui_tuner.core.space import WORKLOAD_PREFIX, Param, SearchSpace
 from tui_tuner.core.space_dump import param_to_mapping
@@ -104,16 +98,30 @@ def _comment(note: str, width: int = 96) -> list[str]:
     return [*lines, line]
 
 
+#: The smallest configuration the loader accepts: what it gives is what a key left out means
+#: (the loader's defaults, which may differ from a dataclass's own default).
+_MINIMAL = "study: {name: x, n_trials: 1}\nserver: {model: m}\n"
+
+
+def _defaults() -> StudyConfig:
+    return parse_config(_MINIMAL)
+
+
 def config_to_mapping(config: StudyConfig) -> dict[str, object]:
     """``{study, server, workload, objective, search_space}`` with the non-default values."""
+    default = _defaults()
+    study = _changed(config.study, default.study)
+    study.pop("name", None)
+    if config.study.n_trials is None:  # the minimal file had to give one; left out, it is None
+        study.pop("n_trials", None)
     out: dict[str, object] = {
-        "study": _changed(config.study, StudySettings(name="")) | {"name": config.study.name},
-        "server": _server(config.server),
+        "study": {"name": config.study.name} | study,
+        "server": _server(config.server, default.server),
     }
-    workload = _changed(config.workload, WorkloadSettings())
+    workload = _changed(config.workload, default.workload)
     if workload:
         out["workload"] = workload
-    objective = _objective(config.objective)
+    objective = _objective(config.objective, default.objective)
     if objective:
         out["objective"] = objective
     if config.space.params:
@@ -133,9 +141,9 @@ def _native_name(param: Param) -> str:
     return param.name if flag is not None and flag.dest == param.key else param.key
 
 
-def _server(server: ServerSettings) -> dict[str, object]:
+def _server(server: ServerSettings, default: ServerSettings) -> dict[str, object]:
     out: dict[str, object] = {"model": server.model}
-    changed = _changed(server, ServerSettings(model=""))
+    changed = _changed(server, default)
     changed.pop("model", None)
     if "command" in changed:
         out["command"] = list(server.command)
@@ -150,14 +158,10 @@ def _server(server: ServerSettings) -> dict[str, object]:
     return out | changed
 
 
-def _objective(objective: ObjectiveSettings) -> dict[str, object]:
-    out: dict[str, object] = {}
-    if objective.kind != "throughput":
-        out["kind"] = objective.kind
-    if objective.sla:
+def _objective(objective: ObjectiveSettings, default: ObjectiveSettings) -> dict[str, object]:
+    out = _changed(objective, default)
+    if "sla" in out:
         out["sla"] = {term.key: term.limit for term in objective.sla}
-    if objective.latency_vs_baseline:
-        out["latency_vs_baseline"] = True
     return out
 
 
