@@ -46,7 +46,7 @@ def live_text(model: StudyModel, now: float | None = None) -> Text:
     elapsed = min(window, _elapsed(run, now))
     text.append(f" {elapsed:.0f}/{window:.0f}s")
     rate = run.rates[-1] if run.rates else run.output_tok_s
-    if rate:
+    if rate is not None:  # 0 too: a server that generates nothing is worth seeing
         text.append(f" · {rate:,.0f} tok/s", style="bold")
     text.append(f" · {run.successful:,} req")
     text.append(f" · {run.errored:,} err", style="red" if run.errored else "")
