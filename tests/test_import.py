@@ -194,8 +194,6 @@ def test_what_a_file_leaves_out_is_left_out_and_a_time_budget_alone_is_kept(
     out = tmp_path / "out.yaml"
     assert main(["import", str(source), "-o", str(out)]) == 0
     body = out.read_text().split("\n\n", 1)[1]
-    expected = (
-        "study:\n  name: b\n  n_trials: null\n  time_budget_s: 600.0\nserver:\n  model: org/m\n"
-    )
+    expected = "study:\n  name: b\n  time_budget_s: 600.0\nserver:\n  model: org/m\n"
     assert body == expected
     assert _same(load_config(out)) == _same(load_config(source))
