@@ -206,3 +206,35 @@ async def test_a_busy_gpu_runs_again_once_and_is_never_told_infeasible(tmp_path:
         verdict = judge(plan, progress, objective=config.objective, command=(), files={},
                         finished_at=0.0)  # fmt: skip
         assert (verdict.record.rerun, verdict.state, verdict.values) == (rerun, state, None)
+
+
+async def test_a_configuration_vllm_would_refuse_is_told_infeasible_without_a_launch(
+    tmp_path: Path,
+) -> None:
+    """With chunked prefill off, vLLM refuses max_num_batched_tokens below max_model_len at
+    start-up: such a configuration is never launched (issue 10: no trial spent on it)."""
+    from tui_tuner.core.space import Param, SearchSpace
+
+    config = make_config(tmp_path, [16], n_trials=3)
+    flags = {"max_model_len": 4096, "enable_chunked_prefill": False}
+    space = SearchSpace(
+        (Param("max_num_batched_tokens", "max_num_batched_tokens", "options",
+               options=(1024, 8192)),)
+    )  # fmt: skip
+    config = replace(config, server=replace(config.server, flags=flags), space=space)
+    fakes = Fakes()
+    records, _, stop = await run_config(tmp_path, config, fakes)
+    refused = [r for r in records if r.params.get("max_num_batched_tokens") == 1024]
+    assert len(refused) == 1 and refused[0].rejected and not counts_against_budget(refused[0])
+    assert refused[0].failure_class == "invalid_args" and refused[0].values == (0.0,)
+    assert "is smaller than max_model_len" in str((refused[0].failure or {}).get("message"))
+    assert not any("1024" in a for argv in fakes.launched for a in argv)  # never launched
+    assert stop.kind in (StopKind.BUDGET, StopKind.SPACE_DONE)  # type: ignore[attr-defined]
+
+
+async def run_config(
+    tmp_path: Path, config: StudyConfig, fakes: Fakes
+) -> tuple[list, list, object]:
+    orch, events = build(tmp_path, config, fakes, None)
+    outcome = await orch.run()
+    return outcome.records, events, outcome.stop

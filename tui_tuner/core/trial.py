@@ -90,6 +90,9 @@ class TrialRecord:
     #: A run again of a configuration measured before, on purpose (``TrialPlan.repeat``): its
     #: figures join that configuration's; it does not spend the budget.
     repeat: bool = False
+    #: Never launched: vLLM is sure to refuse it at start-up (``core.vllm_rules``), so it was
+    #: told infeasible at no cost; it does not spend the budget.
+    rejected: bool = False
     #: What the load generator had seen when a trial was pruned or interrupted mid-load.
     partial: Mapping[str, float] = field(default_factory=dict)
     #: The load generator said it could not drive the load (the figure may be the client's).
@@ -124,12 +127,13 @@ def counts_against_budget(record: TrialRecord) -> bool:
     """Whether a trial spends the study's budget (``study.n_trials``): it finished (measured,
     failed or pruned), and it was neither interrupted nor queued again (it runs again and
     counts then) nor a duplicate (its result is another trial's, nothing ran) nor a repeat (a
-    measurement again of a configuration counted already)."""
+    measurement again of a configuration counted already) nor rejected before a launch."""
     return (
         record.state in ("complete", "pruned", "failed")
         and not record.interrupted
         and not record.rerun
         and not record.repeat
+        and not record.rejected
         and record.duplicate_of is None
     )
 

@@ -47,7 +47,7 @@ from tui_tuner.engine.stop_rules import (
 from tui_tuner.engine.storage import StorageThread, shown_url
 from tui_tuner.engine.study import StudyStore
 from tui_tuner.engine.trial_runner import TrialProgress, TrialRunner
-from tui_tuner.engine.verdict import Verdict, duplicate, judge, running_elsewhere
+from tui_tuner.engine.verdict import Verdict, duplicate, judge, rejected, running_elsewhere
 
 __all__ = ["Orchestrator", "StudyOutcome"]
 
@@ -325,6 +325,9 @@ class Orchestrator:
             record = await self._tell(plan, running_elsewhere(plan, elsewhere, time.time()))
             await asyncio.sleep(POLL_S)  # give that worker a moment
             return record
+        refused = rejected(plan, self.config.server.flags, self.config.objective, time.time())
+        if refused is not None:
+            return await self._tell(plan, refused)
         progress, key, port = await self.runner.prepare(plan)
         if self._stop is not None or self.paused:
             # Stopped or paused while the trial was being asked for (storage calls: seconds on

@@ -73,6 +73,7 @@ def record_from(
         interrupted="interrupted" in user_attrs,
         rerun=bool(attrs.get("rerun")),
         repeat=bool(attrs.get("repeat") or user_attrs.get("repeat")),
+        rejected=bool(attrs.get("rejected")),
         repeats_output_tok_s=tuple(attrs.get("repeats_output_tok_s") or ()),
         partial=dict(attrs.get("partial") or {}),
         client_limited=bool(attrs.get("client_limited")),

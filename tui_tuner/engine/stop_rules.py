@@ -50,9 +50,9 @@ class Streaks:
 
     def after(self, record: TrialRecord) -> Streaks:
         """The streaks once ``record`` has finished (not for an interrupted trial: it runs
-        again, and counts then). A duplicate breaks no failure streak; a pruned trial neither
-        breaks nor extends it."""
-        if record.duplicate_of is not None:
+        again, and counts then). A duplicate or a configuration rejected before a launch (both
+        cost nothing) breaks no failure streak; a pruned trial neither breaks nor extends it."""
+        if record.duplicate_of is not None or record.rejected:  # nothing ran
             return replace(self, duplicates=self.duplicates + 1)
         if record.state == "failed":
             return Streaks(self.failures + 1, 0)

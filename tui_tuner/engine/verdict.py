@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from optuna.trial import TrialState
 
 from tui_tuner.core.config import ObjectiveSettings
-from tui_tuner.core.failures import CONFIG_CAUSED, MACHINE_WIDE
+from tui_tuner.core.failures import CONFIG_CAUSED, MACHINE_WIDE, Failure, FailureClass
 from tui_tuner.core.measurement import stalled
 from tui_tuner.core.objectives import (
     constraint_values,
@@ -37,9 +37,10 @@ from tui_tuner.core.objectives import (
     objective_values,
 )
 from tui_tuner.core.trial import TrialPlan, TrialRecord
+from tui_tuner.core.vllm_rules import given_violations
 from tui_tuner.engine.trial_runner import TrialProgress
 
-__all__ = ["RERUNS", "Verdict", "duplicate", "judge", "running_elsewhere"]
+__all__ = ["RERUNS", "Verdict", "duplicate", "judge", "rejected", "running_elsewhere"]
 
 #: How many times a configuration runs again after a trial that failed, or was measured on a
 #: frozen server, for reasons outside its flags.
@@ -175,3 +176,34 @@ def running_elsewhere(plan: TrialPlan, number: int, now: float) -> Verdict:
         finished_at=now,
     )
     return Verdict(record, TrialState.FAIL)
+
+
+def rejected(
+    plan: TrialPlan, fixed: Mapping[str, object], objective: ObjectiveSettings, now: float
+) -> Verdict | None:
+    """A configuration vLLM is sure to refuse at start-up, judged from the fixed flags and the
+    trial's own (``core.vllm_rules.given_violations``: vLLM's cross-field checks, applied only
+    when every input is given): told infeasible, as its failed launch would be, without the
+    launch. None when vLLM would start it."""
+    if plan.baseline:
+        return None
+    values = {**fixed, **{flag.dest: value for flag, value in plan.settings.server}}
+    found = given_violations(values)
+    if not found:
+        return None
+    message = f"vLLM would reject it at start-up: {found[0].message}"
+    failure = Failure(FailureClass.INVALID_ARGS, message, None, (), "startup")
+    worst = failed_values(objective.kind)
+    record = TrialRecord(
+        number=plan.number,
+        state="failed",
+        params=plan.params,
+        values=tuple(worst),
+        constraints=failed_constraints(objective),
+        failure=failure.to_dict(),
+        note="not launched: told infeasible at no cost",
+        rejected=True,
+        started_at=now,
+        finished_at=now,
+    )
+    return Verdict(record, TrialState.COMPLETE, list(worst))
