@@ -122,3 +122,24 @@ async def test_brackets_in_values_are_shown_as_typed(tmp_path: Path) -> None:
         assert str(table.get_cell("1", "6")) == "[b]x=[red]y[/red] z=[/]"
         shown = "\n".join(table.render_line(y).text for y in range(4))
         assert "[b]x=[red]y[/red] z=[/]" in shown
+
+
+async def test_the_running_row_follows_the_newest_reading(tmp_path: Path) -> None:
+    from tui_tuner.core.events import ServerFiguresRead, TrialPhaseChanged, TrialStarted
+    from tui_tuner.core.telemetry import ServerFigures
+
+    model = StudyModel(make_config(tmp_path, [8]))
+    model.load([record(0, 100.0, baseline=True)])
+    app = TableApp(model)
+    async with app.run_test(size=(120, 20)):
+        table = app.query_one(TrialTable)
+        model.apply(TrialStarted(1, {"max_num_seqs": 8}, False, ("vllm",), "d"))
+        model.apply(TrialPhaseChanged(1, "measuring", 1.0))
+        table.update_from(model)
+        assert str(table.get_cell("1", "2")) == "-"
+        for rate in (900.0, 1234.0):
+            model.apply(
+                ServerFiguresRead(1, ServerFigures(True, "x", 1.0, 1, 0, rate, 1.0, at=1.0))
+            )
+        table.update_from(model)  # no row change, only a new reading
+        assert str(table.get_cell("1", "2")) == "~1,234"

@@ -24,7 +24,7 @@ from textual.widgets.data_table import ColumnKey
 
 from tui_tuner.core.space import WORKLOAD_PREFIX
 from tui_tuner.core.trial import TrialRecord
-from tui_tuner.ui.model import StudyModel, spread_pct
+from tui_tuner.ui.model import RunningTrial, StudyModel, spread_pct
 
 __all__ = ["TrialTable"]
 
@@ -63,6 +63,12 @@ def _short_key(key: str) -> str:
 
 def _value(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _running_tok_s(run: RunningTrial) -> Text:
+    """A running trial's newest throughput reading, dimmed with ``~``: not a measurement."""
+    tok = run.rates[-1] if run.rates else run.output_tok_s
+    return Text("-" if not tok else f"~{tok:,.0f}", style="dim", justify="right")
 
 
 def _tok_s(r: TrialRecord) -> Text:
@@ -111,6 +117,7 @@ class TrialTable(DataTable[Text | str]):
         best = {r.number for r in model.best()}
         changed |= best ^ self._best  # the star moves
         self._best = best
+        self._live_figure(model, changed)
         if not changed:
             return
         running = model.running
@@ -137,15 +144,24 @@ class TrialTable(DataTable[Text | str]):
         if self._sort_column != 0 or out_of_order:
             self._sort()
 
+    def _live_figure(self, model: StudyModel, changed: set[int]) -> None:
+        """The running trial's tok/s follows its newest reading (the live line's), between
+        the row's other changes; one cell, and only when the rounded figure moved."""
+        run = model.running
+        if run is None or run.number in changed or str(run.number) not in self.rows:
+            return
+        key, cell = str(run.number), _running_tok_s(run)
+        if str(self.get_cell(key, "2")) != cell.plain:
+            self.update_cell(key, "2", cell)
+
     def _running_cells(self, model: StudyModel) -> list[Text | str]:
         run = model.running
         assert run is not None
         state = f"running: {run.phase}"
-        tok = run.output_tok_s if run.output_tok_s else None
         return [
             Text(str(run.number), justify="right"),
             Text(state, style=_STATE_STYLE["running"]),
-            Text("-" if tok is None else f"~{tok:,.0f}", style="dim", justify="right"),
+            _running_tok_s(run),
             _num(None, ""),
             _num(None, ""),
             Text(""),
