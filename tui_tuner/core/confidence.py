@@ -105,7 +105,7 @@ def _better(kind: ObjectiveKind, a: float, b: float) -> bool:
 
 
 def ranked(kind: ObjectiveKind, found: Sequence[Group]) -> list[Group]:
-    """Best first by the mean of the objective's figure (throughput for `both`); ties go to
+    """Best first by the mean of the objective's figure (throughput for `pareto`); ties go to
     the configuration measured first."""
     first = {g.key: g.records[0].number for g in found}
     sign = 1.0 if kind == "latency" else -1.0
@@ -208,8 +208,8 @@ class Answer:
 
 
 def answer(kind: ObjectiveKind, records: Sequence[TrialRecord]) -> Answer | None:
-    """The answer of a single-objective study (None for `both`, or before any measurement)."""
-    if kind == "both":
+    """The answer of a single-objective study (None for `pareto`, or before any measurement)."""
+    if kind == "pareto":
         return None
     order = ranked(kind, groups(records))
     searched = [g for g in order if not g.baseline]
