@@ -112,6 +112,24 @@ def test_tpe_proposes_near_the_best_of_ordered_options(tmp_path: Path) -> None:
     assert sum(v in (32, 64, 128) for v in late) >= 8
 
 
+def test_auto_proposes_untried_configurations_first(tmp_path: Path) -> None:
+    """Plain TPE proposes its best configuration again and again (a study answers those from
+    its store, nothing runs); auto's candidates that a trial holds already lose to untried ones,
+    so the six options are all proposed before any comes twice."""
+    space = SearchSpace((Param("max_num_seqs", "max_num_seqs", "options", options=SEQS),))
+    config = config_with(tmp_path, "auto", space)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(config))
+    seen = []
+    for _ in range(12):
+        trial = study.ask()
+        seqs = suggest(trial, space.params[0])
+        seen.append(seqs)
+        study.tell(trial, 1000.0 - abs(SEQS.index(seqs) - 3) * 100)  # type: ignore[arg-type]
+        if len(set(seen)) == len(SEQS):
+            break
+    assert len(seen) <= len(SEQS) + 2  # at most the random start-up proposals repeat
+
+
 @pytest.mark.parametrize("sampler", ["auto", "tpe", "nsga2", "random"])
 def test_a_study_written_before_still_asks(tmp_path: Path, sampler: str) -> None:
     """A study whose trials were asked with Optuna's plain TPE (categorical options, a

@@ -25,6 +25,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.samplers import BaseSampler
@@ -38,7 +39,7 @@ __all__ = ["AUTO_STARTUP_TRIALS", "encode_choice", "make_sampler", "ordered_opti
 
 #: Random proposals ``auto`` makes before TPE models the results (Optuna's default is 10; the
 #: baseline counts as one). Chosen with bench/search_efficiency.py (docs/benchmarks.md).
-AUTO_STARTUP_TRIALS = 5
+AUTO_STARTUP_TRIALS = 3
 
 
 def make_sampler(config: StudyConfig, *, trials_before: int = 0) -> optuna.samplers.BaseSampler:
@@ -75,7 +76,7 @@ def make_sampler(config: StudyConfig, *, trials_before: int = 0) -> optuna.sampl
         )
     if name == "tpe":
         return _TunerSampler(optuna.samplers.TPESampler(seed=seed, multivariate=True))
-    tpe = optuna.samplers.TPESampler(
+    tpe = _UntriedTPE(
         seed=seed,
         multivariate=True,
         n_startup_trials=AUTO_STARTUP_TRIALS,
@@ -186,6 +187,8 @@ class _TunerSampler(BaseSampler):
             return {}
         if self.ordered:  # the trial checks the values against the stored distributions
             search_space = {name: ordered_options(d) for name, d in search_space.items()}
+        if isinstance(self.inner, _UntriedTPE):
+            self.inner.tried = _tried(study, trial, search_space)
         return self.inner.sample_relative(study, trial, search_space)
 
     def sample_independent(
@@ -208,6 +211,47 @@ class _TunerSampler(BaseSampler):
         values: Sequence[float] | None,
     ) -> None:
         self.inner.after_trial(study, trial, state, values)
+
+
+def _key(values: Sequence[float]) -> tuple[float, ...]:
+    return tuple(round(float(v), 9) for v in values)
+
+
+def _tried(
+    study: optuna.Study, trial: FrozenTrial, space: dict[str, BaseDistribution]
+) -> set[tuple[float, ...]]:
+    """The points of ``space`` (internal values, in its order) that finished or running trials
+    hold already."""
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    out = set()
+    for t in study._get_trials(deepcopy=False, states=states, use_cache=False):
+        if t.number != trial.number and space.keys() <= t.params.keys():
+            out.add(_key([d.to_internal_repr(t.params[name]) for name, d in space.items()]))
+    return out
+
+
+class _UntriedTPE(optuna.samplers.TPESampler):
+    """TPE that proposes the best candidate no trial holds yet. Plain TPE, once it has found a
+    good region, keeps proposing its best configuration again; a study answers such a repeat
+    from its store (nothing runs), and after a few it runs a random untried configuration
+    instead: a lost proposal and a random one. Here the candidates TPE draws that were tried
+    already lose to any untried one (all tried: TPE's own choice)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tried: set[tuple[float, ...]] = set()
+
+    def _compute_acquisition_func(
+        self,
+        samples: dict[str, np.ndarray],
+        mpe_below: Any,
+        mpe_above: Any,
+    ) -> np.ndarray:
+        acq = super()._compute_acquisition_func(samples, mpe_below, mpe_above)
+        if not self.tried or not samples:
+            return acq
+        seen = np.array([_key(row) in self.tried for row in zip(*samples.values(), strict=True)])
+        return acq if seen.all() else np.where(seen, -np.inf, acq)
 
 
 class _AskTellGrid(optuna.samplers.GridSampler):
