@@ -241,6 +241,8 @@ def run_one(
         config.study, name=f"{strategy}-{seed}", seed=seed, sampler=sampler, n_trials=trials,
         storage=None,
     )  # fmt: skip
+    if strategy == AUTOTUNE_GRID:  # auto_tune.sh goes on after a configuration fails
+        study = replace(study, max_consecutive_failures=trials + 1)
     cfg = replace(config, study=study)
     study_dir = work / f"{strategy}-{seed}"
     study_dir.mkdir(parents=True)
@@ -265,7 +267,8 @@ def run_one(
             reached = n
         at[n] = best
     if strategy == AUTOTUNE_GRID:  # read off its order: the noise does not change it
-        reached = _reached_in_order(worth, [{}, *order], true_best)
+        runs = getattr(cfg.study, "noise_repeats", 1) if cfg.study.baseline else 0
+        reached = _reached_in_order(worth, [*([{}] * runs), *order], true_best)
     reported = best_trials(cfg.objective.kind, outcome.records)
     truly = max((worth(r.params) for r in reported), default=0.0)
     return SeedResult(
