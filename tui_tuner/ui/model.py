@@ -143,6 +143,7 @@ class StudyModel:
     _best_cache: tuple[int, list[TrialRecord]] | None = None
     _baseline_cache: tuple[int, TrialRecord | None] | None = None
     _median_cache: tuple[int, float | None] | None = None
+    _noise_cache: tuple[int, float | None] | None = None
     #: The typical trial duration ``eta_s`` last used, and when (it is smoothed in time).
     _eta: tuple[float, float] | None = None
 
@@ -270,11 +271,17 @@ class StudyModel:
         """The study's noise, if it has an estimate: the pooled spread of the configurations
         measured more than once (`core.confidence.noise`: the baseline's noise runs, the
         re-measurement of the best), else the spread of the baseline's load repeats."""
-        measured = noise(self.finished, self.config.objective.kind)
-        if measured is not None:
-            return measured.cv * 100.0
-        base = self.baseline()
-        return None if base is None else spread_pct(base.repeats_output_tok_s)
+        if self._noise_cache is None or self._noise_cache[0] != self.version:
+            # Once per change: the header asks ten times a second, and grouping the records
+            # by configuration walks all of them.
+            measured = noise(self.finished, self.config.objective.kind)
+            if measured is not None:
+                pct: float | None = measured.cv * 100.0
+            else:
+                base = self.baseline()
+                pct = None if base is None else spread_pct(base.repeats_output_tok_s)
+            self._noise_cache = (self.version, pct)
+        return self._noise_cache[1]
 
     def baseline(self) -> TrialRecord | None:
         if self._baseline_cache is None or self._baseline_cache[0] != self.version:
