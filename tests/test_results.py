@@ -258,6 +258,7 @@ def test_show_json_parses(study: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert code == 0 and data["state"] == "finished" and data["trials_done"] == 11
     assert data["best"][0]["params"] == {"max_num_seqs": 16, "gpu_memory_utilization": 0.85}
     assert data["time"]["phases_s"]["measuring"] > 0 and not data["simulated"]
+    assert data["client_limited"] == 0
 
 
 HOLDER = """

@@ -252,6 +252,7 @@ def study_facts(config: StudyConfig, records: Sequence[TrialRecord]) -> dict[str
         **_confidence(config, records),
         "states": state_counts(records),
         "failures": failure_counts(records),
+        "client_limited": sum(r.client_limited and r.measurement is not None for r in records),
         "time": time_spent(records).to_dict(),
     }
 

@@ -144,6 +144,11 @@ def _counts(records: Sequence[TrialRecord]) -> list[Text]:
     failures = failure_counts(records)
     text = ", ".join(f"{n} {cls}" for cls, n in failures.items()) or "none"
     out.append(Text(f"failures by class: {text}"))
+    limited = sum(r.client_limited and r.measurement is not None for r in records)
+    if limited:
+        out.append(Text(f"client-limited: {limited} measured trial(s): GuideLLM could not keep "
+                        "the load, so their figures may be the client's, not the server's",
+                        style="yellow"))  # fmt: skip
     return out
 
 
