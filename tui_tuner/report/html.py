@@ -224,7 +224,12 @@ def _importances(importances: Mapping[str, float], sim: str) -> Any:
 def _trial_table(config: StudyConfig, records: Sequence[TrialRecord]) -> str:
     e = html.escape
     head = ("trial", "state", "output tok/s", "p95 latency ms", "TTFT p95 ms", "configuration")
-    rows = ["<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"]
+    left = ("state", "configuration")
+    rows = [
+        "<tr>"
+        + "".join(f'<th class="l">{h}</th>' if h in left else f"<th>{h}</th>" for h in head)
+        + "</tr>"
+    ]
     top = {r.number for r in top_trials(config, records, 1)}
     for r in records:
         m = r.measurement
@@ -234,6 +239,8 @@ def _trial_table(config: StudyConfig, records: Sequence[TrialRecord]) -> str:
         )  # fmt: skip
         state = "interrupted" if r.interrupted else r.label
         mark = " (best)" if r.number in top else ""
+        if r.client_limited and m is not None:
+            mark += " (client-limited)"
         config_text = _label(config, r).partition(": ")[2]
         rows.append(
             f'<tr><td>{r.number}</td><td class="l">{e(state)}{mark}</td>'
