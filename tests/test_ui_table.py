@@ -143,3 +143,4 @@ async def test_the_running_row_follows_the_newest_reading(tmp_path: Path) -> Non
             )
         table.update_from(model)  # no row change, only a new reading
         assert str(table.get_cell("1", "2")) == "~1,234"
+        assert table.columns[ColumnKey("2")].content_width >= len("~1,234")  # not cut

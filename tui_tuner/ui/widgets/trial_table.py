@@ -152,7 +152,7 @@ class TrialTable(DataTable[Text | str]):
             return
         key, cell = str(run.number), _running_tok_s(run)
         if str(self.get_cell(key, "2")) != cell.plain:
-            self.update_cell(key, "2", cell)
+            self.update_cell(key, "2", cell, update_width=True)
 
     def _running_cells(self, model: StudyModel) -> list[Text | str]:
         run = model.running
