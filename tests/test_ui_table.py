@@ -131,7 +131,7 @@ async def test_the_running_row_follows_the_newest_reading(tmp_path: Path) -> Non
     model = StudyModel(make_config(tmp_path, [8]))
     model.load([record(0, 100.0, baseline=True)])
     app = TableApp(model)
-    async with app.run_test(size=(120, 20)):
+    async with app.run_test(size=(120, 20)) as pilot:
         table = app.query_one(TrialTable)
         model.apply(TrialStarted(1, {"max_num_seqs": 8}, False, ("vllm",), "d"))
         model.apply(TrialPhaseChanged(1, "measuring", 1.0))
@@ -143,4 +143,5 @@ async def test_the_running_row_follows_the_newest_reading(tmp_path: Path) -> Non
             )
         table.update_from(model)  # no row change, only a new reading
         assert str(table.get_cell("1", "2")) == "~1,234"
+        await pilot.pause()
         assert table.columns[ColumnKey("2")].content_width >= len("~1,234")  # not cut
