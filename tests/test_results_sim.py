@@ -101,3 +101,82 @@ def test_vllm_parses_the_exported_command_and_yaml_alike(
     assert from_command == from_yaml
     assert from_command["gpu_memory_utilization"] == 0.85
     assert from_command["max_num_seqs"] == 16 and from_command["max_model_len"] == 4096
+
+
+CPU_STUDY = """
+study: {{name: cpu-export, seed: 0, sampler: grid, n_trials: 3}}
+server:
+  command: ["{vllm}", "serve"]
+  model: {model}
+  flags: {{max_model_len: 1024, enforce_eager: true}}
+  env: {{VLLM_CPU_KVCACHE_SPACE: "1"}}
+workload: {{duration_s: 1, warmup_s: 0, streams: 8}}
+search_space: {{max_num_seqs: {{options: [16, 32]}}}}
+"""
+
+
+@pytest.mark.timeout(900)
+def test_a_real_vllm_starts_from_the_exported_yaml(
+    tmp_path: Path, tiny_model: Path, vllm_exe: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The study's trials are the fakes' (their figures decide the best: max_num_seqs 32); the
+    exported file then starts a real vllm-cpu server, which reads the searched flag from it."""
+    import asyncio
+    import os
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    from tests.fakes.engine import Fakes
+    from tui_tuner.core.config_load import load_config
+    from tui_tuner.engine.orchestrator import Orchestrator
+    from tui_tuner.engine.study import StudyStore, default_storage_url
+    from tui_tuner.engine.trial_runner import TrialRunner
+
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "config.yaml").write_text(CPU_STUDY.format(vllm=vllm_exe, model=tiny_model))
+    config = load_config(study / "config.yaml")
+    fakes = Fakes()
+    store = StudyStore(config, default_storage_url(study))
+    runner = TrialRunner(config, study, fakes, fakes, fakes, lambda e: None)
+    asyncio.run(Orchestrator(config, store, runner, lambda e: None, study_dir=study).run())
+    best = tmp_path / "best.yaml"
+    assert main(["export", str(study), "--format", "yaml", "-o", str(best)]) == 0
+    capsys.readouterr()
+    text = best.read_text()
+    assert "max-num-seqs: 32\n" in text and "enforce-eager: true\n" in text
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "server.log"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [str(vllm_exe), "serve", str(tiny_model), "--config", str(best),
+             "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            assert server.poll() is None, log.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as r:
+                    models = json.loads(r.read())
+                break
+            except OSError:
+                time.sleep(2)
+        else:
+            pytest.fail("the server did not answer in 600 s:\n" + log.read_text()[-3000:])
+        assert models["data"][0]["id"] == str(tiny_model)
+        started = log.read_text()
+        assert '"max_num_seqs": 32' in started or "'max_num_seqs': 32" in started, started[-3000:]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
