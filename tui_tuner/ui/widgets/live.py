@@ -54,8 +54,9 @@ def live_text(model: StudyModel, now: float | None = None) -> Text:
 
 
 def _elapsed(run: RunningTrial, now: float) -> float:
-    """Seconds into the load: GuideLLM reports every 10 s, so the clock runs on between."""
-    if run.status in ("active", "started", "pending"):
+    """Seconds into the load: GuideLLM reports every 10 s, so while the load runs ("active")
+    the clock runs on between reports; before that (its own start-up) it stays put."""
+    if run.status == "active":
         return run.bench_elapsed_s + max(0.0, now - run.bench_at)
     return run.bench_elapsed_s
 
