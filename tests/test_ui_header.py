@@ -29,8 +29,9 @@ def done(n: int, tok_s: float, total: float = 60.0, **kw: object) -> TrialRecord
 
 
 def resumed_model(tmp_path: Path) -> StudyModel:
-    """A resumed study as the issue saw it: rows #0-#10 with an interrupted trial and a
-    duplicate among them, and a budget of 12."""
+    """A resumed study as the issue saw it (rows #0-#10 with an interrupted trial and a
+    duplicate among them, a budget of 12), plus every other kind that does not spend the
+    budget: a trial queued to run again, a repeat of the baseline, a rejected one."""
     model = StudyModel(make_config(tmp_path, [8, 16], n_trials=12))
     records = [done(n, 1000.0 + n) for n in range(7)]
     records.append(TrialRecord(7, "failed", {"max_num_seqs": 7}, failure={"class": "oom"}))
@@ -38,6 +39,11 @@ def resumed_model(tmp_path: Path) -> StudyModel:
     records.append(TrialRecord(9, "complete", {"max_num_seqs": 1}, measurement=measurement(1001.0),
                                duplicate_of=1))  # fmt: skip
     records.append(TrialRecord(10, "pruned", {"max_num_seqs": 16}))
+    records.append(TrialRecord(11, "failed", {"max_num_seqs": 9}, rejected=True,
+                               failure={"class": "invalid_args"}))  # fmt: skip
+    records.append(TrialRecord(12, "complete", {}, True, measurement(1000.0), repeat=True))
+    records.append(TrialRecord(13, "failed", {"max_num_seqs": 5}, rerun=True,
+                               failure={"class": "benchmark_failed"}))  # fmt: skip
     model.apply(StudyStarted("t", "throughput", "s", "d", 12, None, False, 10,
                              trials=tuple(records)))  # fmt: skip
     return model
@@ -46,12 +52,13 @@ def resumed_model(tmp_path: Path) -> StudyModel:
 def test_every_count_adds_up_and_says_what_it_counts(tmp_path: Path) -> None:
     model = resumed_model(tmp_path)
     c = model.counts()
-    assert (c.measured, c.failed, c.pruned, c.again, c.duplicates) == (7, 1, 1, 1, 1)
-    assert c.measured + c.failed + c.pruned + c.again + c.duplicates == len(model.records)
+    assert (c.measured, c.failed, c.pruned) == (7, 1, 1)
+    assert (c.again, c.repeats, c.rejected, c.duplicates) == (2, 1, 1, 1)
+    assert c.counted + c.uncounted == len(model.records)
     assert c.counted == model.counted == 9
     plain = header_text(model).plain
     assert "measured 7 · failed 1 · pruned 1 · of 12" in plain
-    assert "(+1 to run again + 1 duplicate, not counted)" in plain
+    assert "(+2 to run again + 1 repeat + 1 rejected + 1 duplicate, not counted)" in plain
     assert "trials 9/12" not in plain
 
 
@@ -64,7 +71,7 @@ def test_the_80_column_header_keeps_what_matters(tmp_path: Path) -> None:
     for part in ("running", "7 measured", "/12", "best", "1,006 tok/s"):
         assert part in plain, plain
     assert "throughput" not in plain  # the objective is the first to go
-    wide = header_text(model, 200).plain
+    wide = header_text(model, 260).plain
     assert "throughput" in wide and "SIMULATED" in wide and "p95" in wide
 
 

@@ -145,3 +145,22 @@ async def test_the_running_row_follows_the_newest_reading(tmp_path: Path) -> Non
         assert str(table.get_cell("1", "2")) == "~1,234"
         await pilot.pause()
         assert table.columns[ColumnKey("2")].content_width >= len("~1,234")  # not cut
+
+
+async def test_rows_the_budget_does_not_count_say_so(tmp_path: Path) -> None:
+    """The header counts rejected, repeated and queued-again trials apart; their rows say
+    which they are, so the counts and the rows match (issue 14)."""
+    model = StudyModel(make_config(tmp_path, [8]))
+    rejected = TrialRecord(1, "failed", {"max_num_seqs": 1}, rejected=True,
+                           failure={"class": "invalid_args"})  # fmt: skip
+    again = TrialRecord(2, "failed", {"max_num_seqs": 2}, rerun=True,
+                        failure={"class": "benchmark_failed"})  # fmt: skip
+    repeat = TrialRecord(3, "complete", {}, True, measurement(100.0), repeat=True)
+    model.load([record(0, 100.0, baseline=True), rejected, again, repeat])
+    app = TableApp(model)
+    async with app.run_test(size=(120, 20)):
+        table = app.query_one(TrialTable)
+        table.update_from(model)
+        assert str(table.get_cell("1", "1")) == "rejected(invalid_args)"
+        assert str(table.get_cell("2", "1")) == "failed(benchmark_failed) (runs again)"
+        assert str(table.get_cell("3", "1")) == "complete (repeat)"

@@ -128,14 +128,10 @@ def _count_forms(model: StudyModel) -> list[Text]:
     if budget:
         full += f" · of {budget}"
         terse += f" /{budget}"
-    extra = []
-    if c.again:
-        extra.append(f"{c.again} to run again")
-    if c.duplicates:
-        extra.append(f"{c.duplicates} duplicate{'s' if c.duplicates != 1 else ''}")
+    extra = c.not_counted()
     if not extra:
         return [Text(full), Text(terse)]
-    more = f" +{c.again + c.duplicates} not counted"
+    more = f" +{c.uncounted} not counted"
     return [Text(full + f" (+{' + '.join(extra)}, not counted)"), Text(terse + more), Text(terse)]
 
 

@@ -96,19 +96,36 @@ class RunningTrial:
 @dataclass(frozen=True)
 class Counts:
     """Every finished trial the table shows, by what it counts as. ``measured + failed +
-    pruned`` is what the budget counts (``counts_against_budget``); a trial that runs again
-    (interrupted, or failed for reasons outside its flags) counts when it runs again, and a
-    duplicate reuses another trial's result, so neither counts."""
+    pruned`` is what the budget counts (``counts_against_budget``); the others do not: a trial
+    that runs again (interrupted, or failed for reasons outside its flags) counts when it runs
+    again, a repeat measures a configuration counted already, a rejected one was never
+    launched, and a duplicate reuses another trial's result."""
 
     measured: int = 0
     failed: int = 0
     pruned: int = 0
     again: int = 0
+    repeats: int = 0
+    rejected: int = 0
     duplicates: int = 0
 
     @property
     def counted(self) -> int:
         return self.measured + self.failed + self.pruned
+
+    @property
+    def uncounted(self) -> int:
+        return self.again + self.repeats + self.rejected + self.duplicates
+
+    def not_counted(self) -> list[str]:
+        """The kinds that do not spend the budget, in words (``["1 rejected"]``)."""
+        kinds = (
+            (self.again, "to run again", "to run again"),
+            (self.repeats, "repeat", "repeats"),
+            (self.rejected, "rejected", "rejected"),
+            (self.duplicates, "duplicate", "duplicates"),
+        )
+        return [f"{n} {one if n == 1 else many}" for n, one, many in kinds if n]
 
 
 def spread_pct(values: Sequence[float]) -> float | None:
@@ -247,19 +264,24 @@ class StudyModel:
 
     def counts(self) -> Counts:
         """The finished trials by kind; they add up to the finished rows of the table."""
-        measured = failed = pruned = again = duplicates = 0
+        n = dict.fromkeys(("measured", "failed", "pruned", "again", "repeats", "rejected",
+                           "duplicates"), 0)  # fmt: skip
         for r in self.records.values():
             if r.duplicate_of is not None:
-                duplicates += 1
+                n["duplicates"] += 1
+            elif r.rejected:
+                n["rejected"] += 1
+            elif r.repeat:
+                n["repeats"] += 1
             elif not counts_against_budget(r):
-                again += 1
+                n["again"] += 1
             elif r.state == "complete":
-                measured += 1
+                n["measured"] += 1
             elif r.state == "failed":
-                failed += 1
+                n["failed"] += 1
             else:
-                pruned += 1
-        return Counts(measured, failed, pruned, again, duplicates)
+                n["pruned"] += 1
+        return Counts(**n)
 
     def trials_left(self) -> int | None:
         """Trials the budget still allows after the finished ones and the running one."""

@@ -172,7 +172,13 @@ class TrialTable(DataTable[Text | str]):
         label = "interrupted" if r.interrupted else r.label
         if r.duplicate_of is not None:
             label = f"= #{r.duplicate_of}"
-        style = "red" if label.startswith("failed") else _STATE_STYLE.get(label, "")
+        elif r.rejected:  # the header counts these apart: the row says which they are
+            label = f"rejected({r.failure_class})" if r.failure_class else "rejected"
+        elif r.repeat:
+            label += " (repeat)"
+        elif r.rerun:
+            label += " (runs again)"
+        style = "red" if label.startswith("failed") else _STATE_STYLE.get(label.split()[0], "")
         m = r.measurement if r.state == "complete" else None
         gain = model.gain(r) if m is not None and not r.baseline else None
         marker = "★" if best else ("B" if r.baseline else "")
