@@ -26,6 +26,9 @@ def record(
     return TrialRecord(
         number=number,
         state="complete",
+        # Each its own configuration: trials of one configuration are one group, ranked by
+        # their mean (core.confidence), and would share one point's place as the best.
+        params={} if baseline else {"max_num_seqs": number},
         baseline=baseline,
         measurement=measurement(tok_s, p95_ms),
         constraints={"sla_p95": 1.0 if infeasible else -1.0},
