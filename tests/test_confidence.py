@@ -107,3 +107,25 @@ async def test_a_study_measures_its_noise_first_and_its_best_again_interleaved(
     runner = TrialRunner(config, tmp_path, fakes, fakes, fakes, events.append)
     outcome = await Orchestrator(config, store, runner, events.append, study_dir=tmp_path).run()
     assert len(outcome.records) == len(records)
+
+
+async def test_the_best_is_measured_again_once_even_when_that_reorders_it(tmp_path: Path) -> None:
+    """The re-measurement may dethrone the best (its point); that does not queue another."""
+
+    class Drifting(Fakes):
+        async def run(self, request, on_line, on_progress):  # type: ignore[no-untyped-def]
+            m = await super().run(request, on_line, on_progress)
+            runs = self.runs.setdefault(m.output_tok_s, 0)
+            self.runs[m.output_tok_s] = runs + 1
+            return replace(m, output_tok_s=100.0) if m.output_tok_s == 3200 and runs else m
+
+    fakes = Drifting()
+    fakes.runs = {}  # type: ignore[attr-defined]
+    config = make_config(tmp_path, [8, 16, 32], n_trials=4)
+    config = replace(config, study=replace(config.study, remeasure_top=1))
+    store = StudyStore(config, default_storage_url(tmp_path))
+    runner = TrialRunner(config, tmp_path, fakes, fakes, fakes, lambda e: None)
+    outcome = await Orchestrator(config, store, runner, lambda e: None, study_dir=tmp_path).run()
+    again = [r.params["max_num_seqs"] for r in outcome.records if r.repeat]
+    assert again == [32, 32]  # 32 was the best, and ran twice more; 16 now wins, unrepeated
+    assert [r.params["max_num_seqs"] for r in best_trials("throughput", outcome.records)] == [16]

@@ -29,7 +29,7 @@ from tui_tuner.core.confidence import REMEASURE_ROUNDS, best_configurations
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.errors import UserError
 from tui_tuner.core.objectives import directions, metric_names
-from tui_tuner.core.space import SearchSpace, params_key
+from tui_tuner.core.space import SearchSpace
 from tui_tuner.core.trial import TrialPlan, TrialRecord, counts_against_budget
 from tui_tuner.engine import duplicates
 from tui_tuner.engine.control import Control
@@ -250,17 +250,19 @@ class StudyStore:
 
     def queue_remeasure(self) -> int:
         """Queue the best ``study.remeasure_top`` configurations to be measured again,
-        interleaved (A B C A B C), unless those were re-measured already; how many trials."""
-        top = best_configurations(self.config.objective.kind, self.records())
-        top = top[: self.config.study.remeasure_top]
-        done = set(self.study.user_attrs.get("remeasured") or ())
-        keys = [params_key(r.params) for r in top]
-        if not top or set(keys) <= done:
+        interleaved (A B C A B C); how many trials. Once for the trials the study has counted:
+        the re-measurement may reorder the best, which is its point, and is not chased by
+        another one; a resume that measures more configurations re-measures again."""
+        records = self.records()
+        counted = sum(counts_against_budget(r) for r in records)
+        if self.study.user_attrs.get("remeasured_at") == counted:
             return 0
+        top = best_configurations(self.config.objective.kind, records)
+        top = top[: self.config.study.remeasure_top]
         for _ in range(REMEASURE_ROUNDS):
             for r in top:
                 self.study.enqueue_trial(dict(r.params), user_attrs={"repeat": True})
-        self.study.set_user_attr("remeasured", sorted(done | set(keys)))
+        self.study.set_user_attr("remeasured_at", counted)
         return REMEASURE_ROUNDS * len(top)
 
     def enqueue_untried(self, space: SearchSpace) -> dict[str, object] | None:
