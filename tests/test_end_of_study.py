@@ -82,3 +82,22 @@ def test_brackets_in_names_values_and_messages_are_printed_as_typed(tmp_path: Pa
     for typed in ("study [s]", "sqlite:///[db]", "max_num_seqs=[8]", "bad [value] [/red]",
                   "/tmp/[x]/server.log", "see [red]here[/]"):  # fmt: skip
         assert typed in out, (typed, out)
+
+
+def test_a_latency_that_grew_reads_worse_and_the_answer_states_its_confidence(
+    tmp_path: Path,
+) -> None:
+    """Better always reads as better (issue 14): a p95 that grew 20% is "20.0% worse", never
+    "+20.0%"; with the baseline run twice, the end states the gain with its interval."""
+    from dataclasses import replace
+
+    from tests.fakes.engine import measurement
+
+    config = StudyConfig(study=StudySettings(name="t"), server=ServerSettings(model="m"))
+    base = TrialRecord(0, "complete", baseline=True, measurement=measurement(1000, 500))
+    again = replace(base, number=1, measurement=measurement(1010, 500))
+    best = TrialRecord(2, "complete", params={"max_num_seqs": 8},
+                       measurement=measurement(1500, 600))  # fmt: skip
+    text = _printed(end_of_study(config, [base, again, best], tmp_path, resumable=False))
+    assert "20.0% worse" in text and "+20.0%" not in text
+    assert "gain over the baseline: +49.3% output tok/s, 95% interval" in text

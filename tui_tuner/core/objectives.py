@@ -29,6 +29,7 @@ __all__ = [
     "failed_constraints",
     "failed_values",
     "gain_over",
+    "latency_words",
     "metric_names",
     "objective_values",
     "pareto_front",
@@ -137,10 +138,19 @@ class Gain:
     request_latency_p95_pct: float
 
     def describe(self) -> str:
-        return (
-            f"{self.output_tok_s_pct:+.1f}% output tok/s, "
-            f"{self.request_latency_p95_pct:+.1f}% p95 latency (lower is better)"
-        )
+        return f"{self.output_tok_s_pct:+.1f}% output tok/s, p95 latency {self.p95_words()}"
+
+    def p95_words(self) -> str:
+        """The p95 latency's change with better always reading as better: ``12.0% better``,
+        ``2.3% worse`` (a plain ``+2.3%`` read as a gain while latency grew)."""
+        return latency_words(self.request_latency_p95_pct)
+
+
+def latency_words(pct: float) -> str:
+    """A latency's percent change in words: lower is better."""
+    if round(pct, 1) == 0:
+        return "±0.0%"
+    return f"{abs(pct):.1f}% {'better' if pct < 0 else 'worse'}"
 
 
 def gain_over(baseline: Measurement, m: Measurement) -> Gain | None:

@@ -18,7 +18,7 @@ from dataclasses import fields
 
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.measurement import Measurement
-from tui_tuner.core.objectives import best_trials
+from tui_tuner.core.objectives import best_trials, latency_words
 from tui_tuner.core.trial import PHASES, TrialRecord, baseline_of
 from tui_tuner.report.export import trial_command
 from tui_tuner.report.facts import (
@@ -107,6 +107,11 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def _pct(value: object) -> str:
     return "-" if not isinstance(value, (int, float)) else f"{value:+.1f}%"
+
+
+def _latency(value: object) -> str:
+    """A latency's change: better always reads as better (lower is better)."""
+    return "-" if not isinstance(value, (int, float)) else latency_words(value)
 
 
 def _params_text(config: StudyConfig, r: TrialRecord) -> str:
@@ -199,13 +204,13 @@ def _result_table(facts: Mapping[str, object]) -> list[str]:
             rows.append(("best", entry))
     if not rows:
         return ["No trial was measured."]
-    out = ["| | trial | output tok/s | p95 latency ms | TTFT p95 ms | gain tok/s | gain p95 |",
+    out = ["| | trial | output tok/s | p95 latency ms | TTFT p95 ms | gain tok/s | p95 vs base |",
            "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for label, e in rows:
         out.append(
             f"| {label} | {e['number']} | {_fmt(e['output_tok_s'])} | "  # type: ignore[arg-type]
             f"{_fmt(e['request_latency_p95_ms'])} | {_fmt(e['ttft_p95_ms'])} | "  # type: ignore[arg-type]
-            f"{_pct(e['gain_output_tok_s_pct'])} | {_pct(e['gain_request_latency_p95_pct'])} |"
+            f"{_pct(e['gain_output_tok_s_pct'])} | {_latency(e['gain_request_latency_p95_pct'])} |"
         )
     return out
 

@@ -59,7 +59,7 @@ def best_table(config: StudyConfig, records: Sequence[TrialRecord]) -> Table:
     title = f"{sim}study {escape(config.study.name)}: objective {config.objective.kind}"
     table = Table(title=title, title_justify="left", caption_justify="left")
     table.add_column("trial", justify="right", no_wrap=True)
-    for name in ("output tok/s", "p95 latency ms", "TTFT p95 ms", "gain tok/s", "gain p95"):
+    for name in ("output tok/s", "p95 latency ms", "TTFT p95 ms", "gain tok/s", "p95 vs base"):
         table.add_column(name, justify="right", no_wrap=True)
     base = baseline_of(records)
     rows = [base] if base is not None else []
@@ -75,7 +75,7 @@ def best_table(config: StudyConfig, records: Sequence[TrialRecord]) -> Table:
             f"{m.request_latency_p95_ms:,.0f}",
             f"{m.ttft_p95_ms:,.0f}",
             "-" if gain is None or r is base else f"{gain.output_tok_s_pct:+.1f}%",
-            "-" if gain is None or r is base else f"{gain.request_latency_p95_pct:+.1f}%",
+            "-" if gain is None or r is base else gain.p95_words(),
         )
         captions.append(f"trial {r.number}: {escape(format_params(r.params, baseline=r.baseline))}")
     table.caption = "\n".join(captions) or "no measured trial yet"
