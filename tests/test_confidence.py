@@ -129,3 +129,16 @@ async def test_the_best_is_measured_again_once_even_when_that_reorders_it(tmp_pa
     again = [r.params["max_num_seqs"] for r in outcome.records if r.repeat]
     assert again == [32, 32]  # 32 was the best, and ran twice more; 16 now wins, unrepeated
     assert [r.params["max_num_seqs"] for r in best_trials("throughput", outcome.records)] == [16]
+
+
+def test_a_client_limited_measurement_is_never_the_best_on_its_own() -> None:
+    limited = replace(run(3, 5000, 8), client_limited=True)
+    records = [run(0, 1000), run(1, 1010), limited, run(4, 1500, 16)]
+    assert [r.number for r in best_trials("throughput", records)] == [4]
+    a = answer("throughput", records)
+    assert a is not None and a.best.representative.number == 4
+    # When every measurement is the client's, the answer says so and what to change.
+    alone = [replace(r, client_limited=True) for r in records]
+    a = answer("throughput", alone)
+    assert a is not None and a.best.representative.number == 3
+    assert any("limited by the load generator" in line for line in a.lines())

@@ -91,10 +91,13 @@ def usable(r: TrialRecord) -> bool:
 
 
 def groups(records: Sequence[TrialRecord]) -> list[Group]:
-    """The usable measurements by configuration, in the order each was first measured."""
+    """The usable measurements by configuration, in the order each was first measured. A
+    measurement the load generator could not drive (``client_limited``: the figure may be the
+    client's) is left out while any other is usable: it is never the best on its own."""
+    clean = any(usable(r) and not r.client_limited for r in records)
     by_key: dict[str, list[TrialRecord]] = {}
     for r in records:
-        if usable(r):
+        if usable(r) and not (clean and r.client_limited):
             key = "baseline" if r.baseline else params_key(r.params)
             by_key.setdefault(key, []).append(r)
     return [Group(k, tuple(rs)) for k, rs in by_key.items()]
@@ -177,6 +180,12 @@ class Answer:
         best = self.best.representative
         runs = f"{self.best.n} run{'s' if self.best.n > 1 else ''}"
         out = []
+        if all(r.client_limited for g in (self.best, self.baseline) if g for r in g.records):
+            out.append(
+                "every measurement was limited by the load generator (GuideLLM could not keep "
+                "its streams in flight): the figures are the client's, not the server's; use "
+                "fewer streams, a lower rate or a bigger client machine"
+            )
         if self.gain_pct is None or self.baseline is None:
             out.append(f"best: trial {best.number} ({runs}); no baseline to compare with")
         elif self.low_pct is None or self.high_pct is None:
