@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pytest
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
@@ -23,7 +24,7 @@ from tests.conftest import ROOT
 from tests.fakes.engine import make_config
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.space import Param, SearchSpace
-from tui_tuner.engine.samplers import make_sampler, ordered_options, suggest
+from tui_tuner.engine.samplers import _UntriedTPE, make_sampler, ordered_options, suggest
 from tui_tuner.engine.study import StudyStore
 
 SEQS = (8, 16, 32, 64, 128, 256)
@@ -112,22 +113,21 @@ def test_tpe_proposes_near_the_best_of_ordered_options(tmp_path: Path) -> None:
     assert sum(v in (32, 64, 128) for v in late) >= 8
 
 
-def test_auto_proposes_untried_configurations_first(tmp_path: Path) -> None:
+def test_auto_prefers_candidates_no_trial_holds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Plain TPE proposes its best configuration again and again (a study answers those from
-    its store, nothing runs); auto's candidates that a trial holds already lose to untried ones,
-    so the six options are all proposed before any comes twice."""
-    space = SearchSpace((Param("max_num_seqs", "max_num_seqs", "options", options=SEQS),))
-    config = config_with(tmp_path, "auto", space)
-    study = optuna.create_study(direction="maximize", sampler=make_sampler(config))
-    seen = []
-    for _ in range(12):
-        trial = study.ask()
-        seqs = suggest(trial, space.params[0])
-        seen.append(seqs)
-        study.tell(trial, 1000.0 - abs(SEQS.index(seqs) - 3) * 100)  # type: ignore[arg-type]
-        if len(set(seen)) == len(SEQS):
-            break
-    assert len(seen) <= len(SEQS) + 2  # at most the random start-up proposals repeat
+    its store, nothing runs); auto's candidates that a trial holds already lose to any untried
+    one, and when every candidate was tried, TPE's own choice stands."""
+    monkeypatch.setattr(
+        optuna.samplers.TPESampler,
+        "_compute_acquisition_func",
+        lambda self, samples, below, above: np.array([5.0, 1.0, 3.0]),
+    )
+    tpe = _UntriedTPE(seed=0)
+    samples = {"max_num_seqs": np.array([3.0, 1.0, 2.0]), "gpu_memory_utilization": np.full(3, 0.9)}
+    tpe.tried = {(3.0, 0.9)}
+    assert int(np.argmax(tpe._compute_acquisition_func(samples, None, None))) == 2
+    tpe.tried = {(3.0, 0.9), (1.0, 0.9), (2.0, 0.9)}
+    assert int(np.argmax(tpe._compute_acquisition_func(samples, None, None))) == 0
 
 
 @pytest.mark.parametrize("sampler", ["auto", "tpe", "nsga2", "random"])

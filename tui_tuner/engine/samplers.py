@@ -37,9 +37,10 @@ from tui_tuner.core.space import Param, json_text
 
 __all__ = ["AUTO_STARTUP_TRIALS", "encode_choice", "make_sampler", "ordered_options", "suggest"]
 
-#: Random proposals ``auto`` makes before TPE models the results (Optuna's default is 10; the
-#: baseline counts as one). Chosen with bench/search_efficiency.py (docs/benchmarks.md).
-AUTO_STARTUP_TRIALS = 3
+#: Trials before TPE models the results (the baseline and its noise runs count; the rest are
+#: random proposals). Optuna's default; 3 was faster on one bench landscape but got stuck on two
+#: others (bench/search_efficiency.py, docs/benchmarks.md "Search efficiency").
+AUTO_STARTUP_TRIALS = 10
 
 
 def make_sampler(config: StudyConfig, *, trials_before: int = 0) -> optuna.samplers.BaseSampler:
@@ -50,8 +51,9 @@ def make_sampler(config: StudyConfig, *, trials_before: int = 0) -> optuna.sampl
     trials name by number, and it never proposes a point twice anyway.
 
     ``auto`` (the default): multivariate TPE over numbers searched as ordered values, with
-    `AUTO_STARTUP_TRIALS` random proposals first and the constant liar for several workers.
-    ``tpe``: Optuna's TPE with its defaults (ten random proposals first), numbers ordered too.
+    `AUTO_STARTUP_TRIALS` trials first, the constant liar for several workers, and proposals
+    no trial holds yet (`_UntriedTPE`). ``tpe``: multivariate TPE with Optuna's defaults,
+    numbers ordered too.
     Every Optuna sampler reads SLA terms and failures from the trials' constraints."""
     name, seed = str(config.study.sampler), config.study.seed
     if seed is not None and trials_before and name != "grid":
