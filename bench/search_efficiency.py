@@ -20,7 +20,8 @@ sampler, in its shuffled order).
 
 The true best is the best noise-free figure over every configuration of the (finite) space and
 the baseline. A trial counts when something ran: every measured or failed configuration, the
-baseline and re-measurements included, duplicates answered from the store not. A configuration's
+baseline and re-measurements included; duplicates answered from the store and configurations
+refused before their launch (vLLM would reject them) do not. A configuration's
 worth is its noise-free figure (0 when it fails or misses an SLA term on its noise-free figures).
 Per strategy, over the seeds: the median and quartiles of the trials needed until one of them is
 worth 98% of the true best (a seed that never gets there within ``--trials`` counts as never;
@@ -252,7 +253,7 @@ def run_one(
     if strategy == AUTOTUNE_GRID:  # the baseline first, then the grid in order
         order = grid_order(cfg)
         store.ensure_baseline()
-        for params in order:
+        for params in order[:trials]:  # at most that many run; a long queue slows every ask
             store.study.enqueue_trial(params)
     runner = TrialRunner(cfg, study_dir, ports, ports, ports, ports.on_event)
     orchestrator = Orchestrator(cfg, store, runner, ports.on_event, study_dir=study_dir)
@@ -283,8 +284,9 @@ def run_one(
 
 
 def _ran(record: TrialRecord) -> bool:
-    """Something ran for it: measured or failed, not answered from the store, not cut short."""
-    if record.duplicate_of is not None or record.interrupted:
+    """Something ran for it: measured or failed, not answered from the store, not cut short,
+    not refused before its launch (a configuration vLLM would reject, told infeasible)."""
+    if record.duplicate_of is not None or record.interrupted or getattr(record, "rejected", False):
         return False
     return record.state in ("complete", "failed", "pruned")
 
