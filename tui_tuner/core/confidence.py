@@ -90,11 +90,14 @@ def usable(r: TrialRecord) -> bool:
     )
 
 
-def groups(records: Sequence[TrialRecord]) -> list[Group]:
-    """The usable measurements by configuration, in the order each was first measured. A
-    measurement the load generator could not drive (``client_limited``: the figure may be the
-    client's) is left out while any other is usable: it is never the best on its own."""
-    clean = any(usable(r) and not r.client_limited for r in records)
+def groups(records: Sequence[TrialRecord], kind: ObjectiveKind = "throughput") -> list[Group]:
+    """The usable measurements by configuration, in the order each was first measured.
+
+    A measurement the load generator could not drive (``client_limited``) had fewer requests
+    in flight than asked: its throughput is a lower bound of the server's (it may still rank:
+    `Answer.lines` says so), but its latency is flattered. For a latency objective it is left
+    out while any other is usable: it is never the best on its own."""
+    clean = kind == "latency" and any(usable(r) and not r.client_limited for r in records)
     by_key: dict[str, list[TrialRecord]] = {}
     for r in records:
         if usable(r) and not (clean and r.client_limited):
@@ -117,7 +120,7 @@ def ranked(kind: ObjectiveKind, found: Sequence[Group]) -> list[Group]:
 
 def best_configurations(kind: ObjectiveKind, records: Sequence[TrialRecord]) -> list[TrialRecord]:
     """The searched configurations (not the baseline) best first, one record each."""
-    return [g.representative for g in ranked(kind, groups(records)) if not g.baseline]
+    return [g.representative for g in ranked(kind, groups(records, kind)) if not g.baseline]
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ class Noise:
 
 def noise(records: Sequence[TrialRecord], kind: ObjectiveKind = "throughput") -> Noise | None:
     """The study's measured noise, or None when no configuration was measured twice."""
-    found = [g for g in groups(records) if g.n > 1]
+    found = [g for g in groups(records, kind) if g.n > 1]
     if not found:
         return None
     squares = 0.0
@@ -180,11 +183,12 @@ class Answer:
         best = self.best.representative
         runs = f"{self.best.n} run{'s' if self.best.n > 1 else ''}"
         out = []
-        if all(r.client_limited for g in (self.best, self.baseline) if g for r in g.records):
+        if any(r.client_limited for r in self.best.records):
             out.append(
-                "every measurement was limited by the load generator (GuideLLM could not keep "
-                "its streams in flight): the figures are the client's, not the server's; use "
-                "fewer streams, a lower rate or a bigger client machine"
+                "the best's figure was limited by the load generator (GuideLLM could not keep "
+                "its streams in flight): its throughput is a lower bound, the server may be "
+                "faster still; use fewer streams, a lower rate or a bigger client machine to "
+                "measure it whole"
             )
         if self.gain_pct is None or self.baseline is None:
             out.append(f"best: trial {best.number} ({runs}); no baseline to compare with")
@@ -220,7 +224,7 @@ def answer(kind: ObjectiveKind, records: Sequence[TrialRecord]) -> Answer | None
     """The answer of a single-objective study (None for `pareto`, or before any measurement)."""
     if kind == "pareto":
         return None
-    order = ranked(kind, groups(records))
+    order = ranked(kind, groups(records, kind))
     searched = [g for g in order if not g.baseline]
     base = next((g for g in order if g.baseline), None)
     best = order[0] if order else None

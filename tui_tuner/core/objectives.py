@@ -120,7 +120,7 @@ def best_trials(kind: ObjectiveKind, trials: Sequence[TrialRecord]) -> list[Tria
     (`core.confidence`). Duplicates repeat another trial's figures, so they are left out; so
     are measurements taken while the server stalled (``stalled``): the figure is the freeze's.
     """
-    found = groups(trials)
+    found = groups(trials, kind)
     if not found:
         return []
     if kind in ("throughput", "latency"):
