@@ -190,7 +190,9 @@ class Answer:
                 "faster still; use fewer streams, a lower rate or a bigger client machine to "
                 "measure it whole"
             )
-        if self.gain_pct is None or self.baseline is None:
+        if self.baseline is not None and self.best.key == self.baseline.key:
+            out.append(f"the baseline (vLLM defaults) measured best ({runs})")
+        elif self.gain_pct is None or self.baseline is None:
             out.append(f"best: trial {best.number} ({runs}); no baseline to compare with")
         elif self.low_pct is None or self.high_pct is None:
             out.append(f"gain over the baseline: {self.gain_pct:+.1f}% {what} ({runs})")

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from rich.console import RenderableType
+from rich.console import Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -59,7 +59,7 @@ def best_table(config: StudyConfig, records: Sequence[TrialRecord]) -> Table:
     title = f"{sim}study {escape(config.study.name)}: objective {config.objective.kind}"
     table = Table(title=title, title_justify="left", caption_justify="left")
     table.add_column("trial", justify="right", no_wrap=True)
-    for name in ("output tok/s", "p95 latency ms", "TTFT p95 ms", "gain tok/s", "p95 vs base"):
+    for name in ("output tok/s", "p95 ms", "TTFT p95 ms", "gain tok/s", "p95 change"):
         table.add_column(name, justify="right", no_wrap=True)
     base = baseline_of(records)
     rows = [base] if base is not None else []
@@ -85,15 +85,18 @@ def best_table(config: StudyConfig, records: Sequence[TrialRecord]) -> Table:
 def outcome_lines(config: StudyConfig, records: Sequence[TrialRecord]) -> list[str]:
     """Counts by state and failure class, then the command of the best trial."""
     counts = Counter(
-        "interrupted" if r.interrupted else "measured again" if r.repeat else r.label
+        "interrupted"
+        if r.interrupted
+        else "measured again"
+        if r.repeat
+        else "rejected before a launch"
+        if r.rejected
+        else r.label
         for r in records
         if r.state not in ("waiting", "running")
     )
     done = ", ".join(f"{n} {label}" for label, n in sorted(counts.items()))
     lines = ["trials: " + (done or "none finished")]
-    sure = answer(config.objective.kind, records)
-    if sure is not None and sure.baseline is not None:
-        lines += sure.lines()
     best = best_trials(config.objective.kind, records)
     if not best:
         lines.append("no feasible measured trial yet")
@@ -125,7 +128,14 @@ def end_of_study(
         finished = any(r.state not in ("waiting", "running") for r in records)
         why = "no trial finished with a measurement" if finished else "no trial finished"
         out.append(Text(f"nothing was measured: {why}", style="yellow"))
-    out += [Text(line) for line in outcome_lines(config, records)]
+    lines = outcome_lines(config, records)
+    out.append(Text(lines[0]))
+    sure = answer(config.objective.kind, records)
+    if sure is not None and sure.baseline is not None:
+        # Sentences, wrapped at word boundaries (a `Text` alone is printed unwrapped, so that
+        # the command below can be copied whole).
+        out.append(Group(*(Text(line) for line in sure.lines())))
+    out += [Text(line) for line in lines[1:]]
     if resumable:
         out.append(Text(f"resume with: {own_command()} resume {shlex.quote(str(study_dir))}"))
     return out
