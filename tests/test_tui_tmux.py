@@ -176,4 +176,4 @@ def test_a_dropped_terminal_stops_the_tui_cleanly_and_the_study_resumes(
                             timeout=300, cwd=ROOT)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     counts = next(line for line in result.stdout.splitlines() if line.startswith("trials:"))
-    assert counts.endswith(", 1 interrupted"), counts  # the trial the hangup cut short
+    assert ", 1 interrupted" in counts, counts  # the trial the hangup cut short
