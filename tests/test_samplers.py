@@ -155,13 +155,35 @@ def test_a_study_written_before_still_asks(tmp_path: Path, sampler: str) -> None
         store._live.pop(plan.number)
 
 
-def test_bench_search_efficiency_json_contract() -> None:
-    """bench/search_efficiency.py on one landscape, two seeds: its last line is the contract."""
+def test_bench_search_efficiency_json_contract(tmp_path: Path) -> None:
+    """bench/search_efficiency.py on a small landscape of its own (the simulator's landscapes
+    build tables of thousands of configurations the first time), two seeds: its last line is
+    the contract."""
     bench = ROOT / "bench"
+    config = tmp_path / "small.yaml"
+    config.write_text(
+        "study: {name: small, seed: 0, n_trials: 12, baseline: true}\n"
+        "server: {command: [tui-tuner, sim-serve], model: m}\n"
+        "workload: {streams: 64}\n"
+        "objective: {kind: throughput}\n"
+        "search_space:\n"
+        "  max_num_seqs: {options: [2, 4, 8, 16, 32, 64]}\n"
+        "  kv_cache_dtype: {options: [auto, fp8]}\n"
+    )
+    landscape = tmp_path / "small.py"
+    landscape.write_text(
+        "def small(params):\n"
+        "    seqs = params.get('max_num_seqs', 64)\n"
+        "    if seqs == 2 and params.get('kv_cache_dtype') == 'fp8':\n"
+        "        return {'failed': 'ValueError: a refusal of the landscape'}\n"
+        "    fp8 = params.get('kv_cache_dtype') == 'fp8'\n"
+        "    tok_s = 100.0 * min(seqs, 32) * (1.1 if fp8 else 1.0)\n"
+        "    return {'output_tok_s': tok_s, 'request_latency_p95_ms': 1000.0 + seqs,\n"
+        "            'ttft_p95_ms': 100.0}\n"
+    )
     cmd = [
-        sys.executable, str(bench / "search_efficiency.py"),
-        "--config", str(bench / "search-long-24gb.yaml"),
-        "--landscape", f"{bench / 'landscapes' / 'sim_landscapes.py'}:long_24gb",
+        sys.executable, str(bench / "search_efficiency.py"), "--config", str(config),
+        "--landscape", f"{landscape}:small",
         "--seeds", "2", "--trials", "12", "--strategies", "auto,random,grid", "--json",
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, check=True, cwd=ROOT)

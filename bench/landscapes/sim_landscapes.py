@@ -6,8 +6,10 @@ baseline) and returns the noise-free figures of a closed-loop load, or ``{"faile
 where the simulated vLLM would not start (or would run out of memory under this load), with
 vLLM's message. The figures come from `tui_tuner.sim.predict.predict_closed_loop`, which runs
 the simulator's scheduler with no real time passing (0.1-0.5 s a configuration), so every
-configuration of a landscape's space is computed once and kept in a table beside this file
-(``<name>.json``); a configuration missing from it is computed on first use.
+configuration of a landscape's space is computed once and kept in a table outside the
+repository (``~/.cache/tui-tuner/landscapes/<name>.json``, or ``$TUI_TUNER_LANDSCAPES``): it is
+generated data, rebuilt from this file; a configuration missing from it is computed on first
+use (a landscape's whole table takes minutes the first time).
 
 The prediction gives means; the percentiles are derived from them (p95 = 1.15 x mean latency,
 TTFT p95 = 1.5 x its mean: a closed loop of equal requests spreads little but queues at the
@@ -21,6 +23,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,7 +47,10 @@ from tui_tuner.sim.hardware import plan_memory, resolve
 from tui_tuner.sim.predict import predict_closed_loop
 from tui_tuner.sim.profiles import get_profile
 
-HERE = Path(__file__).resolve().parent
+#: Where the computed tables are kept: a cache, not part of the repository.
+TABLES = Path(
+    os.environ.get("TUI_TUNER_LANDSCAPES", Path.home() / ".cache" / "tui-tuner" / "landscapes")
+)
 
 
 @dataclass(frozen=True)
@@ -62,11 +68,12 @@ class SimLandscape:
 
     @functools.cached_property
     def table(self) -> dict[str, dict[str, Any]]:
-        path = HERE / f"{self.name}.json"
+        path = TABLES / f"{self.name}.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
     def save(self) -> None:
-        path = HERE / f"{self.name}.json"
+        TABLES.mkdir(parents=True, exist_ok=True)
+        path = TABLES / f"{self.name}.json"
         path.write_text(json.dumps(self.table, sort_keys=True, indent=0) + "\n")
 
     def __call__(self, params: Mapping[str, object]) -> dict[str, Any]:
