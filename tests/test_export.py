@@ -202,3 +202,13 @@ def test_config_entries_later_bool_replaces_earlier_spelling() -> None:
     server = ServerSettings(model="m", flags={"enable_prefix_caching": True})
     entries = config_entries(server, {"enable_prefix_caching": False})
     assert entries == {"disable-prefix-caching": True}
+
+
+def test_a_stepped_float_is_written_as_the_user_wrote_it_in_every_command() -> None:
+    """The sampler gives 0.80 + 1 x 0.05 = 0.8500000000000001; the server's command line, the
+    end-of-study command and the exports all say 0.85 (the end of `make demo` said 0.85...01)."""
+    from tui_tuner.core.commands import serve_command
+    from tui_tuner.core.config import ServerSettings
+
+    command = serve_command(ServerSettings(model="m"), {"gpu_memory_utilization": 0.80 + 0.05})
+    assert command.endswith("--gpu-memory-utilization 0.85"), command

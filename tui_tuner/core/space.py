@@ -129,10 +129,15 @@ class Param:
 
 
 def _show(value: object) -> str:
+    """A value as a user writes it. A float gets 12 significant digits: a stepped float comes
+    out of the sampler as 0.8500000000000001 (0.80 + 1 x 0.05), which every command line and
+    message showed as such."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.12g}"
     return str(value)
 
 
