@@ -1,8 +1,9 @@
 """A whole study's wall time to a near-best configuration, tui-tuner against the predecessor's way.
 
 Runs whole headless studies (``tui-tuner tune``) on the simulated server, time-scaled, on the
-same space and seeds, one way after the other for each seed (so that drift on the machine hits
-all ways alike):
+same space and seeds (the long-prompt space of ``bench/search-long-24gb.yaml``: a 7B model on a
+24 GB card, where the defaults are far from the best and few configurations come near it), one
+way after the other for each seed (so that drift on the machine hits all ways alike):
 
 - ``predecessor``: the predecessor's way inside this tuner: ``sampler: tpe``, a cold
   ``guidellm run`` CLI per trial (``workload.load_generator: cli``), no fast start. Its fixed
@@ -53,7 +54,7 @@ WAYS = {
 
 def config_for(work: Path, way: str, seed: int, trials: int, scale: float) -> Path:
     profile = work / "profile.yaml"
-    profile.write_text(SIM_PROFILE)
+    profile.write_text(SIM_PROFILE.replace("llama-8b-h100", "llama-7b-24gb"))
     w = WAYS[way]
     args = ["--sim-profile-file", str(profile), "--sim-time-scale", str(scale),
             "--sim-startup-scale", str(scale)]  # fmt: skip
@@ -67,13 +68,14 @@ server:
   flags: {{max_model_len: 4096}}
   startup_timeout_s: 300
   {w["server"]}
-workload: {{{w["load"]}prompt_tokens: 256, output_tokens: 128, streams: 32,
+workload: {{{w["load"]}prompt_tokens: 3072, output_tokens: 128, streams: 16,
            duration_s: {60 / scale:g}, warmup_s: 0}}
 search_space:
-  max_num_seqs: {{options: [8, 16, 32, 64, 128, 256]}}
-  max_num_batched_tokens: {{options: [1024, 2048, 4096, 8192]}}
+  max_num_batched_tokens: {{options: [256, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192]}}
   enable_chunked_prefill: {{type: bool}}
-  gpu_memory_utilization: {{type: float, low: 0.80, high: 0.95, step: 0.05}}
+  gpu_memory_utilization: {{type: float, low: 0.82, high: 0.97, step: 0.03}}
+  kv_cache_dtype: {{options: [auto, fp8]}}
+  max_num_seqs: {{type: int, low: 2, high: 16, step: 2}}
 """)
     return path
 
