@@ -135,10 +135,16 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 async def spawn_in_session(
-    cmd: Sequence[str], env: Mapping[str, str] | None = None, reaper: Reaper | None = None
+    cmd: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    reaper: Reaper | None = None,
+    *,
+    stdin_pipe: bool = False,
 ) -> asyncio.subprocess.Process:
     """Start `cmd` (an argument list, never a shell) as the leader of a new session and process
     group, stdout and stderr merged into one pipe. `env` is layered over the current environment.
+    Its stdin is /dev/null, or with `stdin_pipe` a pipe the caller writes to (a long-lived
+    program that takes requests, such as GuideLLM's worker).
 
     With a `reaper` (the tuner's watchdog process) the program and everything it starts are
     stopped if the tuner dies, even by SIGKILL, and no preexec_fn runs (which is unsafe once the
@@ -148,10 +154,10 @@ async def spawn_in_session(
     if reaper is not None:
         from tui_tuner.adapters.reaper import spawn_watched
 
-        return await spawn_watched(cmd, env, reaper)
+        return await spawn_watched(cmd, env, reaper, stdin_pipe=stdin_pipe)
     return await asyncio.create_subprocess_exec(
         *cmd,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.PIPE if stdin_pipe else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,

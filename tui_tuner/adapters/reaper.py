@@ -289,13 +289,13 @@ class Reaper:
 
 
 async def spawn_watched(
-    cmd: Sequence[str], env: Mapping[str, str] | None, reaper: Reaper
+    cmd: Sequence[str], env: Mapping[str, str] | None, reaper: Reaper, *, stdin_pipe: bool = False
 ) -> asyncio.subprocess.Process:
     """Like processes.spawn_in_session, but thread-safe (no preexec_fn) and registered with the
     reaper at once. If the reaper is gone the program is killed and ReaperGone raised."""
     proc = await asyncio.create_subprocess_exec(
         *cmd,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.PIPE if stdin_pipe else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,

@@ -1,8 +1,10 @@
-"""The engine's Benchmarker port, implemented with GuideLLM 0.8.1 as a subprocess.
+"""The engine's Benchmarker port, implemented with GuideLLM 0.8.1: a subprocess a trial, or one
+long-lived worker a study.
 
 Ties the other modules together for one trial: the engine's request becomes a workload and a
-command (:mod:`.command`), which runs (:mod:`.process`) while its log lines report progress
-(:mod:`.progress`), and whose report becomes the measurement (:mod:`.report`).
+command (:mod:`.command`), which runs (:mod:`.process`, or in the worker, :mod:`.worker`) while
+its log lines report progress (:mod:`.progress`), and whose report becomes the measurement
+(:mod:`.report`). Both ways run the same command line and read the same report.
 """
 
 from __future__ import annotations
@@ -22,11 +24,25 @@ from tui_tuner.adapters.guidellm.command import (
 from tui_tuner.adapters.guidellm.process import GuidellmTimeout, run_guidellm
 from tui_tuner.adapters.guidellm.progress import parse_progress_line
 from tui_tuner.adapters.guidellm.report import GuidellmReportError, parse_guidellm_report
+from tui_tuner.adapters.guidellm.worker import (
+    DRIVER,
+    MAX_WORKER_RSS_BYTES,
+    GuidellmWorker,
+    WorkerFailed,
+    WorkerUnavailable,
+    guidellm_python,
+)
 from tui_tuner.adapters.reaper import Reaper
 from tui_tuner.core.measurement import Measurement
 from tui_tuner.engine.ports import BenchmarkFailed, BenchRequest, ProgressCallback
 
-__all__ = ["GuidellmBenchmarker", "remove_leftover_keys", "workload_for"]
+__all__ = [
+    "GuidellmBenchmarker",
+    "GuidellmWorkerBenchmarker",
+    "pick_benchmarker",
+    "remove_leftover_keys",
+    "workload_for",
+]
 
 #: Keep GuideLLM offline: the tokenizer is a local path, and a hub lookup would only hang.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -61,6 +77,8 @@ def workload_for(request: BenchRequest) -> GuidellmWorkload:
 
 
 class GuidellmBenchmarker:
+    """GuideLLM's ``run`` command as a subprocess, one a trial (``load_generator: cli``)."""
+
     def __init__(self, executable: Path, reaper: Reaper | None = None) -> None:
         self.executable, self.reaper = executable, reaper
 
@@ -91,6 +109,9 @@ class GuidellmBenchmarker:
             if scenario is not None:
                 scenario.unlink(missing_ok=True)
 
+    async def close(self) -> None:
+        """Nothing outlives a run here; the worker's variant stops its worker."""
+
     async def _run(
         self,
         cmd: list[str],
@@ -117,8 +138,23 @@ class GuidellmBenchmarker:
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
         with request.log_path.open("a", encoding="utf-8") as log:
             log.write("$ " + " ".join(cmd) + "\n")
+        code = await self._execute(cmd, request, line, tail)
+        if code != 0:
+            raise BenchmarkFailed(f"GuideLLM exited with code {code}", tail)
+        # A report holds every request (megabytes on a long window): read it off the event loop
+        # the UI is drawn from.
         try:
-            code = await run_guidellm(
+            return await asyncio.to_thread(parse_guidellm_report, request.report_path)
+        except GuidellmReportError as err:
+            counts = await asyncio.to_thread(_counts, request.report_path)
+            raise BenchmarkFailed(str(err), tail, successful=counts[0], errored=counts[1]) from None
+
+    async def _execute(
+        self, cmd: list[str], request: BenchRequest, line: Callable[[str], None], tail: list[str]
+    ) -> int:
+        """Run ``cmd``, its lines to the trial's log and to ``line``; its exit status."""
+        try:
+            return await run_guidellm(
                 cmd,
                 env=OFFLINE_ENV,
                 on_line=line,
@@ -129,15 +165,82 @@ class GuidellmBenchmarker:
             )
         except GuidellmTimeout as err:
             raise BenchmarkFailed(str(err), tail) from None
-        if code != 0:
-            raise BenchmarkFailed(f"GuideLLM exited with code {code}", tail)
-        # A report holds every request (megabytes on a long window): read it off the event loop
-        # the UI is drawn from.
-        try:
-            return await asyncio.to_thread(parse_guidellm_report, request.report_path)
-        except GuidellmReportError as err:
-            counts = await asyncio.to_thread(_counts, request.report_path)
-            raise BenchmarkFailed(str(err), tail, successful=counts[0], errored=counts[1]) from None
+
+
+class GuidellmWorkerBenchmarker(GuidellmBenchmarker):
+    """The same ``run`` command, arguments and report, in one long-lived GuideLLM process
+    (:mod:`.worker`, ``load_generator: worker``): GuideLLM's imports and tokenizer are paid once
+    a study. Stop it with :meth:`close` when the study ends.
+
+    A worker that crashes, hangs or grows too big during a run is killed and the trial fails
+    as ``benchmark_failed`` (:class:`BenchmarkFailed`), which the verdict runs once more on a
+    fresh worker, its server started afresh: the same path as a crashed CLI run, inside the
+    trial's own time budget, and a worker that keeps failing shows up in the study instead of
+    being retried out of sight. When ``python`` cannot import GuideLLM the CLI is used instead,
+    for this run and the rest of the study, with a note in the trial's log.
+    """
+
+    def __init__(
+        self,
+        executable: Path,
+        python: Path,
+        reaper: Reaper | None = None,
+        *,
+        max_rss_bytes: int = MAX_WORKER_RSS_BYTES,
+        driver: Path = DRIVER,
+    ) -> None:
+        super().__init__(executable, reaper)
+        self.worker: GuidellmWorker | None = GuidellmWorker(
+            python, OFFLINE_ENV, reaper, max_rss_bytes=max_rss_bytes, driver=driver
+        )
+
+    async def close(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+
+    async def _execute(
+        self, cmd: list[str], request: BenchRequest, line: Callable[[str], None], tail: list[str]
+    ) -> int:
+        worker = self.worker
+        if worker is None:  # fell back to the CLI
+            return await super()._execute(cmd, request, line, tail)
+        with request.log_path.open("a", encoding="utf-8") as log:
+
+            def logged(text: str) -> None:
+                log.write(text + "\n")
+                log.flush()
+                line(text)
+
+            try:
+                logged(f"# in GuideLLM's worker (pid {worker.pid or 'starting'})")
+                code, _ = await worker.run(cmd[1:], logged, request.timeout_s)
+                return code
+            except WorkerUnavailable as err:
+                self.worker = None
+                logged(f"# {err}; running the guidellm CLI instead for the rest of the study")
+            except WorkerFailed as err:
+                for text in (*err.tail[-3:], str(err)):
+                    tail.append(text)
+                raise BenchmarkFailed(str(err), tail) from None
+        return await super()._execute(cmd, request, line, tail)
+
+
+def pick_benchmarker(
+    kind: str, executable: Path, reaper: Reaper | None
+) -> tuple[GuidellmBenchmarker, str | None]:
+    """The benchmarker for ``workload.load_generator`` (``worker`` or ``cli``), and a note when
+    the worker cannot be used: ``executable`` is not the script of a GuideLLM install whose
+    interpreter holds the package (a stand-in, a wrapper), so each trial runs the CLI."""
+    if kind == "cli":
+        return GuidellmBenchmarker(executable, reaper), None
+    python = guidellm_python(executable)
+    if python is None:
+        note = (
+            f"load generator: no interpreter with GuideLLM found for {executable} (its shebang "
+            "or a python beside it); each trial runs the guidellm CLI instead of the worker"
+        )
+        return GuidellmBenchmarker(executable, reaper), note
+    return GuidellmWorkerBenchmarker(executable, python, reaper), None
 
 
 def remove_leftover_keys(study_dir: Path) -> None:
