@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from tui_tuner.core.commands import CACHE_ROOT_ENV, compile_cache_root
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.config_load import load_config, load_space
 from tui_tuner.core.errors import UserError
@@ -262,6 +263,9 @@ def _prepare(
         notices.append(_tiny_tokenizer_notice(server.model, tiny))
     config = replace(config, server=server)
     directory.create()
+    if server.fast_start:
+        root = server.env.get(CACHE_ROOT_ENV) or compile_cache_root(directory.path)
+        prepare_compile_cache(Path(root))
     directory.hold()
     if source_text is not None:
         directory.keep_config(source_text)
@@ -269,6 +273,23 @@ def _prepare(
         directory.save_overrides(overrides)
     url = config.study.storage or default_storage_url(directory.path)
     return StudySetup(config, directory.path, storage_url=url, notices=notices)
+
+
+def prepare_compile_cache(root: Path) -> None:
+    """Create ``server.fast_start``'s compile cache and prove it writable now: vLLM creates its
+    directories there when it compiles, and one it cannot write fails every trial's start-up,
+    each after loading the model."""
+    probe = root / f".tui-tuner-probe-{os.getpid()}"
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(
+            f"server.fast_start: the compile cache {root} (VLLM_CACHE_ROOT) cannot be written "
+            f"({err.strerror or err}); fix its permissions, or set server.env.VLLM_CACHE_ROOT "
+            "to a writable directory"
+        ) from None
 
 
 def _tiny_tokenizer_notice(model: str, tiny: str) -> Notice:

@@ -143,17 +143,24 @@ class NvmlGpus:
 
 
 async def wait_memory_released(
-    gpus: NvmlGpus, pids: Collection[int], timeout_s: float, poll_s: float = 0.5
+    gpus: NvmlGpus,
+    pids: Collection[int],
+    timeout_s: float,
+    poll_s: float = 0.5,
+    first_poll_s: float = 0.02,
 ) -> tuple[bool, float]:
     """Poll until no GPU memory is held by `pids`: (released, seconds waited).
 
     The driver frees a killed process's memory a moment after the process is gone, and a trial
-    started before that can fail as `gpu_busy`. Without NVML there is nothing to check, so this
-    returns (True, 0.0) at once.
+    started before that can fail as `gpu_busy`. Usually that moment is a few milliseconds, so
+    the first look comes after `first_poll_s` and the interval doubles up to `poll_s`: a quick
+    release costs no fixed half second per trial, a slow one is not polled hundreds of times.
+    Without NVML there is nothing to check, so this returns (True, 0.0) at once.
     """
     if not gpus.available or not pids:
         return True, 0.0
     start = time.monotonic()
+    interval = min(first_poll_s, poll_s)
     while True:
         _, listed = await asyncio.to_thread(gpus._held, pids)
         waited = time.monotonic() - start
@@ -161,7 +168,8 @@ async def wait_memory_released(
             return True, waited
         if waited >= timeout_s:
             return False, waited
-        await asyncio.sleep(max(0.0, min(poll_s, timeout_s - waited)))
+        await asyncio.sleep(max(0.0, min(interval, timeout_s - waited)))
+        interval = min(interval * 2, poll_s)
 
 
 def _read(call: Callable[..., Any], *args: Any) -> Any | None:

@@ -83,6 +83,9 @@ class ServerSettings:
     api_key: bool = True
     #: Seconds to wait for the GPU memory of a stopped server to be released.
     gpu_release_timeout_s: float = 60.0
+    #: Throughput studies: random weights (``--load-format dummy``, never exported) and one
+    #: torch.compile cache for the study's trials (``VLLM_CACHE_ROOT`` in its directory).
+    fast_start: bool = False
 
     @property
     def simulated(self) -> bool:

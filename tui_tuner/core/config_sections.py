@@ -180,6 +180,7 @@ def read_server(ctx: Context, sec: Section, base_dir: Path) -> ServerSettings:
         gpu_release_timeout_s=sec.read("gpu_release_timeout_s", 60.0, positive),
     )
 
+        fast_start=sec.read("fast_start", False, to_bool),
 
 def _argument(value: object, name: str) -> str:
     """Text that becomes one argument of the server's command, never read as an option."""

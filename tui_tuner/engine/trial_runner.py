@@ -120,7 +120,7 @@ class TrialRunner:
         cfg = self.config.server
         request = LaunchRequest(
             argv=progress.argv,
-            env=server_env(cfg, key),
+            env=server_env(cfg, key, study_dir=self.study_dir),
             host=cfg.host,
             port=port,
             log_path=self.trial_dir(plan.number) / "server.log",

@@ -30,6 +30,9 @@ class SimOptions:
     noise: float
     #: A directory whose tokenizer.json counts tokens instead of MODEL's (None: MODEL's).
     tokenizer: Path | None = None
+    #: vLLM's ``--load-format`` (not a tuning flag, so not in core.vllm_flags): ``dummy``
+    #: fills the weights randomly instead of reading them, which only shortens the start-up.
+    load_format: str = "auto"
 
 
 class _VllmParser(argparse.ArgumentParser):
@@ -118,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", help="model name or local directory (its tokenizer is used)")
     for flag in FLAGS:
         _add_flag(parser, flag)
+    parser.add_argument(
+        "--load-format",
+        default="auto",
+        type=str.lower,  # vLLM's LoadConfig lowercases it
+        help="how weights are loaded; 'dummy' initialises them randomly (only the start-up "
+        "differs in the simulator). Default: auto.",
+    )
     sim = parser.add_argument_group("simulator (not vLLM flags)")
     sim.add_argument(
         "--sim-profile",
@@ -225,5 +235,6 @@ def parse(argv: Sequence[str]) -> tuple[ServeArgs, SimOptions, set[str]]:
         gpu_busy_gib=ns.sim_gpu_busy_gib,
         noise=ns.sim_noise,
         tokenizer=ns.sim_tokenizer,
+        load_format=ns.load_format,
     )
     return args, sim, given

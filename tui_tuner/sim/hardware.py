@@ -8,6 +8,8 @@ step. Every constant is in profiles.py and explained in docs/simulator.md.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -272,15 +274,50 @@ def step_seconds(
     return max(stage, cpu) if cfg.async_scheduling else stage + cpu
 
 
-def startup_seconds(cfg: EngineConfig, profile: Profile, plan: MemoryPlan) -> dict[str, float]:
-    """Simulated seconds of each start-up phase, in the order vLLM runs them."""
+def startup_seconds(
+    cfg: EngineConfig,
+    profile: Profile,
+    plan: MemoryPlan,
+    *,
+    dummy_weights: bool = False,
+    compile_cached: bool = False,
+) -> dict[str, float]:
+    """Simulated seconds of each start-up phase, in the order vLLM runs them.
+
+    Weights stream from disk at the GPU's ``disk_gb_s``, or with ``dummy_weights``
+    (``--load-format dummy``) are filled in place at ``dummy_init_gb_s``. torch.compile costs
+    ``compile_s`` on a cache miss and ``compile_warm_fraction`` of it when ``compile_cached``
+    (its graphs are loaded from the cache, not built)."""
     st = profile.startup
     scale = math.sqrt(profile.model.layers / 32)
     graphs = int(cfg.piecewise_graphs) + int(cfg.full_graphs)
+    rate_gb_s = st.dummy_init_gb_s if dummy_weights else profile.gpu.disk_gb_s
+    compile_s = st.compile_s * scale * (st.compile_warm_fraction if compile_cached else 1.0)
     return {
         "process": st.process_s,
-        "load_weights": plan.weights_gib * GIB / 1e9 / profile.gpu.disk_gb_s,
+        "load_weights": plan.weights_gib * GIB / 1e9 / max(rate_gb_s, 1e-9),
         "profile": st.profile_s,
-        "compile": st.compile_s * scale if cfg.compiled else 0.0,
+        "compile": compile_s if cfg.compiled else 0.0,
         "capture": st.capture_s_per_size * len(cfg.capture_sizes) * graphs * scale,
     }
+
+
+def compile_family(cfg: EngineConfig, model: str, profile: Profile) -> str:
+    """The key of the compiled graphs, as vLLM's ``VllmConfig.compute_hash`` picks it: what
+    shapes the graphs (batch limits, lengths, block size, dtypes, compilation and parallel
+    settings), not what only sizes the KV cache (``gpu_memory_utilization``,
+    ``kv_cache_memory_bytes``) or schedules (prefix caching, chunked prefill, async
+    scheduling). Ten hex digits, like vLLM's directory names."""
+    shaped = dataclasses.asdict(cfg)
+    for runtime_only in (
+        "gpu_memory_utilization",
+        "kv_cache_memory_bytes",
+        "prefix_caching",
+        "chunked_prefill",
+        "long_prefill_token_threshold",
+        "async_scheduling",
+        "stream_interval",
+    ):
+        shaped.pop(runtime_only)
+    key = json.dumps({"model": model, "gpu": profile.gpu.name, **shaped}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:10]

