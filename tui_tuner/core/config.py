@@ -109,7 +109,11 @@ class WorkloadSettings:
     rate: float | None = None
     duration_s: float = 60.0
     #: Seconds of load before the measured window (GuideLLM excludes them from the metrics).
+    #: With ``warmup_s: auto`` the bound: the most seconds the warm-up may take.
     warmup_s: float = 10.0
+    #: Set by ``warmup_s: auto`` (to its bound): the measured window starts where the output
+    #: throughput settled, found in GuideLLM's per-request data (adapters/guidellm/settle.py).
+    warmup_max_s: float | None = None
     #: Measure this many times and keep the median run; the spread is recorded.
     repeats: int = 1
     #: Seconds GuideLLM may run past its load window (its own start-up and report writing
@@ -124,6 +128,10 @@ class WorkloadSettings:
     #: Tokenizer for GuideLLM's synthetic prompts (None: the model path).
     tokenizer: str | None = None
     seed: int = 0
+
+    @property
+    def warmup_auto(self) -> bool:
+        return self.warmup_max_s is not None
 
 
 @dataclass(frozen=True)

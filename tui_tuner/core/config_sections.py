@@ -42,6 +42,7 @@ from tui_tuner.core.config_problems import (
 )
 from tui_tuner.core.space_load import OPT_LEVEL_NOTE, FlagValue, coerce_flag_value, resolve_flag
 from tui_tuner.core.vllm_flags import Flag, lookup, removed
+from tui_tuner.core.warmup import read_warmup
 from tui_tuner.core.yaml_lines import child_path
 
 __all__ = [
@@ -178,9 +179,9 @@ def read_server(ctx: Context, sec: Section, base_dir: Path) -> ServerSettings:
         stop_grace_s=sec.read("stop_grace_s", 30.0, positive),
         api_key=sec.read("api_key", True, to_bool),
         gpu_release_timeout_s=sec.read("gpu_release_timeout_s", 60.0, positive),
+        fast_start=sec.read("fast_start", False, to_bool),
     )
 
-        fast_start=sec.read("fast_start", False, to_bool),
 
 def _argument(value: object, name: str) -> str:
     """Text that becomes one argument of the server's command, never read as an option."""
@@ -299,6 +300,7 @@ def read_workload(
         if rate is None and "workload.rate" not in searched:
             needs = f"required: the {profile} profile needs a rate (requests/s)"
             ctx.problem(sec.path("rate"), None, needs)
+    warmup_s, warmup_max_s = read_warmup(ctx, sec, d.warmup_s)
     return WorkloadSettings(
         prompt_tokens=sec.read("prompt_tokens", d.prompt_tokens, to_int(ge=1)),
         output_tokens=sec.read("output_tokens", d.output_tokens, to_int(ge=1)),
@@ -311,7 +313,8 @@ def read_workload(
         streams=streams,
         rate=rate,
         duration_s=sec.read("duration_s", d.duration_s, to_float(gt=0)),
-        warmup_s=sec.read("warmup_s", d.warmup_s, to_float(ge=0)),
+        warmup_s=warmup_s,
+        warmup_max_s=warmup_max_s,
         repeats=sec.read("repeats", d.repeats, to_int(ge=1, le=9)),
         benchmark_grace_s=sec.read("benchmark_grace_s", d.benchmark_grace_s, to_float(gt=0)),
         max_errors=sec.read("max_errors", d.max_errors, to_int(ge=0)),

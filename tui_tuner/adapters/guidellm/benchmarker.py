@@ -23,7 +23,8 @@ from tui_tuner.adapters.guidellm.command import (
 )
 from tui_tuner.adapters.guidellm.process import GuidellmTimeout, run_guidellm
 from tui_tuner.adapters.guidellm.progress import parse_progress_line
-from tui_tuner.adapters.guidellm.report import GuidellmReportError, parse_guidellm_report
+from tui_tuner.adapters.guidellm.report import GuidellmReportError
+from tui_tuner.adapters.guidellm.settle import read_measurement
 from tui_tuner.adapters.guidellm.worker import (
     DRIVER,
     MAX_WORKER_RSS_BYTES,
@@ -55,6 +56,8 @@ def workload_for(request: BenchRequest) -> GuidellmWorkload:
     total = w.duration_s + w.warmup_s
     # GuideLLM reads a warmup below 1 as a fraction of the duration, 1 or more as seconds.
     warmup = w.warmup_s if w.warmup_s >= 1 else w.warmup_s / total
+    if w.warmup_auto:  # no warm-up of GuideLLM's: the tuner cuts it where it settled (settle.py)
+        warmup = 0.0
     concurrent = w.profile == "concurrent"
     return GuidellmWorkload(
         prompt_tokens=w.prompt_tokens,
@@ -144,7 +147,7 @@ class GuidellmBenchmarker:
         # A report holds every request (megabytes on a long window): read it off the event loop
         # the UI is drawn from.
         try:
-            return await asyncio.to_thread(parse_guidellm_report, request.report_path)
+            return await asyncio.to_thread(read_measurement, request.report_path, request.workload)
         except GuidellmReportError as err:
             counts = await asyncio.to_thread(_counts, request.report_path)
             raise BenchmarkFailed(str(err), tail, successful=counts[0], errored=counts[1]) from None
