@@ -7,6 +7,8 @@ The report's figures are those of the real GuideLLM report in tests/fixtures/gui
 test checks what the tuner does, never a figure. Real GuideLLM is in test_study_sim.py and the
 real-vLLM tests.
 
+A goodput search (--profile kind=goodput) gets the real goodput report of the same directory.
+
 FAKE_GUIDELLM_MODE picks a fault:
   ok         (default) load for the window, then a whole report, exit 0
   crash      a traceback after one second, exit 1
@@ -36,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "guidellm" / "report_concurrent.json"
+#: A real goodput search's report (kind=goodput on sim-serve): what a goodput profile gets.
+GOODPUT_FIXTURE = FIXTURE.with_name("report_goodput.json")
 
 
 def _fields(text: str) -> dict[str, Any]:
@@ -111,7 +115,8 @@ def main() -> int:
     report = Path(next(v["path"] for k, v in options.items() if k == "output:json"))
     window = float(options["constraint:max_duration"]["seconds"])
     profile = next(v for k, v in options.items() if k.startswith("profile:"))
-    streams = int(profile.get("streams", 1))
+    goodput = profile.get("kind") == "goodput"
+    streams = int(profile.get("initial_streams" if goodput else "streams", 1))
     print(f"✔ OpenAIHTTPBackend backend validated with model {backend['model']}", flush=True)
     if mode == "crash":
         time.sleep(1)
@@ -140,7 +145,7 @@ def main() -> int:
         rate = f"requests/s={tally['ok'] / elapsed:.2f} output_tokens/s=0.0"
         head = f"Benchmark 0 (fake@{streams}): {status} | elapsed={elapsed:.1f}s"
         print(f"{head} | {counts} | {rate}", flush=True)
-    text = FIXTURE.read_text()
+    text = (GOODPUT_FIXTURE if goodput else FIXTURE).read_text()
     if mode == "truncated":
         text = text[: len(text) // 2]
     elif mode == "malformed":
@@ -162,6 +167,9 @@ def _with_timings(data: dict[str, Any], spans: list[tuple[float, float]], began:
     run really sent (a non-streamed answer: first and last token at its end), so that what the
     tuner reads from timings (a stalled server) is real; the figures stay the fixture's."""
     bench = data["benchmarks"][-1]
+    if data.get("conclusions"):  # a goodput search: the found level is the one read
+        found = data["conclusions"][-1].get("best_passing_streams")
+        bench = next(b for b in data["benchmarks"] if b["config"]["strategy"]["streams"] == found)
     bench["start_time"], bench["end_time"] = began, max(end for _, end in spans)
     template = bench["requests"]["successful"][0]
     requests = []

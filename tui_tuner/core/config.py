@@ -25,7 +25,7 @@ __all__ = [
     "WorkloadSettings",
 ]
 
-ObjectiveKind = Literal["throughput", "latency", "pareto"]
+ObjectiveKind = Literal["throughput", "latency", "pareto", "goodput"]
 SamplerName = Literal["tpe", "random", "nsga2", "grid", "gp"]
 SAMPLERS: tuple[SamplerName, ...] = ("tpe", "random", "nsga2", "grid", "gp")
 
@@ -149,6 +149,10 @@ class ObjectiveSettings:
     sla: tuple[SlaTerm, ...] = ()
     #: p95 request latency no worse than the baseline's, as a constraint.
     latency_vs_baseline: bool = False
+    #: Goodput: the highest concurrency GuideLLM's search may probe, and its probe budget
+    #: (GuideLLM's ``max_streams`` and ``max_probes``); the first level is workload.streams.
+    max_streams: int = 1024
+    max_probes: int = 15
 
 
 @dataclass(frozen=True)

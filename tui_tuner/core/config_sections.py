@@ -64,7 +64,7 @@ OBJECTIVE_KINDS: tuple[ObjectiveKind, ...] = get_args(ObjectiveKind)
 STUDY_FIELDS = tuple(f.name for f in fields(StudySettings))
 SERVER_FIELDS = tuple(f.name for f in fields(ServerSettings))
 WORKLOAD_FIELDS = tuple(f.name for f in fields(WorkloadSettings))
-OBJECTIVE_FIELDS = ("kind", "sla", "latency_vs_baseline")
+OBJECTIVE_FIELDS = ("kind", "sla", "latency_vs_baseline", "max_streams", "max_probes")
 STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 
 #: The predecessor's ``optimization.approach``, as an objective kind and what to tell the user.
@@ -365,6 +365,8 @@ def read_objective(ctx: Context, sec: Section, legacy: Section) -> ObjectiveSett
         kind=kind,
         sla=_sla(ctx, sec.raw("sla"), sec.path("sla")),
         latency_vs_baseline=sec.read("latency_vs_baseline", False, to_bool),
+        max_streams=sec.read("max_streams", 1024, to_int(ge=1)),
+        max_probes=sec.read("max_probes", 15, to_int(ge=1, le=50)),
     )
 
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from tui_tuner.core.load_curve import LoadCurve
+
 __all__ = [
     "CLIENT_LIMIT_RATIO",
     "CLIENT_LIMIT_WARNING_CODES",
@@ -39,7 +41,7 @@ STALL_MIN_S = 2.0
 #: streams, seconds without a first token or a completion are normal.
 STALL_LATENCIES = 3.0
 #: Fields a record written before they existed may lack; they take their default.
-_OPTIONAL_FIELDS = frozenset({"warnings", "stall_s"})
+_OPTIONAL_FIELDS = frozenset({"warnings", "stall_s", "load_curve"})
 
 _INT_FIELDS = frozenset({"successful_requests", "errored_requests", "incomplete_requests"})
 
@@ -81,11 +83,17 @@ class Measurement:
     #: The longest time in the window with requests in flight and no token event (no first
     #: token, no completion) from any of them: a frozen server or client. 0 when unknown.
     stall_s: float = 0.0
+    #: A goodput search's levels (these figures are then those of the level it found, or of
+    #: the lowest probed when none met the SLA); None for a measurement at one load.
+    load_curve: LoadCurve | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "warnings":
+            if f.name == "load_curve":
+                if value is not None and not isinstance(value, LoadCurve):
+                    raise TypeError("load_curve must be a LoadCurve or None")
+            elif f.name == "warnings":
                 if not isinstance(value, tuple) or not all(isinstance(w, str) for w in value):
                     raise TypeError("warnings must be a tuple of str")
             elif f.name in _INT_FIELDS:
@@ -118,6 +126,7 @@ class Measurement:
         """Plain JSON-ready dict (warnings as a list) for the study database and reports."""
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
         out["warnings"] = list(self.warnings)
+        out["load_curve"] = None if self.load_curve is None else self.load_curve.to_dict()
         return out
 
     @classmethod
@@ -136,7 +145,9 @@ class Measurement:
                     missing.append(f.name)
                 continue
             value = data[f.name]
-            if f.name == "warnings":
+            if f.name == "load_curve":
+                kwargs[f.name] = None if value is None else LoadCurve.from_dict(value)
+            elif f.name == "warnings":
                 if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
                     raise ValueError(f"warnings must be a list of str, got {value!r}")
                 kwargs[f.name] = tuple(str(w) for w in value)

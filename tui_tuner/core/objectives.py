@@ -1,6 +1,7 @@
 """Turning measurements into what the optimiser sees, and trials into "best" and "gain".
 
-Objective values: output tok/s (maximise), p95 request latency in ms (minimise), or both.
+Objective values: output tok/s (maximise), p95 request latency in ms (minimise), or both; for
+goodput, the output tok/s at the highest load that meets the SLA (0 when none does).
 Constraints follow Optuna 5's convention (a value <= 0 is satisfied): one per SLA term
 (``measured - limit``), ``latency_vs_baseline`` (``p95 - baseline p95``) and ``server_failed``
 (1 for a configuration that made the server fail, else 0). A failed configuration is told to the
@@ -37,6 +38,8 @@ __all__ = [
 
 FAILED_CONSTRAINT = "server_failed"
 BASELINE_CONSTRAINT = "latency_vs_baseline"
+#: Goodput: 0 when some load met the SLA (GuideLLM's attainment), else 1.
+GOODPUT_CONSTRAINT = "sla_met_at_some_load"
 
 
 Direction = Literal["maximize", "minimize"]
@@ -47,6 +50,7 @@ def directions(kind: ObjectiveKind) -> list[Direction]:
         "throughput": ["maximize"],
         "latency": ["minimize"],
         "pareto": ["maximize", "minimize"],
+        "goodput": ["maximize"],
     }
     return table[kind]
 
@@ -56,10 +60,14 @@ def metric_names(kind: ObjectiveKind) -> list[str]:
         "throughput": ["output_tok_s"],
         "latency": ["request_latency_p95_ms"],
         "pareto": ["output_tok_s", "request_latency_p95_ms"],
+        # Output tok/s at the highest load that meets the SLA (GuideLLM's goodput search).
+        "goodput": ["output_tok_s"],
     }[kind]
 
 
 def objective_values(kind: ObjectiveKind, m: Measurement) -> list[float]:
+    if kind == "goodput" and (m.load_curve is None or m.load_curve.best_streams is None):
+        return [0.0]  # no load met the SLA: no goodput (its constraint says infeasible)
     return [float(getattr(m, name)) for name in metric_names(kind)]
 
 
@@ -76,6 +84,10 @@ def constraint_values(
     ``baseline_p95_ms`` is None for the baseline itself, whose latency term is 0 by definition.
     """
     out = {term.key: float(getattr(m, term.metric)) - term.limit for term in objective.sla}
+    if objective.kind == "goodput":
+        # GuideLLM judged each level by SLO attainment; a search that found no level met none.
+        met = m.load_curve is not None and m.load_curve.best_streams is not None
+        out[GOODPUT_CONSTRAINT] = 0.0 if met else 1.0
     if objective.latency_vs_baseline:
         base = m.request_latency_p95_ms if baseline_p95_ms is None else baseline_p95_ms
         out[BASELINE_CONSTRAINT] = m.request_latency_p95_ms - base
@@ -86,6 +98,8 @@ def constraint_values(
 def failed_constraints(objective: ObjectiveSettings) -> dict[str, float]:
     """Every constraint violated: a failed configuration met none of them."""
     keys = [term.key for term in objective.sla]
+    if objective.kind == "goodput":
+        keys.append(GOODPUT_CONSTRAINT)
     if objective.latency_vs_baseline:
         keys.append(BASELINE_CONSTRAINT)
     return {**dict.fromkeys(keys, 1.0), FAILED_CONSTRAINT: 1.0}
@@ -123,7 +137,7 @@ def best_trials(kind: ObjectiveKind, trials: Sequence[TrialRecord]) -> list[Tria
     found = groups(trials, kind)
     if not found:
         return []
-    if kind in ("throughput", "latency"):
+    if kind != "pareto":
         return [ranked(kind, found)[0].representative]
     points = [(g.mean("throughput"), g.mean("latency")) for g in found]
     front = [found[i].representative for i in pareto_front(points)]

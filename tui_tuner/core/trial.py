@@ -99,6 +99,8 @@ class TrialRecord:
     client_limited: bool = False
     #: Output tok/s of each repeat, when there were several.
     repeats_output_tok_s: tuple[float, ...] = ()
+    #: Measured on the server this earlier trial started (a load sweep): no launch of its own.
+    server_of: int | None = None
     #: Seconds since the epoch when it started and finished.
     started_at: float | None = None
     finished_at: float | None = None

@@ -33,6 +33,7 @@ from tui_tuner.core.space import SearchSpace
 from tui_tuner.core.stop import StopKind, StopReason
 from tui_tuner.core.trial import TrialPlan, TrialRecord, baseline_of
 from tui_tuner.engine.control import POLL_S, Control, ControlChannel
+from tui_tuner.engine.load_sweep import LoadSweep
 from tui_tuner.engine.records import record_attrs
 from tui_tuner.engine.stop_rules import (
     REDIRECT_AFTER_DUPLICATES,
@@ -95,6 +96,8 @@ class Orchestrator:
         self._wake = asyncio.Event()
         self._started = time.time()
         self._waiting_for_others = False  # said once per wait (see _rest_runs_elsewhere)
+        self._sweep = LoadSweep(store, runner, self._io, lambda: self.space, emit)
+        runner.keep_after = self._sweep.keep_after
 
     # -- commands --------------------------------------------------------------------------
 
@@ -198,6 +201,8 @@ class Orchestrator:
                 if await self._rest_runs_elsewhere():
                     await asyncio.sleep(POLL_S)
                     continue
+                if self.paused:  # a server kept for a load sweep does not wait through a pause
+                    await self._sweep.release(None)
                 await self._go.wait()
                 if self._stop is not None:
                     break
@@ -210,6 +215,7 @@ class Orchestrator:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
+            await self._sweep.release(None)
         stop = stop or self._stop
         assert stop is not None
         records = await self._io(self.store.records)
@@ -328,6 +334,10 @@ class Orchestrator:
         refused = rejected(plan, self.config.server.flags, self.config.objective, time.time())
         if refused is not None:
             return await self._tell(plan, refused)
+        if not await self._sweep.release(plan):  # the last server's GPU memory is still held
+            self._stop_with(gpu_not_released(), now=False)
+            await self._io(self.store.interrupt, plan, "interrupted: the GPU was not released")
+            return None
         progress, key, port = await self.runner.prepare(plan)
         if self._stop is not None or self.paused:
             # Stopped or paused while the trial was being asked for (storage calls: seconds on

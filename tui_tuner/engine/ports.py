@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tui_tuner.core.config import WorkloadSettings
+from tui_tuner.core.load_curve import GoodputSearch
 from tui_tuner.core.measurement import Measurement
 from tui_tuner.core.telemetry import GpuState, ServerFigures
 
@@ -112,6 +113,9 @@ class BenchRequest:
     report_path: Path
     log_path: Path
     timeout_s: float
+    #: Search the highest load meeting the SLA from ``streams`` up (GuideLLM's goodput
+    #: profile: one run, several levels) instead of measuring ``streams`` alone.
+    goodput: GoodputSearch | None = None
 
 
 ProgressCallback = Callable[[str, float, int, int, float], None]

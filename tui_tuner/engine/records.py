@@ -77,6 +77,7 @@ def record_from(
         repeats_output_tok_s=tuple(attrs.get("repeats_output_tok_s") or ()),
         partial=dict(attrs.get("partial") or {}),
         client_limited=bool(attrs.get("client_limited")),
+        server_of=attrs.get("server_of"),
         started_at=attrs.get("started_at"),
         finished_at=attrs.get("finished_at"),
     )

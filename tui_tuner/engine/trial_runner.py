@@ -2,9 +2,12 @@
 
 ``LAUNCHING -> READY -> WARMUP -> MEASURING -> teardown``. Whatever happens (a failure, a prune,
 a stop, a cancelled task), the server is stopped through its launcher's context and the GPU memory
-its processes held is awaited before the trial returns. Failures come back as results
-(``TrialOutcome.failure``), never as exceptions; cancellation is the one exception that passes
-through, after the teardown, and the outcome gathered so far stays readable in ``progress``.
+its processes held is awaited before the trial returns; the one exception is a load sweep
+(`engine/load_sweep.py`): a healthy server whose next trial has the same server flags is kept
+running for it (`KeptServer`), and stopped as usual when it is not reused. Failures come back
+as results (``TrialOutcome.failure``), never as exceptions; cancellation is the one exception
+that passes through, after the teardown, and the outcome gathered so far stays readable in
+``progress``.
 The trial's directory is written and read in a worker thread, never on the event loop.
 """
 
@@ -29,8 +32,10 @@ from tui_tuner.core.failures import (
     classify_under_load,
     too_many_errors,
 )
+from tui_tuner.core.load_curve import GoodputSearch, goodput_slo
 from tui_tuner.core.measurement import Measurement, client_limited
 from tui_tuner.core.trial import Phase, TrialPlan
+from tui_tuner.engine.kept_server import KeepAfter, KeptServer, server_flags
 from tui_tuner.engine.ports import (
     Benchmarker,
     BenchmarkFailed,
@@ -61,6 +66,8 @@ class TrialProgress:
     gpu_released: bool = True
     #: The phase a prune or stop cut short (None if the trial ran to its end).
     stopped_in: Phase | None = None
+    #: Measured on the server this earlier trial started (a load sweep): no launch of its own.
+    server_of: int | None = None
     started_at: float = field(default_factory=time.time)
     _t0: float = field(default_factory=time.monotonic)
     _phase_t: float = field(default_factory=time.monotonic)
@@ -83,6 +90,11 @@ class TrialRunner:
     ) -> None:
         self.config, self.study_dir = config, study_dir
         self.launcher, self.bench, self.gpu, self.emit = launcher, bench, gpu, emit
+        #: A healthy server a load sweep keeps for its next trial (same server flags).
+        self.kept: KeptServer | None = None
+        #: Asked after a good measurement whether to keep the server (None: never keep).
+        self.keep_after: KeepAfter | None = None
+        self._logs: dict[int, Path] = {}  # trials measured on a kept server: its log
 
     def trial_dir(self, number: int) -> Path:
         return self.study_dir / "trials" / f"{number:04d}"
@@ -91,8 +103,11 @@ class TrialRunner:
         """Pick the port and the API key and build the command; writes command.txt."""
         server = self.config.server
         # Hex: a urlsafe token may start with "-", which argparse reads as another option.
+        kept = self.kept if self.kept is not None and self.kept.serves(plan) else None
         key = secrets.token_hex(24) if server.api_key else None
         port = self.launcher.free_port(server.host)
+        if kept is not None:  # the same server, as it was started: its port and its key
+            key, port = kept.key, kept.port
         progress = TrialProgress(plan.number)
         progress.argv = server_argv(server, plan.settings, host=server.host, port=port)
         note = f"# {API_KEY_ENV}: this trial's random API key (not kept)\n" if key else ""
@@ -101,8 +116,27 @@ class TrialRunner:
         return progress, key, port
 
     async def files(self, number: int) -> dict[str, str]:
-        """The trial's files that exist: its logs, command.txt and GuideLLM's reports."""
-        return await asyncio.to_thread(_files, self.trial_dir(number))
+        """The trial's files that exist: its logs, command.txt and GuideLLM's reports (a
+        trial measured on a kept server: the log of the trial that started it)."""
+        out = await asyncio.to_thread(_files, self.trial_dir(number))
+        if number in self._logs and "server.log" not in out:
+            out["server.log"] = str(self._logs[number])
+        return out
+
+    async def release(self, plan: TrialPlan | None = None) -> bool:
+        """Stop the kept server unless ``plan`` runs on it (same server flags): through its
+        launcher's context, then the GPU check. False if its GPU memory was not released."""
+        kept = self.kept
+        if kept is None or (plan is not None and kept.serves(plan) and kept.alive):
+            return True
+        self.kept = None
+        pids = list(kept.server.pids_seen)
+        await kept.stack.aclose()
+        released = True
+        if pids:
+            timeout = self.config.server.gpu_release_timeout_s
+            released, _ = await self.gpu.wait_released(pids, timeout)
+        return released
 
     def _enter(self, progress: TrialProgress, phase: Phase) -> None:
         now = time.monotonic()
@@ -129,34 +163,64 @@ class TrialRunner:
         )
         number = plan.number
 
+        # A kept server's lines go to the trial measuring on it now.
+        owner = [number]
+
         def server_line(text: str) -> None:
-            self.emit(LogLine(number, "server", text))
+            self.emit(LogLine(owner[0], "server", text))
 
         stack = contextlib.AsyncExitStack()
         server: ServerHandle | None = None
+        await self.release(plan)  # one kept for other flags, or dead, is stopped first
+        kept, self.kept = self.kept, None
+        keep = False
         self._enter(progress, "launching")
         try:
-            try:
-                server = await stack.enter_async_context(self.launcher.launch(request, server_line))
-            except ServerStartFailed as err:
-                timed_out = err.reason == "startup_timeout"
-                progress.failure = classify_startup(err.exit_code, err.tail, timed_out=timed_out)
-                return
-            self._enter(progress, "ready")
-            if not await self._smoke(server, progress, key):
-                return
+            if kept is not None and kept.serves(plan) and kept.alive:
+                # The load sweep's next level on the running server: no launch, no smoke test.
+                stack, server, owner = kept.stack, kept.server, kept.owner
+                owner[0] = number
+                progress.server_of = kept.started_by
+            else:
+                try:
+                    launch = self.launcher.launch(request, server_line)
+                    server = await stack.enter_async_context(launch)
+                except ServerStartFailed as err:
+                    timed_out = err.reason == "startup_timeout"
+                    progress.failure = classify_startup(err.exit_code, err.tail,
+                                                        timed_out=timed_out)  # fmt: skip
+                    return
+                self._enter(progress, "ready")
+                if not await self._smoke(server, progress, key):
+                    return
             await self._measure(plan, server, progress, key)
+            keep = (
+                progress.failure is None
+                and progress.measurement is not None
+                and server.returncode is None
+                and self.keep_after is not None
+                and await self.keep_after(plan)
+            )
         finally:
             self._enter(progress, "teardown")
-            pids = list(server.pids_seen) if server is not None else []
-            await stack.aclose()
+            if keep and server is not None:
+                log = request.log_path if kept is None else kept.log_path
+                self.kept = KeptServer(
+                    stack, server, server_flags(plan), key, port, owner,
+                    started_by=number if kept is None else kept.started_by, log_path=log,
+                )  # fmt: skip
+                progress.timings["teardown"] = 0.0
+            else:
+                pids = list(server.pids_seen) if server is not None else []
+                await stack.aclose()
+                if pids:
+                    timeout = cfg.gpu_release_timeout_s
+                    progress.gpu_released, _ = await self.gpu.wait_released(pids, timeout)
+                progress.timings["teardown"] = time.monotonic() - progress._phase_t
+            if kept is not None:
+                self._logs[number] = kept.log_path
             # The logs and reports the processes wrote.
             await asyncio.to_thread(_owner_only, self.trial_dir(plan.number))
-            if pids:
-                released, _ = await self.gpu.wait_released(pids, cfg.gpu_release_timeout_s)
-                progress.gpu_released = released
-            now = time.monotonic()
-            progress.timings["teardown"] = now - progress._phase_t
             progress.timings["total"] = progress.elapsed()
 
     def _model_name(self) -> str:
@@ -183,6 +247,9 @@ class TrialRunner:
         workload = self.config.workload
         streams, rate = load_for(workload, plan.settings)
         directory = self.trial_dir(plan.number)
+        goodput = self._goodput(streams)
+        window = workload.duration_s + workload.warmup_s
+        probes = 1 if goodput is None else goodput.max_probes  # each probe is one window
         runs: list[Measurement] = []
         for repeat in range(workload.repeats):
             name = "report.json" if workload.repeats == 1 else f"report-{repeat + 1}.json"
@@ -196,7 +263,8 @@ class TrialRunner:
                 tokenizer=workload.tokenizer or _local_tokenizer(self.config.server.model),
                 report_path=directory / name,
                 log_path=directory / "guidellm.log",
-                timeout_s=workload.duration_s + workload.warmup_s + workload.benchmark_grace_s,
+                timeout_s=window * probes + workload.benchmark_grace_s,
+                goodput=goodput,
             )
             measured = await self._one_run(plan.number, repeat, server, request, progress)
             if measured is None:
@@ -206,13 +274,21 @@ class TrialRunner:
         runs.sort(key=lambda m: m.output_tok_s)
         m = runs[(len(runs) - 1) // 2]  # the median run (the lower middle for an even count)
         progress.measurement = m
-        progress.client_limited = any(
-            client_limited(r, streams if workload.profile == "concurrent" else None) for r in runs
-        )
+        target = streams if workload.profile == "concurrent" and goodput is None else None
+        progress.client_limited = any(client_limited(r, target) for r in runs)
         if m.error_rate > workload.max_error_rate:
             progress.failure = too_many_errors(
                 m.errored_requests, m.finished_requests, workload.max_error_rate, server.tail
             )
+
+    def _goodput(self, streams: int | None) -> GoodputSearch | None:
+        """GuideLLM's goodput search for ``objective.kind: goodput`` (its first level the
+        trial's streams), else None: one level measured."""
+        objective = self.config.objective
+        if objective.kind != "goodput" or streams is None:
+            return None
+        slo, target = goodput_slo([(t.metric, t.limit) for t in objective.sla])
+        return GoodputSearch(slo, target, streams, objective.max_streams, objective.max_probes)
 
     async def _one_run(
         self,

@@ -90,6 +90,7 @@ def judge(
         repeats_output_tok_s=tuple(progress.repeats_output_tok_s),
         note="" if plan.rerun_of is None else f"runs trial {plan.rerun_of} again",
         repeat=plan.repeat,
+        server_of=progress.server_of,
         started_at=progress.started_at,
         finished_at=finished_at,
     )

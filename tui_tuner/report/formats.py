@@ -28,10 +28,13 @@ from tui_tuner.report.facts import (
     study_facts,
     tidy_params,
 )
+from tui_tuner.report.load_plot import load_curve_lines
 
 __all__ = ["MEASUREMENT_COLUMNS", "csv_text", "json_text", "markdown_text", "workload_text"]
 
-MEASUREMENT_COLUMNS = tuple(f.name for f in fields(Measurement) if f.name != "warnings")
+MEASUREMENT_COLUMNS = tuple(
+    f.name for f in fields(Measurement) if f.name not in ("warnings", "load_curve")
+)
 TIMING_COLUMNS = (*PHASES, "total")
 
 
@@ -57,7 +60,7 @@ def csv_text(config: StudyConfig, records: Sequence[TrialRecord]) -> str:
     for r in records:
         keys += [k for k in r.params if k not in keys]
     header = ["number", "state", "baseline", "feasible", "failure_class", "duplicate_of",
-              "rerun", "simulated", *keys, *MEASUREMENT_COLUMNS,
+              "rerun", "simulated", *keys, *MEASUREMENT_COLUMNS, "sla_holds_up_to_streams",
               *(f"{t}_s" for t in TIMING_COLUMNS), "started_at", "finished_at", "note"]  # fmt: skip
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -70,11 +73,17 @@ def csv_text(config: StudyConfig, records: Sequence[TrialRecord]) -> str:
             r.number, d["state"], r.baseline, _cell(r.feasible), _cell(r.failure_class),
             _cell(r.duplicate_of), r.rerun, config.server.simulated,
             *(_cell(params.get(k)) for k in keys),
-            *(_cell(m.get(c)) for c in MEASUREMENT_COLUMNS),
+            *(_cell(m.get(c)) for c in MEASUREMENT_COLUMNS), _cell(_sla_streams(r)),
             *(_cell(r.timings.get(t)) for t in TIMING_COLUMNS),
             _cell(r.started_at), _cell(r.finished_at), r.note,
         ])  # fmt: skip
     return out.getvalue()
+
+
+def _sla_streams(r: TrialRecord) -> int | None:
+    """A goodput trial's answer: the highest concurrency at which the SLA held."""
+    curve = None if r.measurement is None else r.measurement.load_curve
+    return None if curve is None else curve.best_streams
 
 
 def _cell(value: object) -> object:
@@ -184,6 +193,10 @@ def markdown_text(
             f"{_fmt(m.ttft_p95_ms)} | {_md(_params_text(config, r))} |"
         )
     lines += ["", "## Reproduce", ""]
+    curve = best[0].measurement.load_curve if best and best[0].measurement else None
+    if curve is not None:  # goodput: where the SLA holds, level by level
+        lines[-1:-1] = ["", f"Trial {best[0].number}: {curve.words()}.", "", "```text",
+                        *load_curve_lines(curve), "```", ""]  # fmt: skip
     if best:
         lines += [f"The best configuration (trial {best[0].number}):", "", "```sh",
                   trial_command(config, best[0]), "```", ""]  # fmt: skip

@@ -60,7 +60,9 @@ class PlotPoint:
     on_front: bool = False
 
 
-_OBJECTIVES: dict[str, ObjectiveKind] = {k: k for k in ("throughput", "latency", "pareto")}
+_OBJECTIVES: dict[str, ObjectiveKind] = {
+    k: k for k in ("throughput", "latency", "pareto", "goodput")
+}
 
 
 def points_from(records: Sequence[TrialRecord], objective_kind: str) -> list[PlotPoint]:

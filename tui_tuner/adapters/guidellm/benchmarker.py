@@ -76,6 +76,7 @@ def workload_for(request: BenchRequest) -> GuidellmWorkload:
         seed=w.seed,
         request_format=w.request_format,
         dataset=w.dataset,
+        goodput=request.goodput,
     )
 
 

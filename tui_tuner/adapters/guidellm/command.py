@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from tui_tuner.core.load_curve import GoodputSearch
+
 __all__ = [
     "SCENARIO_NAME",
     "GuidellmWorkload",
@@ -69,6 +71,9 @@ class GuidellmWorkload:
     #: A prompt file (JSON/JSONL, CSV, text, Parquet) used instead of synthetic prompts; each
     #: request then asks for ``output_tokens`` new tokens.
     dataset: str | None = None
+    #: Search the highest concurrency meeting these objectives (GuideLLM's goodput profile)
+    #: instead of measuring ``streams`` alone; ``streams`` is then its first level.
+    goodput: GoodputSearch | None = None
 
     def __post_init__(self) -> None:
         # Fail here, not 20 s into a GuideLLM start-up, and never let an option be silently
@@ -91,6 +96,8 @@ class GuidellmWorkload:
             raise ValueError("rate is required for, and only for, constant/poisson profiles")
         if self.max_concurrency is not None and self.profile in ("concurrent", "synchronous"):
             raise ValueError("max_concurrency applies to constant/poisson/throughput only")
+        if self.goodput is not None and self.profile != "concurrent":
+            raise ValueError("a goodput search varies the concurrency: profile concurrent only")
 
     @property
     def target_concurrency(self) -> int | None:
@@ -127,10 +134,10 @@ def _fmt(value: _Scalar) -> str:
     return str(value)
 
 
-def _option(kind: str, fields: Mapping[str, _Scalar]) -> str:
+def _option(kind: str, fields: Mapping[str, _Scalar | Mapping[str, float]]) -> str:
     items = {"kind": kind, **{k: v for k, v in fields.items() if v is not None}}
-    if all(_kv_safe(v) for v in items.values()):
-        return ",".join(f"{key}={_fmt(val)}" for key, val in items.items())
+    if all(not isinstance(v, Mapping) and _kv_safe(v) for v in items.values()):
+        return ",".join(f"{key}={_fmt(val)}" for key, val in items.items())  # type: ignore[arg-type]
     return json.dumps(items, ensure_ascii=False)
 
 
@@ -177,7 +184,7 @@ def build_guidellm_command(
     backend: list[str] = ["--backend", _option("openai_http", _backend(target, model, w))]
     if scenario_path is not None:
         backend = ["--scenario", str(scenario_path)]
-    options: list[tuple[str, str, dict[str, _Scalar]]] = [
+    options: list[tuple[str, str, dict[str, _Scalar | Mapping[str, float]]]] = [
         # Only the fields relevant to the profile are set (the workload validates that).
         (
             "--profile",
@@ -213,11 +220,31 @@ def build_guidellm_command(
     if w.seed is not None:
         options.append(("--seed", "static", {"value": w.seed}))
     options.append(("--metrics", "generative", {"sample_size": 0}))
+    if w.goodput is not None:
+        _goodput(options, w.goodput)
     options.append(("--output", "json", {"path": str(report_path)}))
     cmd = [str(executable), "run", *backend]
     for flag, kind, fields in options:
         cmd += [flag, _option(kind, fields)]
     return [*cmd, "--disable-console-interactive"]
+
+
+def _goodput(
+    options: list[tuple[str, str, dict[str, _Scalar | Mapping[str, float]]]], search: GoodputSearch
+) -> None:
+    """The profile becomes GuideLLM's goodput search (``--profile kind=goodput``, its first
+    level the workload's streams, warmup and cooldown kept) and the metrics get its latency
+    objectives (``--metrics`` ``slo``: ``ttft_ms``, ``tpot_ms``, ``e2el_ms``), which it requires.
+    Each probe runs under the same ``max_duration`` constraint as a single level."""
+    for i, (flag, _kind, fields) in enumerate(options):
+        if flag == "--profile":
+            streams = fields.pop("streams")
+            fields.update(initial_streams=streams, max_streams=search.max_streams,
+                          max_probes=search.max_probes,
+                          target_attainment=search.target_attainment)  # fmt: skip
+            options[i] = (flag, "goodput", fields)
+        elif flag == "--metrics":
+            fields["slo"] = dict(search.slo)
 
 
 _DATASET_KINDS = {

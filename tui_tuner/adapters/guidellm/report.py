@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tui_tuner.core.load_curve import LoadCurve, LoadLevel
 from tui_tuner.core.measurement import Measurement
 
 __all__ = ["GuidellmReportError", "parse_guidellm_report"]
@@ -53,8 +54,10 @@ def _warnings(raw: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def parse_guidellm_report(path: Path, index: int = -1) -> Measurement:
-    """Read benchmark ``index`` (default: the last) of a GuideLLM 0.8.1 JSON report.
+def parse_guidellm_report(path: Path, index: int | None = None) -> Measurement:
+    """Read benchmark ``index`` of a GuideLLM 0.8.1 JSON report. By default the last one, or,
+    for a goodput search (its trace in ``conclusions``), the level it found (the lowest probed
+    when none met the objectives), with the whole load curve (:func:`load_curve`).
 
     Request latency is reported in seconds and converted to ms; TTFT/ITL/TPOT are already ms.
     A report with no successful request is an error, not a zero measurement: it means the
@@ -75,6 +78,9 @@ def parse_guidellm_report(path: Path, index: int = -1) -> Measurement:
     benchmarks = data.get("benchmarks") if isinstance(data, Mapping) else None
     if not isinstance(benchmarks, list) or not benchmarks:
         raise GuidellmReportError(f"GuideLLM report {path} has no benchmarks")
+    curve = load_curve(data, path) if index is None else None
+    if index is None:
+        index = -1 if curve is None else _level_index(benchmarks, curve, path)
     if not -len(benchmarks) <= index < len(benchmarks):
         raise GuidellmReportError(
             f"GuideLLM report {path} has {len(benchmarks)} benchmark(s); no index {index}"
@@ -117,7 +123,88 @@ def parse_guidellm_report(path: Path, index: int = -1) -> Measurement:
         duration_s=_num(bench, "duration", path, pre),
         warnings=_warnings(bench.get("warnings")),
         stall_s=longest_stall(bench),
+        load_curve=curve,
     )
+
+
+def _streams(bench: Any) -> int | None:
+    strategy = bench.get("config", {}).get("strategy") if isinstance(bench, Mapping) else None
+    value = strategy.get("streams") if isinstance(strategy, Mapping) else None
+    return value if isinstance(value, int) else None
+
+
+def _level_index(benchmarks: list[Any], curve: LoadCurve, path: Path) -> int:
+    """The benchmark of the level a goodput search found (its last probe at that
+    concurrency), or of the lowest level probed when none met the objectives."""
+    want = curve.best_streams
+    if want is None:
+        want = min(lv.streams for lv in curve.levels)
+    found = [i for i, b in enumerate(benchmarks) if _streams(b) == want]
+    if not found:
+        raise GuidellmReportError(f"GuideLLM report {path}: no benchmark at {want} streams")
+    return found[-1]
+
+
+def load_curve(data: Mapping[str, Any], path: Path) -> LoadCurve | None:
+    """The goodput search of a report (GuideLLM's ``GoodputSearchState`` in ``conclusions``,
+    ``benchmark/profiles/goodput.py``), each probe joined with its benchmark's figures; None
+    when the report holds no such search. The objectives and target are read back from the
+    benchmarks' own config, so the curve says what it was judged against."""
+    found = [c for c in data.get("conclusions") or () if isinstance(c, Mapping) and "probes" in c]
+    if not found:
+        return None
+    trace = found[-1]
+    benchmarks = data["benchmarks"]
+    by_streams = {_streams(b): b for b in benchmarks if isinstance(b, Mapping)}
+    levels = []
+    for n, probe in enumerate(trace.get("probes") or ()):
+        bench = by_streams.get(probe.get("streams"))
+        if bench is None:
+            raise GuidellmReportError(f"GuideLLM report {path}: probe {n} has no benchmark")
+        m, pre = bench.get("metrics"), f"benchmarks[streams={probe.get('streams')}].metrics"
+
+        def ok(metric: str, stat: str, m: Any = m, pre: str = pre) -> float:
+            return _num(m, f"{metric}.successful.{stat}", path, pre)
+
+        goodput = probe.get("goodput")
+        levels.append(LoadLevel(
+            streams=int(probe["streams"]),
+            attainment=float(probe["attainment"]),
+            passed=bool(probe["passed"]),
+            resolved=bool(probe.get("resolved", True)),
+            aborted=bool(probe.get("aborted", False)),
+            goodput_rps=float(goodput) if isinstance(goodput, (int, float)) else 0.0,
+            requests_per_s=ok("requests_per_second", "mean"),
+            output_tok_s=ok("output_tokens_per_second", "mean"),
+            request_latency_p95_ms=ok("request_latency", "percentiles.p95") * 1000.0,
+            ttft_p95_ms=ok("time_to_first_token_ms", "percentiles.p95"),
+            itl_p95_ms=ok("inter_token_latency_ms", "percentiles.p95"),
+        ))  # fmt: skip
+    profile = _profile_args(data)
+    slo = _slo(data)
+    return LoadCurve(
+        levels=tuple(levels),
+        best_streams=trace.get("best_passing_streams"),
+        lowest_failing_streams=trace.get("lowest_failing_streams"),
+        stop_reason=str(trace.get("stop_reason") or "unknown"),
+        target_attainment=float(profile.get("target_attainment", 0.95)),
+        slo=slo,
+    )
+
+
+def _profile_args(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    spec = data.get("config", {}).get("spec") if isinstance(data.get("config"), Mapping) else None
+    profile = spec.get("profile") if isinstance(spec, Mapping) else None
+    return profile if isinstance(profile, Mapping) else {}
+
+
+def _slo(data: Mapping[str, Any]) -> dict[str, float]:
+    spec = data.get("config", {}).get("spec") if isinstance(data.get("config"), Mapping) else None
+    metrics = spec.get("metrics") if isinstance(spec, Mapping) else None
+    slo = metrics.get("slo") if isinstance(metrics, Mapping) else None
+    if not isinstance(slo, Mapping):
+        return {}
+    return {str(k): float(v) for k, v in slo.items() if isinstance(v, (int, float))}
 
 
 def _request_times(bench: Mapping[str, Any]) -> list[tuple[float, float, list[float]]]:

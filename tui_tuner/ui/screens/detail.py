@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from tui_tuner.core.trial import PHASES, TrialRecord
+from tui_tuner.report.load_plot import load_curve_lines, load_curve_plot
 from tui_tuner.ui.header import gain_words
 from tui_tuner.ui.model import StudyModel, spread_pct
 
@@ -30,6 +31,9 @@ def detail_text(record: TrialRecord, model: StudyModel) -> str:
     lines = [f"[b]Trial {r.number}[/b]: {escape(r.label)}" + (" (baseline)" if r.baseline else "")]
     if r.note:
         lines.append(escape(r.note))
+    if r.server_of is not None:
+        lines.append(f"measured on the server trial {r.server_of} started (a load sweep: "
+                     "no launch of its own)")  # fmt: skip
     lines.append("")
     lines.append("[b]Parameters[/b]")
     if r.baseline:
@@ -39,6 +43,8 @@ def detail_text(record: TrialRecord, model: StudyModel) -> str:
     if r.measurement is not None and r.state == "complete":
         lines += ["", "[b]Measurement[/b] (GuideLLM; latencies in ms, rates per second)"]
         for name, value in r.measurement.to_dict().items():
+            if name == "load_curve":
+                continue  # below, as a plot
             if name == "warnings":
                 for w in value:
                     lines.append(f"  [yellow]warning[/]: {escape(str(w))}")
@@ -63,6 +69,13 @@ def detail_text(record: TrialRecord, model: StudyModel) -> str:
         for key, value in r.constraints.items():
             ok = "met" if value <= 0 else "[red]missed[/]"
             lines.append(f"  constraint {escape(key)}: {value:+,.2f} ({ok})")
+        curve = r.measurement.load_curve
+        if curve is not None:
+            lines += ["", "[b]Load curve[/b] (GuideLLM's goodput search on this server)"]
+            lines += [escape(line) for line in load_curve_lines(curve)]
+            plot = load_curve_plot(curve)
+            if plot is not None:
+                lines += ["", plot.markup]
     if r.state == "pruned" and r.partial.get("output_tok_s"):
         p = r.partial
         lines += ["", "[b]Partial figures[/b] (when it was pruned; not a measurement)"]
