@@ -179,3 +179,14 @@ def test_a_report_without_successes_is_still_a_failure(tmp_path: Path) -> None:
     path.write_text(json.dumps(report))
     with pytest.raises(GuidellmReportError, match="zero successful"):
         read_measurement(path, WorkloadSettings(warmup_s=20, warmup_max_s=20))
+
+
+def test_a_report_of_several_levels_keeps_guidellms_figures(tmp_path: Path) -> None:
+    report = json.loads(FIXTURE.read_text())
+    report["benchmarks"].append(report["benchmarks"][-1])
+    path = tmp_path / "levels.json"
+    path.write_text(json.dumps(report))
+    whole = parse_guidellm_report(path)
+    settled = settled_measurement(path, 10.0, whole)
+    assert settled.output_tok_s == whole.output_tok_s
+    assert "not applied to a report of 2 load levels" in settled.warnings[-1]

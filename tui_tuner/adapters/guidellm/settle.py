@@ -178,6 +178,12 @@ def settled_measurement(path: Path, max_warmup_s: float, measured: Measurement) 
     whole run) gives what per-request data cannot (its warnings, the stall found) and is
     returned, with a warning saying why, when the report has too few requests to tell."""
     data = json.loads(path.read_text(encoding="utf-8"))
+    if len(data["benchmarks"]) > 1:  # a search over levels (goodput): each has its own start
+        note = (
+            f"{SETTLE_WARNING}: not applied to a report of {len(data['benchmarks'])} load "
+            "levels; GuideLLM's figures of the level read"
+        )
+        return replace(measured, warnings=(*measured.warnings, note))
     bench = data["benchmarks"][-1]
     requests = read_requests(bench)
     begin = _number(bench.get("start_time"))
