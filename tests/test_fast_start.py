@@ -264,3 +264,48 @@ def test_sim_cache_root_that_cannot_be_written_fails_like_vllm(
     assert sim.process.wait(30) == 1
     log = sim.log()
     assert "NotADirectoryError" in log and "Engine core initialization failed" in log
+
+
+# -- a whole study -----------------------------------------------------------------------------
+
+
+def test_a_fast_start_study_shares_one_cache_and_exports_real_weights(tmp_path: Path) -> None:
+    """Three trials on the simulated server that differ only in what vLLM does not hash
+    (gpu_memory_utilization): the first compiles, the next two load its graphs; every server
+    had random weights; the exported command has none."""
+    from tests.conftest import FAST_PROFILE
+    from tests.test_guidellm_faults import FAKE, run_tuner
+
+    config = tmp_path / "fast.yaml"
+    config.write_text(f"""
+study: {{name: fast, n_trials: 3, sampler: grid, seed: 0, baseline: false}}
+server:
+  command: ["tui-tuner", "sim-serve"]
+  model: sim-model
+  fast_start: true
+  extra_args: ["--sim-profile-file", "{FAST_PROFILE}", "--sim-time-scale", "4"]
+  startup_timeout_s: 60
+workload: {{prompt_tokens: 64, output_tokens: 16, streams: 4, duration_s: 1, warmup_s: 0,
+           benchmark_grace_s: 30}}
+search_space: {{gpu_memory_utilization: {{options: [0.8, 0.85, 0.9]}}}}
+""")
+    study = tmp_path / "study"
+    result = run_tuner(
+        ["tune", str(config), "--headless", "--study-dir", str(study), "--guidellm", str(FAKE)],
+        {"FAKE_GUIDELLM_MODE": "ok"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    trials = sorted((study / "trials").iterdir())
+    assert len(trials) == 3
+    for trial in trials:
+        assert "--load-format dummy" in (trial / "command.txt").read_text()
+    logs = [(t / "server.log").read_text() for t in trials]
+    assert "Compiling a graph" in logs[0]
+    assert all("Directly load the compiled graph(s)" in log for log in logs[1:])
+    assert len(list((study / "vllm-cache" / "torch_compile_cache").glob(f"*/{MARKER}"))) == 1
+    assert "load-format" not in result.stdout  # the answer's command
+    for fmt in ("command", "yaml"):
+        exported = run_tuner(["export", str(study), "--format", fmt], {})
+        assert exported.returncode == 0, exported.stderr
+        assert "gpu-memory-utilization" in exported.stdout.replace("_", "-")
+        assert "load-format" not in exported.stdout and "dummy" not in exported.stdout
