@@ -8,12 +8,15 @@ checks, a study against fake adapters, and what the trial detail and the exports
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import FAST_PROFILE, SimProcess
 from tests.fakes.engine import Fakes, make_config, measurement
+from tui_tuner.adapters.guidellm import run_guidellm
 from tui_tuner.adapters.guidellm.command import GuidellmWorkload, build_guidellm_command
 from tui_tuner.adapters.guidellm.report import parse_guidellm_report
 from tui_tuner.core.config import SlaTerm
@@ -91,7 +94,7 @@ def _problems(text: str, tmp_path: Path) -> str:
     path = tmp_path / "study.yaml"
     path.write_text(text)
     with pytest.raises(UserError) as err:
-        parse_config(text, path)  # type: ignore[arg-type]
+        parse_config(text, path)
     return str(err.value)
 
 
@@ -144,3 +147,29 @@ async def test_a_goodput_study_maximises_the_throughput_at_the_load_found(tmp_pa
     header, *rows = csv_text(config, outcome.records).splitlines()
     column = header.split(",").index("sla_holds_up_to_streams")
     assert {row.split(",")[column] for row in rows} >= {"16", ""}
+
+
+@pytest.mark.slow
+async def test_guidellms_goodput_search_on_the_simulated_server(
+    start_sim: Callable[..., SimProcess], tiny_model: Path, guidellm_exe: Path, tmp_path: Path
+) -> None:
+    """The command this tuner builds, run by the real GuideLLM 0.8.1 against sim-serve with
+    max-num-seqs 4: the search passes the low levels, the report reads as the level found."""
+    sim = start_sim("--max-num-seqs", "4", "--enforce-eager", "--sim-profile-file",
+                    str(FAST_PROFILE), model=str(tiny_model))  # fmt: skip
+    search = GoodputSearch({"ttft_ms": 300.0, "e2el_ms": 1500.0}, 0.95, 1, 32, 4)
+    workload = GuidellmWorkload(64, 32, streams=1, max_duration_s=5, warmup=1, cooldown=0,
+                                seed=0, goodput=search)  # fmt: skip
+    report = tmp_path / "report.json"
+    cmd = build_guidellm_command(guidellm_exe, sim.url, str(tiny_model), tiny_model, workload,
+                                 report)  # fmt: skip
+    lines: list[str] = []
+    code = await run_guidellm(cmd, env={"HF_HUB_OFFLINE": "1"}, on_line=lines.append,
+                              log_path=tmp_path / "guidellm.log", timeout_s=400)  # fmt: skip
+    assert code == 0, "\n".join(lines[-30:])
+    m = parse_guidellm_report(report)
+    curve = m.load_curve
+    assert curve is not None and curve.slo == {"ttft_ms": 300.0, "e2el_ms": 1500.0}
+    assert 1 <= len(curve.levels) <= 4 and curve.levels[0].streams == 1
+    assert curve.levels[0].passed  # one stream on an idle server meets a 300 ms TTFT
+    assert curve.best_streams is not None and m.output_tok_s == curve.best.output_tok_s  # type: ignore[union-attr]

@@ -8,6 +8,7 @@ configuration and always stopped (the study's end, a stop in the middle of a swe
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tui_tuner.engine.load_sweep import sweep_levels
 from tui_tuner.engine.orchestrator import Orchestrator
 from tui_tuner.engine.study import StudyStore, default_storage_url
 from tui_tuner.engine.trial_runner import TrialRunner
+from tui_tuner.report.formats import json_text
 
 
 def _config(tmp_path: Path, seqs: list[int], streams: list[int], n_trials: int) -> StudyConfig:
@@ -27,8 +29,9 @@ def _config(tmp_path: Path, seqs: list[int], streams: list[int], n_trials: int) 
     space = SearchSpace(
         (
             *config.space.params,
-            Param("workload.streams", "streams", "options", target="workload",
-                  options=tuple(streams)),  # fmt: skip
+            Param(
+                "workload.streams", "streams", "options", target="workload", options=tuple(streams)
+            ),
         )
     )
     study = replace(config.study, baseline=False, sampler="random")
@@ -73,6 +76,8 @@ async def test_each_configuration_is_launched_once_and_measured_at_every_load(
         assert r.timings["launching"] < 0.05
         assert "ready" not in r.timings  # no smoke test on a server that served already
         assert r.files["server.log"].endswith(f"{r.server_of:04d}/server.log")
+    exported = json.loads(json_text(config, outcome.records, {}))["trials"]
+    assert sum(t["server_of"] is not None for t in exported) == 4
     # Each level is measured with its own load, back to back after the first.
     numbers = [e.record.number for e in events if isinstance(e, TrialFinished)]
     assert numbers == sorted(numbers)

@@ -155,6 +155,7 @@ def duplicate(plan: TrialPlan, same: TrialRecord, now: float) -> Verdict:
         note=f"same configuration as trial {same.number}; its result is repeated, nothing was run",
         timings={},
         files={},
+        server_of=None,
         started_at=now,
         finished_at=now,
     )

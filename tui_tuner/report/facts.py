@@ -203,6 +203,8 @@ def record_dict(r: TrialRecord, space: SearchSpace | None = None) -> dict[str, o
         "duplicate_of": r.duplicate_of,
         "rerun": r.rerun,
         "repeats_output_tok_s": list(r.repeats_output_tok_s),
+        # A load sweep: measured on the server this trial started (no launch of its own).
+        "server_of": r.server_of,
         "timings_s": dict(r.timings),
         "started_at": r.started_at,
         "finished_at": r.finished_at,
