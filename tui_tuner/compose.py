@@ -98,7 +98,7 @@ async def run_study(
     from the instant this function stops obeying them.
     """
     from tui_tuner.adapters.gpu import NvmlGpus, wait_memory_released
-    from tui_tuner.adapters.guidellm import GuidellmBenchmarker, remove_leftover_keys
+    from tui_tuner.adapters.guidellm import pick_benchmarker, remove_leftover_keys
     from tui_tuner.adapters.metrics import MetricsScraper
     from tui_tuner.adapters.processes import pid_alive
     from tui_tuner.adapters.reaper import Reaper
@@ -151,11 +151,15 @@ async def run_study(
 
         reaper = await Reaper.start()
         stack.push_async_callback(reaper.close)
+        bench, why_cli = pick_benchmarker(setup.config.workload.load_generator, guidellm, reaper)
+        stack.push_async_callback(bench.close)  # before the reaper's close: the worker goes too
+        if why_cli is not None:
+            emit(Notice("info", why_cli))
         runner = TrialRunner(
             setup.config,
             setup.study_dir,
             VllmLauncher(reaper),
-            GuidellmBenchmarker(guidellm, reaper),
+            bench,
             _Gpu(),
             emit,
         )

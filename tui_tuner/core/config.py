@@ -125,6 +125,9 @@ class WorkloadSettings:
     request_format: Literal["/v1/completions", "/v1/chat/completions"] = "/v1/completions"
     #: GuideLLM executable (None: $TUI_TUNER_GUIDELLM, the venv `make guidellm` makes, PATH).
     guidellm: str | None = None
+    #: How GuideLLM runs: ``worker``, one long-lived process a study that runs each trial's
+    #: ``guidellm run`` in-process (its start-up paid once), or ``cli``, a subprocess a trial.
+    load_generator: Literal["worker", "cli"] = "worker"
     #: Tokenizer for GuideLLM's synthetic prompts (None: the model path).
     tokenizer: str | None = None
     seed: int = 0

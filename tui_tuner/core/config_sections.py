@@ -60,6 +60,8 @@ Profile = Literal["concurrent", "constant", "poisson"]
 RequestFormat = Literal["/v1/completions", "/v1/chat/completions"]
 PROFILES: tuple[Profile, ...] = get_args(Profile)
 REQUEST_FORMATS: tuple[RequestFormat, ...] = get_args(RequestFormat)
+LoadGenerator = Literal["worker", "cli"]
+LOAD_GENERATORS: tuple[LoadGenerator, ...] = get_args(LoadGenerator)
 OBJECTIVE_KINDS: tuple[ObjectiveKind, ...] = get_args(ObjectiveKind)
 STUDY_FIELDS = tuple(f.name for f in fields(StudySettings))
 SERVER_FIELDS = tuple(f.name for f in fields(ServerSettings))
@@ -321,6 +323,7 @@ def read_workload(
         max_error_rate=sec.read("max_error_rate", d.max_error_rate, to_float(ge=0, le=1)),
         request_format=sec.read("request_format", d.request_format, to_choice(REQUEST_FORMATS)),
         guidellm=sec.read("guidellm", None, to_str),
+        load_generator=sec.read("load_generator", d.load_generator, to_choice(LOAD_GENERATORS)),
         tokenizer=sec.read("tokenizer", None, to_str),
         seed=sec.read("seed", d.seed, to_int()),
     )
