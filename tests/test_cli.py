@@ -35,7 +35,7 @@ def test_dry_run_shows_the_commands_and_starts_nothing(tmp_path: Path) -> None:
     assert "dry run (nothing is started):" in result.stdout
     assert "server: VLLM_API_KEY='<random per trial>' " in result.stdout
     assert result.stdout.count("--host 127.0.0.1 --port 8000") == 2
-    assert "load: GuideLLM concurrent, 32 concurrent streams" in result.stdout
+    assert "load: GuideLLM concurrent, 16 concurrent streams" in result.stdout
     assert not any(tmp_path.iterdir())  # no study directory, no file
 
 

@@ -69,16 +69,19 @@ def test_demo_sample_is_the_simulated_demo() -> None:
     assert config.server.command == ("tui-tuner", "sim-serve")
     assert "--sim-profile" in config.server.extra_args
     assert config.study.n_trials == 8
-    assert (config.workload.prompt_tokens, config.workload.output_tokens) == (256, 128)
-    assert (config.workload.streams, config.workload.duration_s) == (32, 8.0)
+    # The noise is measured and the best measured again: the demo's answer has its confidence.
+    assert (config.study.noise_repeats, config.study.remeasure_top) == (3, 2)
+    assert (config.workload.prompt_tokens, config.workload.output_tokens) == (3072, 128)
+    assert (config.workload.streams, config.workload.duration_s) == (16, 8.0)
     assert [p.key for p in config.space] == [
         "max_num_seqs",
         "max_num_batched_tokens",
         "enable_chunked_prefill",
+        "kv_cache_dtype",
         "gpu_memory_utilization",
     ]
     gpu = config.space.get("gpu_memory_utilization")
-    assert gpu is not None and gpu.choices() == (0.8, 0.85, 0.9, 0.95)
+    assert gpu is not None and gpu.choices() == (0.82, 0.88, 0.94)
 
 
 def test_pareto_sample_has_sla_and_baseline_constraint() -> None:

@@ -137,8 +137,8 @@ def rejected_by_vllm(c: StudyConfig) -> str | None:
         names = ", ".join(p.key for p in checked)
         total = f"{bad:,} of the {combos:,} combinations of {names}"
     return (
-        f"vLLM would reject {total} at start-up (each such trial fails as invalid_args), "
-        f"e.g. {shown}: {reason}"
+        f"vLLM would reject {total} at start-up (the tuner tells the search so "
+        f"without a launch), e.g. {shown}: {reason}"
     )
 
 
