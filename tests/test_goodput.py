@@ -30,6 +30,7 @@ from tui_tuner.engine.study import StudyStore, default_storage_url
 from tui_tuner.engine.trial_runner import TrialRunner
 from tui_tuner.report.formats import csv_text, markdown_text
 from tui_tuner.report.load_plot import load_curve_plot
+from tui_tuner.report.summary import outcome_lines
 
 FIXTURE = Path(__file__).parent / "fixtures" / "guidellm" / "report_goodput.json"
 
@@ -144,6 +145,8 @@ async def test_a_goodput_study_maximises_the_throughput_at_the_load_found(tmp_pa
     stored = by_seqs[16].measurement
     assert stored is not None and isinstance(stored.load_curve, LoadCurve)
     assert "SLA holds up to 16 streams" in markdown_text(config, outcome.records, {})
+    said = outcome_lines(config, outcome.records)  # the end of a study, headless or TUI
+    assert "  SLA holds up to 16 streams (fails at 32; max_probes_exhausted)" in said
     header, *rows = csv_text(config, outcome.records).splitlines()
     column = header.split(",").index("sla_holds_up_to_streams")
     assert {row.split(",")[column] for row in rows} >= {"16", ""}

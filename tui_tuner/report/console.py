@@ -112,11 +112,14 @@ class ConsoleSink:
             m = r.measurement
             feasible = "" if r.feasible else " [yellow](infeasible: misses a constraint)[/]"
             limited = " [yellow](client-limited?)[/]" if r.client_limited else ""
+            reused = "" if r.server_of is None else f" on trial {r.server_of}'s server"
             self._print(
                 f"  trial {r.number}: [green]{m.output_tok_s:,.1f} output tok/s[/], p95 "
                 f"{m.request_latency_p95_ms:,.0f} ms, TTFT p95 {m.ttft_p95_ms:,.0f} ms"
-                f"{took}{feasible}{limited}"
+                f"{took}{reused}{feasible}{limited}"
             )
+            if m.load_curve is not None:  # goodput: the load those figures were measured at
+                self._print(f"    {escape(m.load_curve.words())}")
         elif r.state == "pruned":
             self._print(f"  trial {r.number}: [yellow]pruned[/]: {escape(r.note)}")
         else:

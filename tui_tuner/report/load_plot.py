@@ -62,14 +62,15 @@ def load_curve_plot(curve: LoadCurve, width: int = 64, rows: int = 10) -> Text |
 
 
 def _level_line(lv: LoadLevel, best: int | None) -> str:
-    mark = "<- highest meeting the SLA" if lv.streams == best else ""
+    """One level in about 80 columns; ``?``: too few requests to tell it from the target."""
+    mark = "  <- highest meeting the SLA" if lv.streams == best else ""
     verdict = "met" if lv.passed else "missed"
-    shaky = "" if lv.resolved else " (too few requests to be sure)"
+    shaky = " " if lv.resolved else "?"
     return (
-        f"  {lv.streams:>5} streams  {verdict:<6} attainment {lv.attainment:5.1%}{shaky}  "
-        f"{lv.requests_per_s:7.2f} req/s  {lv.output_tok_s:9.1f} output tok/s  "
-        f"p95 {lv.request_latency_p95_ms:8.1f} ms  {mark}"
-    ).rstrip()
+        f"  {lv.streams:>5} streams {verdict:<6} {lv.attainment:6.1%}{shaky} "
+        f"{lv.requests_per_s:7.2f} req/s {lv.output_tok_s:8.0f} tok/s "
+        f"p95 {lv.request_latency_p95_ms:7.0f} ms{mark}"
+    )
 
 
 def load_curve_lines(curve: LoadCurve) -> list[str]:
@@ -77,6 +78,6 @@ def load_curve_lines(curve: LoadCurve) -> list[str]:
     objectives = ", ".join(f"{k} <= {v:g}" for k, v in curve.slo.items())
     head = (
         f"{curve.words()}; a level meets it when {curve.target_attainment:.0%} of requests "
-        f"meet every objective ({objectives})"
+        f"meet every objective ({objectives}); ? marks a level with too few requests to be sure"
     )
     return [head, *(_level_line(lv, curve.best_streams) for lv in curve.by_load())]

@@ -108,6 +108,9 @@ def outcome_lines(config: StudyConfig, records: Sequence[TrialRecord]) -> list[s
         what = "best" if len(best) == 1 else "highest-throughput point of the Pareto front"
         lines.append(f"{what}: trial {pick.number}; run it with:")
     lines.append("  " + serve_command(config.server, pick.params))
+    curve = None if pick.measurement is None else pick.measurement.load_curve
+    if curve is not None:  # goodput: the load at which its figures hold
+        lines.append(f"  {curve.words()}")
     if config.server.simulated:
         lines.append(
             "  (measured on the SIMULATED server: a starting point to verify on real hardware)"
