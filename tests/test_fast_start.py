@@ -309,3 +309,19 @@ search_space: {{gpu_memory_utilization: {{options: [0.8, 0.85, 0.9]}}}}
         assert exported.returncode == 0, exported.stderr
         assert "gpu-memory-utilization" in exported.stdout.replace("_", "-")
         assert "load-format" not in exported.stdout and "dummy" not in exported.stdout
+
+
+def test_the_dry_run_shows_the_cache_the_random_weights_and_an_auto_warmup(
+    tmp_path: Path,
+) -> None:
+    from tests.test_guidellm_faults import run_tuner
+
+    config = tmp_path / "c.yaml"
+    config.write_text(BASE + "workload: {warmup_s: auto, warmup_max_s: 12, duration_s: 30}\n")
+    result = run_tuner(["validate", str(config), "--dry-run"], {"COLUMNS": "300"})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "VLLM_CACHE_ROOT=STUDY_DIR/vllm-cache" in out and "--load-format dummy" in out
+    assert "until the throughput settles (at most 12 s), then at least 30 s measured" in out
+    export = out.split("export would read:")[1]
+    assert "load-format" not in export

@@ -16,7 +16,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from tui_tuner.core.commands import API_KEY_ENV, load_for, serve_command, server_argv
+from tui_tuner.core.commands import (
+    API_KEY_ENV,
+    CACHE_ROOT_ENV,
+    COMPILE_CACHE_DIR,
+    load_for,
+    serve_command,
+    server_argv,
+)
 from tui_tuner.core.config import StudyConfig
 from tui_tuner.core.space import split_params
 from tui_tuner.core.vllm_rules import CROSS_FIELD_FLAGS, Violation, given_violations
@@ -155,13 +162,16 @@ def _dry_run(console: Console, c: StudyConfig) -> None:
     for label, params in (("baseline", {}), ("a trial", mid)):
         argv = server_argv(c.server, split_params(params), host=c.server.host, port=8000)
         env = f"{API_KEY_ENV}='<random per trial>' " if c.server.api_key else ""
+        if c.server.fast_start and CACHE_ROOT_ENV not in c.server.env:
+            env += f"{CACHE_ROOT_ENV}=STUDY_DIR/{COMPILE_CACHE_DIR} "
         console.print(f"  {label} server: {env}{escape(shlex.join(argv))}", soft_wrap=True)
     streams, rate = load_for(c.workload, split_params(mid))
     load = (
         f"{streams} concurrent streams" if c.workload.profile == "concurrent" else f"{rate} req/s"
     )
-    console.print(
-        f"  load: GuideLLM {c.workload.profile}, {load}, {c.workload.warmup_s:g} s warmup + "
-        f"{c.workload.duration_s:g} s measured, x{c.workload.repeats}"
-    )
+    warmup = f"{c.workload.warmup_s:g} s warmup + {c.workload.duration_s:g} s measured"
+    if c.workload.warmup_auto:
+        warmup = (f"warmup until the throughput settles (at most {c.workload.warmup_s:g} s), "
+                  f"then at least {c.workload.duration_s:g} s measured")  # fmt: skip
+    console.print(f"  load: GuideLLM {c.workload.profile}, {load}, {warmup}, x{c.workload.repeats}")
     console.print(f"  export would read: {escape(serve_command(c.server, mid))}", soft_wrap=True)
