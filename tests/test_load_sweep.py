@@ -109,3 +109,16 @@ async def test_a_repeat_or_a_study_without_a_load_parameter_never_keeps_a_server
     orch, _ = _build(tmp_path, config, fakes)
     await orch.run()
     assert fakes.started_servers == fakes.stopped == 3
+
+
+async def test_repeats_run_each_on_a_server_of_their_own(tmp_path: Path) -> None:
+    """The best measured again before the end (study.remeasure_top): those runs are the
+    noise, so none of them reuses a server, even back to back with the same flags."""
+    fakes = Fakes()
+    config = _config(tmp_path, [8], [1, 2], n_trials=2)
+    config = replace(config, study=replace(config.study, remeasure_top=1))
+    orch, _ = _build(tmp_path, config, fakes)
+    outcome = await orch.run()
+    repeats = [r for r in outcome.records if r.repeat]
+    assert repeats and all(r.server_of is None for r in repeats)
+    assert fakes.started_servers == 1 + len(repeats) == fakes.stopped

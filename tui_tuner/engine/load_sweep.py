@@ -100,9 +100,9 @@ class LoadSweep:
         """Called after ``plan`` measured well on a healthy server: queue its sweep if it is a
         new configuration, and whether the next trial to run has the same server flags."""
         param = self.load_param()
-        if param is None or plan.baseline:
-            return False
-        if not plan.repeat and plan.rerun_of is None and param.key in plan.params:
+        if param is None or plan.baseline or plan.repeat:
+            return False  # a repeat measures on a server of its own: its spread is the noise
+        if plan.rerun_of is None and param.key in plan.params:
             queued = await self._io(self._queue, plan, param, sweep_levels(param))
             if queued:
                 self._emit(Notice("info", f"{queued} more load levels of these server flags "
@@ -133,6 +133,6 @@ class LoadSweep:
         if not waiting:
             return False
         first = min(waiting, key=lambda t: t.number)
-        if first.user_attrs.get("baseline"):
+        if first.user_attrs.get("baseline") or first.user_attrs.get("repeat"):
             return False
         return _server_part(_params(first)) == _server_part(plan.params)
