@@ -190,3 +190,28 @@ def test_a_report_of_several_levels_keeps_guidellms_figures(tmp_path: Path) -> N
     settled = settled_measurement(path, 10.0, whole)
     assert settled.output_tok_s == whole.output_tok_s
     assert "not applied to a report of 2 load levels" in settled.warnings[-1]
+
+
+def test_a_freeze_in_the_warmup_is_not_a_stall_of_the_window(tmp_path: Path) -> None:
+    """Every stream waits 3 s for its first token at the start (a cold server): GuideLLM's
+    figures over the whole run see a stall; the settled window does not."""
+    t0 = 1_000_000.0
+    requests = []
+    for stream in range(4):
+        t = t0 + stream * 0.01
+        first = True
+        while t < t0 + 30:
+            ttft = 3.0 if first else 0.1
+            requests.append(_request(t, ttft, 0.4))
+            t += ttft + 0.4
+            first = False
+    report = json.loads(FIXTURE.read_text())
+    bench = report["benchmarks"][-1]
+    bench["start_time"], bench["end_time"] = t0, t0 + 30
+    bench["requests"] = {"successful": requests, "errored": [], "incomplete": []}
+    path = tmp_path / "cold.json"
+    path.write_text(json.dumps(report))
+    whole = parse_guidellm_report(path)
+    assert whole.stall_s > 2.5
+    settled = settled_measurement(path, 10.0, whole)
+    assert settled.stall_s < 1.0

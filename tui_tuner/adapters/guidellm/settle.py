@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tui_tuner.adapters.guidellm.report import parse_guidellm_report
+from tui_tuner.adapters.guidellm.report import longest_stall, parse_guidellm_report
 from tui_tuner.core.config import WorkloadSettings
 from tui_tuner.core.measurement import Measurement
 
@@ -236,4 +236,6 @@ def settled_measurement(path: Path, max_warmup_s: float, measured: Measurement) 
         achieved_concurrency=busy / window,
         duration_s=window,
         warnings=(*measured.warnings, note),
+        # A freeze in the warm-up (a cold server compiling new shapes) is not the window's.
+        stall_s=longest_stall({**bench, "start_time": lo}),
     )
