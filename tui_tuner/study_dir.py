@@ -265,7 +265,7 @@ def _prepare(
     directory.create()
     if server.fast_start:
         root = server.env.get(CACHE_ROOT_ENV) or compile_cache_root(directory.path)
-        prepare_compile_cache(Path(root))
+        prepare_compile_cache(Path(root).expanduser())  # vLLM expands it too (envs.py)
     directory.hold()
     if source_text is not None:
         directory.keep_config(source_text)
