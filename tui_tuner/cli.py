@@ -63,6 +63,10 @@ def _run(ns: argparse.Namespace, setup: StudySetup) -> int:
 
     events = _path(ns.events_jsonl)
     guidellm = find_load_generator(setup, ns.guidellm)  # a missing one is said before the UI
+    if setup.config.study.warm_start:  # an unreadable earlier study is said before the UI too
+        from tui_tuner.warm_start import apply_warm_start
+
+        apply_warm_start(setup)
     if not ns.headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("tui-tuner: no terminal here; running headless", file=sys.stderr)
         ns.headless = True

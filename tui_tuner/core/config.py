@@ -63,6 +63,9 @@ class StudySettings:
     #: Best configurations measured again, interleaved, before the study ends; the answer is
     #: chosen on the repeated figures (0: none).
     remeasure_top: int = 0
+    #: Earlier studies (study directories, ``study.db`` files or storage URLs, a study picked
+    #: with ``URL#NAME``) whose best configurations are tried first, after the baseline.
+    warm_start: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,25 @@ def read_study(ctx: Context, sec: Section, legacy: Section) -> StudySettings:
         storage_timeout_s=sec.read("storage_timeout_s", 60.0, to_float(gt=0)),
         noise_repeats=sec.read("noise_repeats", 1, to_int(ge=1)),
         remeasure_top=sec.read("remeasure_top", 0, to_int(ge=0)),
+        warm_start=tuple(sec.read("warm_start", [], _sources)),
     )
+
+
+def _sources(value: object, _name: str) -> list[str]:
+    """``study.warm_start``: one earlier study or a list of them. A path relative to the
+    current directory, like ``--study-dir``; a URL is kept as written."""
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str) or not item.strip():
+            where = f"entry {i + 1}: " if isinstance(value, list) else ""
+            raise Invalid(
+                f"{where}{show(item)} is not allowed; give a study directory, a study.db file "
+                "or a storage URL (URL#NAME picks one of its studies)"
+            )
+        text = item.strip()
+        out.append(text if "://" in text else os.path.expanduser(text))
+    return out
 
 
 def _study_name(value: object, name: str) -> str:

@@ -28,6 +28,7 @@ __all__ = [
     "Target",
     "TrialSettings",
     "flag_args",
+    "format_value",
     "params_key",
     "split_params",
 ]
@@ -121,14 +122,14 @@ class Param:
         if self.kind == "bool":
             return "true/false"
         if self.kind == "options":
-            return "[" + ", ".join(_show(o) for o in self.options) + "]"
-        text = f"{_show(self.low)}..{_show(self.high)}"
+            return "[" + ", ".join(format_value(o) for o in self.options) + "]"
+        text = f"{format_value(self.low)}..{format_value(self.high)}"
         if self.step is not None:
-            text += f" step {_show(self.step)}"
+            text += f" step {format_value(self.step)}"
         return text + (" log" if self.log else "")
 
 
-def _show(value: object) -> str:
+def format_value(value: object) -> str:
     """A value as a user writes it. A float gets 12 significant digits: a stepped float comes
     out of the sampler as 0.8500000000000001 (0.80 + 1 x 0.05), which every command line and
     message showed as such."""
@@ -239,7 +240,7 @@ def flag_args(flag: Flag, value: object) -> list[str]:
         return [flag.name, text]
     if isinstance(value, float) and value.is_integer() and flag.kind == "int":
         value = int(value)
-    return [flag.name, _show(value)]
+    return [flag.name, format_value(value)]
 
 
 def json_text(value: object) -> str:

@@ -18,7 +18,7 @@ import random
 import socket
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +264,18 @@ class StudyStore:
                 self.study.enqueue_trial(dict(r.params), user_attrs={"repeat": True})
         self.study.set_user_attr("remeasured_at", counted)
         return REMEASURE_ROUNDS * len(top)
+
+    def queue_warm_start(self, configurations: Sequence[tuple[Mapping[str, object], str]]) -> int:
+        """Queue ``(params, source)`` of earlier studies to run next, after the baseline (which
+        is queued first if it is due); how many were queued. Once a study: a resume, or a
+        second run with the same warm start, queues nothing again."""
+        if self.study.user_attrs.get("warm_started"):
+            return 0
+        self.ensure_baseline()
+        for params, source in configurations:
+            self.study.enqueue_trial(dict(params), user_attrs={"warm_start": source})
+        self.study.set_user_attr("warm_started", len(configurations))
+        return len(configurations)
 
     def enqueue_untried(self, space: SearchSpace) -> dict[str, object] | None:
         """Queue a configuration of ``space`` that has no result yet (nor is running or queued)
