@@ -31,7 +31,6 @@ from tui_tuner.adapters.guidellm import (
 from tui_tuner.adapters.guidellm.driver import MARK
 from tui_tuner.adapters.guidellm.worker import GuidellmWorker, WorkerHung
 from tui_tuner.adapters.processes import group_alive
-from tui_tuner.adapters.reaper import Reaper
 from tui_tuner.core.config import WorkloadSettings
 from tui_tuner.engine.ports import BenchmarkFailed, BenchRequest
 
@@ -40,10 +39,11 @@ FIXTURE = ROOT / "tests" / "fixtures" / "guidellm" / "report_concurrent.json"
 FAKE_CLI = ROOT / "tests" / "fakes" / "fake_guidellm.py"
 
 # A driver that speaks the real one's protocol. Per run it prints a progress line as GuideLLM's
-# logger does and copies the fixture report to the --output path, or fails as FAKE_MODES says
-# (one mode a run, counted in FAKE_RUNS across worker processes; the last repeats): ok, crash (exit mid-run, a child left in its group),
-# hang (never answers, a child in its group), grow (200 MB during the run), leak (keeps 120 MB
-# a run), usage (exit status 2 as a click usage error). FAKE_UNAVAILABLE makes it refuse at once.
+# logger does and copies the fixture report to the --output path, or fails as FAKE_MODES says:
+# one mode a run, counted in FAKE_RUNS across worker processes, the last one repeating.
+# ok; crash (exits mid-run, a child left in its group); hang (never answers, a child in its
+# group); grow (200 MB during the run); leak (keeps 120 MB a run); usage (exit status 2, as a
+# click usage error). FAKE_UNAVAILABLE makes it refuse at once, as without GuideLLM.
 FAKE_DRIVER = textwrap.dedent(f"""
     import json, os, shutil, subprocess, sys, time
     MARK = {MARK!r}
@@ -132,9 +132,7 @@ async def test_one_worker_serves_every_run_with_the_clis_lines_and_report(
     progress: list[tuple[object, ...]] = []
     try:
         for n in range(3):
-            m = await bench.run(
-                _request(tmp_path, n), lines.append, lambda *a: progress.append(a)
-            )
+            m = await bench.run(_request(tmp_path, n), lines.append, lambda *a: progress.append(a))
             assert m.successful_requests > 0
         assert bench.worker is not None and bench.worker.starts == 1
         log = (tmp_path / "trial-2" / "guidellm.log").read_text()
@@ -237,9 +235,7 @@ async def test_a_cancelled_run_takes_the_worker_down(
 ) -> None:
     monkeypatch.setenv("FAKE_MODES", "hang")
     bench = _bench(fake_driver)
-    task = asyncio.ensure_future(
-        bench.run(_request(tmp_path, 0), lambda _: None, lambda *a: None)
-    )
+    task = asyncio.ensure_future(bench.run(_request(tmp_path, 0), lambda _: None, lambda *a: None))
     log = tmp_path / "trial-0" / "guidellm.log"
     deadline = time.monotonic() + 20
     while not (log.exists() and _children(log)) and time.monotonic() < deadline:
@@ -258,13 +254,15 @@ async def test_an_interpreter_without_guidellm_falls_back_to_the_cli(
 ) -> None:
     monkeypatch.setenv("FAKE_UNAVAILABLE", "1")
     cli = tmp_path / "guidellm"  # a CLI stand-in: writes the fixture report and exits 0
-    cli.write_text(textwrap.dedent(f"""\
+    cli.write_text(
+        textwrap.dedent(f"""\
         #!{sys.executable}
         import shutil, sys
         out = sys.argv[sys.argv.index("--output") + 1].split("path=", 1)[1]
         shutil.copy({str(FIXTURE)!r}, out)
         print("cli stand-in ran")
-    """))
+    """)
+    )
     cli.chmod(0o755)
     bench = GuidellmWorkerBenchmarker(cli, Path(sys.executable), driver=fake_driver)
     lines: list[str] = []
@@ -305,7 +303,6 @@ TUNER = """
 import asyncio, sys
 from pathlib import Path
 from tui_tuner.adapters.guidellm.worker import GuidellmWorker
-from tui_tuner.adapters.reaper import Reaper
 
 async def main() -> None:
     reaper = await Reaper.start(grace_s=1.0, poll_s=0.1)
