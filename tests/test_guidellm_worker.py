@@ -167,6 +167,25 @@ async def test_a_worker_that_crashes_mid_run_fails_the_trial_and_is_replaced(
         await bench.close()
 
 
+async def test_a_worker_killed_between_runs_is_replaced_at_the_next_run(
+    tmp_path: Path, fake_driver: Path
+) -> None:
+    bench = _bench(fake_driver)
+    try:
+        await bench.run(_request(tmp_path, 0), lambda _: None, lambda *a: None)
+        assert bench.worker is not None and bench.worker.pid is not None
+        first = bench.worker.pid
+        os.kill(first, signal.SIGKILL)  # the OOM killer, an operator
+        deadline = time.monotonic() + 10
+        while bench.worker.alive and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        m = await bench.run(_request(tmp_path, 1), lambda _: None, lambda *a: None)
+        assert m.successful_requests > 0
+        assert bench.worker.starts == 2 and bench.worker.pid != first
+    finally:
+        await bench.close()
+
+
 async def test_a_worker_with_no_result_by_the_deadline_is_killed_and_replaced(
     tmp_path: Path, fake_driver: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -303,6 +322,7 @@ TUNER = """
 import asyncio, sys
 from pathlib import Path
 from tui_tuner.adapters.guidellm.worker import GuidellmWorker
+from tui_tuner.adapters.reaper import Reaper
 
 async def main() -> None:
     reaper = await Reaper.start(grace_s=1.0, poll_s=0.1)

@@ -189,6 +189,7 @@ class GuidellmWorker:
             self._sink = None
 
     async def _start(self, deadline: float) -> None:
+        await self._kill()  # one that died while idle: what it left, and the reaper's record
         self._tail.clear()
         self._results.clear()
         self._ready = asyncio.get_running_loop().create_future()
