@@ -192,11 +192,11 @@ def markdown_text(
             f"| {r.number} | {_fmt(m.output_tok_s)} | {_fmt(m.request_latency_p95_ms)} | "
             f"{_fmt(m.ttft_p95_ms)} | {_md(_params_text(config, r))} |"
         )
-    lines += ["", "## Reproduce", ""]
     curve = best[0].measurement.load_curve if best and best[0].measurement else None
     if curve is not None:  # goodput: where the SLA holds, level by level
-        lines[-1:-1] = ["", f"Trial {best[0].number}: {curve.words()}.", "", "```text",
-                        *load_curve_lines(curve), "```", ""]  # fmt: skip
+        lines += ["", "## Where the SLA holds", "", f"Trial {best[0].number}: {curve.words()}.",
+                  "", "```text", *load_curve_lines(curve), "```"]  # fmt: skip
+    lines += ["", "## Reproduce", ""]
     if best:
         lines += [f"The best configuration (trial {best[0].number}):", "", "```sh",
                   trial_command(config, best[0]), "```", ""]  # fmt: skip
