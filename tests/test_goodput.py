@@ -24,6 +24,7 @@ from tui_tuner.core.config_load import parse_config
 from tui_tuner.core.errors import UserError
 from tui_tuner.core.load_curve import GoodputSearch, LoadCurve, goodput_slo
 from tui_tuner.core.measurement import Measurement
+from tui_tuner.core.trial import TrialRecord
 from tui_tuner.engine.orchestrator import Orchestrator
 from tui_tuner.engine.ports import BenchRequest, ProgressCallback
 from tui_tuner.engine.study import StudyStore, default_storage_url
@@ -31,6 +32,8 @@ from tui_tuner.engine.trial_runner import TrialRunner
 from tui_tuner.report.formats import csv_text, markdown_text
 from tui_tuner.report.load_plot import load_curve_plot
 from tui_tuner.report.summary import outcome_lines
+from tui_tuner.ui.model import StudyModel
+from tui_tuner.ui.screens.detail import detail_text
 
 FIXTURE = Path(__file__).parent / "fixtures" / "guidellm" / "report_goodput.json"
 
@@ -77,6 +80,11 @@ def test_a_real_goodput_report_reads_as_the_level_found_with_its_curve() -> None
     assert curve.words() == "SLA holds up to 16 streams (fails at 32; max_probes_exhausted)"
     plot = load_curve_plot(curve)
     assert plot is not None and "SLA 1500 ms" in plot.plain and "✗" in plot.plain
+    # The trial detail (TUI) shows the curve as a table and a plot.
+    record = TrialRecord(3, "complete", {"max_num_seqs": 8}, measurement=m, server_of=1)
+    shown = detail_text(record, StudyModel(make_config(Path("."), [8])))
+    assert "Load curve" in shown and "SLA 1500 ms" in shown and "highest meeting" in shown
+    assert "measured on the server trial 1 started" in shown
     # Any other report: its last benchmark, no curve.
     concurrent = FIXTURE.with_name("report_concurrent.json")
     assert parse_guidellm_report(concurrent).load_curve is None
