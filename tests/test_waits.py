@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -62,17 +61,26 @@ async def test_gpu_polls_back_off_to_the_ceiling(monkeypatch: pytest.MonkeyPatch
     assert max(slept) == 0.5
 
 
-async def test_a_dead_server_is_seen_within_a_short_poll(tmp_path: Path) -> None:
+async def test_a_dead_server_is_seen_within_a_short_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """wait_exit reads the return code every 50 ms: a crash under load is classified at once."""
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(seconds)
+
     command = [sys.executable, "-c", "import time; time.sleep(0.3); raise SystemExit(3)"]
     proc = await spawn_in_session(command)
     output = ServerOutput(CappedLog(tmp_path / "s.log"), lambda _: None)
     server = RunningServer(proc, "http://127.0.0.1:1", command, tmp_path / "s.log", output)
     reader = asyncio.create_task(proc.communicate())
-    t0 = time.monotonic()
+    monkeypatch.setattr(asyncio, "sleep", sleep)
     assert await server.wait_exit() == 3
-    assert time.monotonic() - t0 < 0.3 + 0.5
     await reader
+    assert slept and set(slept) == {0.05}
 
 
 async def test_health_is_polled_every_100_ms(
