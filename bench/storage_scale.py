@@ -29,13 +29,19 @@ study grows: ``--samplers random`` separates the sampler's cost from the storage
 their driver's words (a worker that could not open the study is counted apart: PostgreSQL's
 ``too many clients``), trials left RUNNING or never told, and CPU: the machine's, and the
 seconds spent by the workers, the PostgreSQL server and the proxy, with which side was the
-limit. ``--json`` prints one JSON object as the last line.
+limit, and those seconds per told trial (what a trial costs each side, however busy the machine
+was with other work). After its window each worker also times a few reads of the control
+requests (`StudyStore.control`), which every tuner makes once a second while it runs.
+``--json`` prints one JSON object as the last line.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
+import faulthandler
+import functools
 import json
 import math
 import multiprocessing
@@ -49,6 +55,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +81,10 @@ from tui_tuner.engine.storage import open_storage, storage_cause  # noqa: E402
 from tui_tuner.engine.study import StudyStore  # noqa: E402
 
 CONFIG = ROOT / "bench" / "search-chat-8b.yaml"
+#: How long the workers of a level have to open the study (a hung one is reported, not waited).
+OPEN_WITHIN_S = 120.0
+#: Control reads each worker times after its window.
+CONTROL_READS = 5
 LANDSCAPE = ROOT / "bench" / "landscapes" / "sim_landscapes.py"
 #: Measurement fields a landscape gives (the others are fixed).
 _FIGURES = (
@@ -87,6 +98,7 @@ Landscape = Callable[[Mapping[str, object]], Mapping[str, Any]]
 # -- one worker --------------------------------------------------------------------------------
 
 
+@functools.cache
 def landscape() -> tuple[str, Landscape]:
     """chat_8b when its table is built, else an analytic stand-in of the same space (no
     configuration is computed on first use: that would measure the simulator)."""
@@ -169,6 +181,7 @@ def run_worker(
     send what it saw to ``out``."""
     warnings.simplefilter("ignore")
     result: dict[str, Any] = {"index": index, "asks": 0, "tells": 0, "errors": {}}
+    faulthandler.dump_traceback_later(OPEN_WITHIN_S - 30)  # where a slow open waits, on stderr
     try:
         _, fn = landscape()
         config = config_for(spec["name"], spec["url"], spec["sampler"], index)
@@ -178,6 +191,8 @@ def run_worker(
         ready.put(index)
         out.put(result)
         return
+    finally:
+        faulthandler.cancel_dump_traceback_later()
     ready.put(index)
     go.wait()
     space = config.space
@@ -205,9 +220,16 @@ def run_worker(
             untold += 1
             continue
         tell_ms.append(1000 * (time.perf_counter() - t1))
+    elapsed_s = time.monotonic() - start
+    control_ms = []  # the control read every worker makes once a second (engine/control.py)
+    for _ in range(CONTROL_READS):
+        t0 = time.perf_counter()
+        with contextlib.suppress(Exception):
+            store.control()
+            control_ms.append(1000 * (time.perf_counter() - t0))
     result.update(asks=len(ask_ms), tells=len(tell_ms), untold=untold, ask_ms=ask_ms,
                   tell_ms=tell_ms, errors=dict(errors),
-                  elapsed_s=time.monotonic() - start)  # fmt: skip
+                  elapsed_s=elapsed_s, control_ms=control_ms)  # fmt: skip
     out.put(result)
 
 
@@ -327,20 +349,43 @@ def run_level(
     t_open = time.monotonic()
     for p in procs:
         p.start()
-    for _ in procs:
-        ready.get(timeout=300)
+    opened = _gather(ready, workers, t_open + OPEN_WITHIN_S)
     open_s = time.monotonic() - t_open
     watch = CpuWatch(pg_port, [p.pid for p in procs if p.pid], proxy.pid if proxy else None)
-    go.set()
-    results = [out.get(timeout=seconds + 300) for _ in procs]
+    go.set()  # those still opening start when they can
+    t_go = time.monotonic()
+    results = _gather(out, workers, t_go + seconds + OPEN_WITHIN_S)
     cpu = watch.stop()
+    go_to_end_s = time.monotonic() - t_go
     for p in procs:
-        p.join(30)
+        p.join(10)
+        if p.is_alive():  # hung: counted as never reported
+            p.terminate()
+            p.join(10)
     if proxy is not None:
         proxy.terminate()
         proxy.join(10)
-    return summarise(results, study_counts(url, name), cpu, open_s,
-                     workers=workers, mode=mode, sampler=sampler)  # fmt: skip
+    level = summarise(results, study_counts(url, name), cpu, open_s,
+                      workers=workers, mode=mode, sampler=sampler)  # fmt: skip
+    # Workers still in their last ask or tell at the deadline are stopped and do not report; the
+    # study's own count of told trials, over the time from the start to the last report, is
+    # the figure that includes them (their trial in hand is left RUNNING).
+    told = level["trial_states"].get("complete", 0)
+    level.update(opened_in_time=len(opened), never_reported=workers - len(results),
+                 go_to_end_s=round(go_to_end_s, 1),
+                 study_tells_per_s=round(told / go_to_end_s, 1))  # fmt: skip
+    return level
+
+
+def _gather(queue: Any, n: int, deadline: float) -> list[Any]:
+    """Up to ``n`` items from ``queue`` until ``deadline`` (monotonic)."""
+    items: list[Any] = []
+    while len(items) < n:
+        try:
+            items.append(queue.get(timeout=max(0.1, deadline - time.monotonic())))
+        except Empty:
+            break
+    return items
 
 
 def summarise(
@@ -354,6 +399,7 @@ def summarise(
         errors.update(r["errors"])
     ask_ms = [v for r in ran for v in r["ask_ms"]]
     tell_ms = [v for r in ran for v in r["tell_ms"]]
+    control_ms = [v for r in ran for v in r.get("control_ms", ())]
     window = max((r["elapsed_s"] for r in ran), default=0.0)
     asks, tells = len(ask_ms), len(tell_ms)
     return {
@@ -372,12 +418,18 @@ def summarise(
         "ask_ms_mean": round(statistics.fmean(ask_ms), 1) if ask_ms else None,
         "tell_ms_p50": _pct(tell_ms, 0.50),
         "tell_ms_p99": _pct(tell_ms, 0.99),
+        "control_ms_p50": _pct(control_ms, 0.50),
         "trials": sum(counts.values()),
         "trial_states": dict(counts),
         "untold": sum(r.get("untold", 0) for r in ran),
         "errors": dict(errors),
         "open_errors": dict(open_errors),
         "cpu": dict(cpu),
+        # CPU per told trial on each side: what the figures cost, whatever else ran beside them
+        "cpu_ms_per_trial": {
+            side: round(1000 * float(cpu[f"{side}_cpu_s"]) / tells, 1) if tells else None
+            for side in ("workers", "postgres", "proxy")
+        },
     }
 
 
@@ -396,6 +448,10 @@ def postgres() -> Iterator[tuple[str, int]]:
 
 def _row(r: Mapping[str, Any]) -> str:
     cpu = r["cpu"]
+    late = ""
+    if r["never_reported"]:
+        late = (f"  NEVER REPORTED: {r['never_reported']} (study: {r['study_tells_per_s']} "
+                f"tells/s, {r['trial_states'].get('running', 0)} left running)")  # fmt: skip
     broke = ", ".join(f"{n}x {e}" for e, n in {**r["open_errors"], **r["errors"]}.items())
     return (
         f"{r['mode']:6} {r['sampler']:6} {r['workers']:>4} ({r['workers_running']:>3} ran) "
@@ -403,7 +459,7 @@ def _row(r: Mapping[str, Any]) -> str:
         f"ask p50 {r['ask_ms_p50']} p99 {r['ask_ms_p99']} ms  trials {r['trials']:>5}  "
         f"cpu {cpu['machine_busy_pct']:.0f}% (w {cpu['workers_cores']} pg "
         f"{cpu['postgres_cores']} px {cpu['proxy_cores']} other {cpu['other_cores']} cores) "
-        f"{cpu['limit']}" + (f"  ERRORS: {broke}" if broke else "")
+        f"{cpu['limit']}" + (f"  ERRORS: {broke}" if broke else "") + late
     )
 
 
@@ -453,5 +509,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _preload() -> None:
+    """What every worker needs, loaded once in the forkserver before it forks them: the
+    PostgreSQL dialect and driver, the gRPC client, the landscape's table (otherwise 128 workers
+    import and parse them each, for minutes on 2 cores)."""
+    import importlib
+
+    names = ("psycopg", "sqlalchemy.dialects.postgresql.psycopg", "optuna.storages._rdb.models",
+             "grpc", "optuna.storages._grpc.client", "optuna.storages._grpc.server")  # fmt: skip
+    for name in names:
+        with contextlib.suppress(ImportError):  # grpcio is optional: no proxy mode without it
+            importlib.import_module(name)
+    landscape()
+
+
 if __name__ == "__main__":
     sys.exit(main())
+elif __name__ == "__mp_main__":  # the forkserver's preload of this file (set_forkserver_preload)
+    _preload()
