@@ -427,3 +427,25 @@ async def test_the_real_worker_measures_twice_and_survives_being_killed_mid_run(
         assert bench.worker.starts == 2
     finally:
         await bench.close()
+
+
+@pytest.mark.slow
+def test_a_study_runs_every_trial_in_one_worker_and_leaves_none_behind(
+    tmp_path: Path, tiny_model: Path, guidellm_exe: Path
+) -> None:
+    from tests.test_study_sim import SIM, records, tune, write_config
+
+    body = "objective: {kind: throughput}\nsearch_space: {max_num_seqs: {options: [8]}}\n"
+    config = write_config(tmp_path, tiny_model, name="w", body=body, command=SIM)
+    study_dir = tmp_path / "study"
+    result = tune(config, study_dir, guidellm_exe, "--trials", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    done = records(config, study_dir)
+    assert [r.state for r in done] == ["complete", "complete"]
+    pids = set()
+    for r in done:
+        log = Path(r.files["report.json"]).with_name("guidellm.log").read_text()
+        pids.update(x.split("pid ")[1].rstrip(")") for x in log.splitlines() if "worker (pid" in x)
+    assert len(pids) == 2 and "starting" in pids  # the first trial started it, the second reused it
+    (pid,) = (int(p) for p in pids if p != "starting")
+    assert _pid_gone(pid)  # stopped with the study
