@@ -215,3 +215,12 @@ def test_a_freeze_in_the_warmup_is_not_a_stall_of_the_window(tmp_path: Path) -> 
     assert whole.stall_s > 2.5
     settled = settled_measurement(path, 10.0, whole)
     assert settled.stall_s < 1.0
+
+
+def test_auto_is_refused_for_a_goodput_search() -> None:
+    text = (
+        HEAD + "workload: {warmup_s: auto}\nobjective: {kind: goodput, sla: {p95_ttft_ms: 500}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"w\.yaml:3") as caught:
+        parse_config(text, Path("w.yaml"))
+    assert "a goodput search probes many" in str(caught.value)

@@ -51,6 +51,7 @@ from tui_tuner.core.fast_start import check_fast_start
 from tui_tuner.core.goodput_check import check_goodput
 from tui_tuner.core.space import Param, SearchSpace
 from tui_tuner.core.space_load import param_from_mapping, parse_params, parse_space, unique_space
+from tui_tuner.core.warmup import check_warmup
 from tui_tuner.core.yaml_lines import YamlSyntaxError, load_with_lines
 
 __all__ = [
@@ -195,6 +196,7 @@ def _config(
     )
     _check_space(ctx, space, paths, study, server)
     check_fast_start(ctx, server, workload, space, paths)
+    check_warmup(ctx, workload, objective)
     check_goodput(ctx, objective, workload, paths)
     if objective.latency_vs_baseline and not study.baseline:
         message = "needs study.baseline: true (the baseline is what it compares with)"

@@ -9,9 +9,10 @@ figures itself).
 
 from __future__ import annotations
 
+from tui_tuner.core.config import ObjectiveSettings, WorkloadSettings
 from tui_tuner.core.config_problems import Context, Invalid, Section, show, to_float
 
-__all__ = ["AUTO", "DEFAULT_WARMUP_MAX_S", "read_warmup"]
+__all__ = ["AUTO", "DEFAULT_WARMUP_MAX_S", "check_warmup", "read_warmup"]
 
 AUTO = "auto"
 #: The bound of ``warmup_s: auto`` unless ``warmup_max_s`` gives one.
@@ -37,3 +38,15 @@ def read_warmup(ctx: Context, sec: Section, default_s: float) -> tuple[float, fl
             "bounds warmup_s: auto only; write warmup_s: auto, or remove warmup_max_s",
         )
     return sec.read("warmup_s", default_s, _seconds_or_auto), None
+
+
+def check_warmup(ctx: Context, workload: WorkloadSettings, objective: ObjectiveSettings) -> None:
+    """``auto`` cuts one load level's transient; a goodput search probes many levels in one
+    GuideLLM run, each with GuideLLM's own warm-up, which ``auto`` would leave at zero."""
+    if workload.warmup_auto and objective.kind == "goodput":
+        ctx.problem(
+            "workload.warmup_s",
+            AUTO,
+            "auto measures one load level; a goodput search probes many in one GuideLLM run, "
+            "each with GuideLLM's own warm-up: give warmup_s in seconds",
+        )
