@@ -268,11 +268,9 @@ async def test_a_cancelled_run_takes_the_worker_down(
     await bench.close()
 
 
-async def test_an_interpreter_without_guidellm_falls_back_to_the_cli(
-    tmp_path: Path, fake_driver: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FAKE_UNAVAILABLE", "1")
-    cli = tmp_path / "guidellm"  # a CLI stand-in: writes the fixture report and exits 0
+def _cli(tmp_path: Path) -> Path:
+    """A CLI stand-in: writes the fixture report and exits 0."""
+    cli = tmp_path / "guidellm"
     cli.write_text(
         textwrap.dedent(f"""\
         #!{sys.executable}
@@ -283,7 +281,24 @@ async def test_an_interpreter_without_guidellm_falls_back_to_the_cli(
     """)
     )
     cli.chmod(0o755)
-    bench = GuidellmWorkerBenchmarker(cli, Path(sys.executable), driver=fake_driver)
+    return cli
+
+
+async def test_an_interpreter_removed_since_the_study_started_falls_back_to_the_cli(
+    tmp_path: Path,
+) -> None:
+    bench = GuidellmWorkerBenchmarker(_cli(tmp_path), tmp_path / "gone" / "python")
+    lines: list[str] = []
+    m = await bench.run(_request(tmp_path, 0), lines.append, lambda *a: None)
+    assert m.successful_requests > 0 and bench.worker is None
+    assert any("cannot be started" in x for x in lines) and "cli stand-in ran" in lines
+
+
+async def test_an_interpreter_without_guidellm_falls_back_to_the_cli(
+    tmp_path: Path, fake_driver: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_UNAVAILABLE", "1")
+    bench = GuidellmWorkerBenchmarker(_cli(tmp_path), Path(sys.executable), driver=fake_driver)
     lines: list[str] = []
     try:
         for n in range(2):

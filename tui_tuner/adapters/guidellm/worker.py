@@ -195,7 +195,10 @@ class GuidellmWorker:
         self._ready = asyncio.get_running_loop().create_future()
         cmd = [str(self.python), str(self.driver)]
         env = {"PYTHONUNBUFFERED": "1", **self.env}
-        self._proc = await spawn_in_session(cmd, env, self.reaper, stdin_pipe=True)
+        try:
+            self._proc = await spawn_in_session(cmd, env, self.reaper, stdin_pipe=True)
+        except OSError as err:  # gone or not executable since the study started: the CLI says
+            raise WorkerUnavailable(f"{self.python} cannot be started: {err}", []) from None
         self.starts += 1
         self._reader = asyncio.ensure_future(self._read(self._proc))
         await self._wait(self._ready, deadline, None)
