@@ -63,6 +63,7 @@ sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402
 import psutil  # noqa: E402
+import psycopg  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from tui_tuner.adapters.vllm_server import free_port  # noqa: E402
@@ -175,6 +176,7 @@ def run_worker(
     index: int,
     ready: Any,
     go: multiprocessing.synchronize.Event,
+    done: multiprocessing.synchronize.Event,
     out: Any,
 ) -> None:
     """One worker: open the study, wait for the start, ask/evaluate/tell until the window ends,
@@ -231,6 +233,7 @@ def run_worker(
                   tell_ms=tell_ms, errors=dict(errors),
                   elapsed_s=elapsed_s, control_ms=control_ms)  # fmt: skip
     out.put(result)
+    done.wait(OPEN_WITHIN_S)  # alive (and its connection with it) until the CPU is counted
 
 
 def run_proxy(url: str, port: int, threads: int) -> None:
@@ -344,8 +347,9 @@ def run_level(
         proxy.start()
         optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port).wait_server_ready(30)
     spec = {"name": name, "url": url, "sampler": sampler, "seconds": seconds, "proxy_port": port}
-    ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    procs = [ctx.Process(target=run_worker, args=(spec, i, ready, go, out)) for i in range(workers)]
+    ready, out, go, done = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Event()
+    procs = [ctx.Process(target=run_worker, args=(spec, i, ready, go, done, out))
+             for i in range(workers)]  # fmt: skip
     t_open = time.monotonic()
     for p in procs:
         p.start()
@@ -356,6 +360,7 @@ def run_level(
     t_go = time.monotonic()
     results = _gather(out, workers, t_go + seconds + OPEN_WITHIN_S)
     cpu = watch.stop()
+    done.set()
     go_to_end_s = time.monotonic() - t_go
     for p in procs:
         p.join(10)
@@ -486,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     levels = []
     started = time.time()
     with postgres() as (url, port):
+        with psycopg.connect(url) as conn:
+            max_connections = int(conn.execute("SHOW max_connections").fetchone()[0])  # type: ignore[index]
         for sampler in args.samplers.split(","):
             for mode in modes:
                 for n in counts:
@@ -499,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         "landscape": kind,
         "seconds": args.seconds,
         "proxy_threads": args.proxy_threads,
+        "max_connections": max_connections,
         "cores": os.cpu_count(),
         "optuna": optuna.__version__,
         "wall_s": round(time.time() - started, 1),

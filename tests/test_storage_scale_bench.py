@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.postgres import _bindir
+from tests.postgres import _bindir, postgres_server
+from tui_tuner.core.config_load import load_config
+from tui_tuner.engine.study import StudyStore
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "bench" / "search-chat-8b.yaml"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -44,3 +47,16 @@ def test_a_tiny_run_tells_every_ask_and_prints_its_figures() -> None:
         assert states == {"complete": level["tells"]}, level
         assert level["trials"] == level["tells"] + waiting, level
         assert {"workers_cpu_s", "postgres_cpu_s", "proxy_cpu_s", "limit"} <= level["cpu"].keys()
+
+
+def test_a_worker_holds_one_postgresql_connection() -> None:
+    """Each worker of a shared study takes one of PostgreSQL's connections (100 by default),
+    not the two that opening the storage used at once."""
+    with postgres_server() as url:
+        store = StudyStore(load_config(CONFIG, {"study.storage": url}), url)
+        plan = store.ask(store.config.space)
+        store.control()
+        pool = store.storage.engine.pool
+        held = pool.checkedin() + pool.checkedout()  # type: ignore[attr-defined]
+        store.interrupt(plan, "the test ends")
+        assert held == 1, pool.status()

@@ -98,10 +98,18 @@ def is_storage_error(err: BaseException) -> bool:
 
 def open_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
     """Open (and on first use create) the storage. Workers started together on an empty
-    database race to create Optuna's tables; the loser finds them made on its next try."""
+    database race to create Optuna's tables; the loser finds them made on its next try.
+
+    A database server's pool keeps one idle connection, not SQLAlchemy's five: opening the
+    storage uses two at once, and a pool that kept both made each worker of a shared study hold
+    two of PostgreSQL's 100 (``max_connections``), so 50 workers filled it
+    (bench/storage_scale.py, docs/scale-out.md). The storage is called from one thread; a
+    second connection, when one is needed, is closed after use."""
     import optuna.storages
     import sqlalchemy.exc
 
+    if not url.startswith("sqlite"):
+        engine_kwargs = {"pool_size": 1, **engine_kwargs}
     for attempt in range(4):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
