@@ -9,19 +9,24 @@ It starts a PostgreSQL server of its own (``tests/postgres.py``: Debian's binari
 authentication, ``fsync=off``, the default ``max_connections`` of 100), and for each sampler,
 mode and worker count creates a fresh study the tuner's way (`StudyStore`: its RDB engine
 options, its sampler from ``study.sampler``, the baseline and its noise runs queued). Each worker
-is an OS process (forked from a forkserver that has imported everything, so that 128 of them
-start in seconds on 2 cores) with its own `StudyStore`, as each ``tui-tuner tune`` process has:
+is an OS process (forked from a forkserver that has imported the driver, gRPC and the landscape
+once, rather than each worker importing them) with its own `StudyStore`, as each ``tui-tuner
+tune`` process has:
 
 - ``direct``: its own `RDBStorage` (SQLAlchemy engine, one pooled connection) to PostgreSQL;
 - ``proxy``: a `GrpcStorageProxy` to one proxy process (``run_grpc_proxy_server`` over the
   tuner's `RDBStorage`, behind Optuna's in-process cache, ``--proxy-threads`` gRPC threads).
 
-After every worker has opened the study, all start together and loop for ``--seconds``:
+Once every worker has opened the study (or after ``OPEN_WITHIN_S``: a worker still opening then
+starts when it can; opening checks Optuna's schema with alembic, over 120 s for 128 workers
+on 2 busy cores), all start together and loop for ``--seconds``:
 `StudyStore.ask` (the trial, its worker and heartbeat attributes, the sampler's proposal), the
 figures of ``bench/landscapes/sim_landscapes.py:chat_8b`` (its table in the cache; a cheap
 analytic stand-in when the table is not built), `StudyStore.tell` (the record as the tuner
 stores it, a failed configuration told infeasible). A worker finishes the trial in hand after
-the window, so every ask gets a tell.
+the window, so every ask gets a tell; one that has not reported ``OPEN_WITHIN_S`` after the
+window is stopped and counted as never reported (its trial in hand is left RUNNING, and the
+study's own count of told trials gives the rate).
 
 Per level: asks and tells per second over the window, ask and tell latency (p50, p99), the
 trials the study holds at the end (TPE's ask reads every finished trial, so it costs more as the
