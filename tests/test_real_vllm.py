@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from tests.conftest import ROOT
+from tui_tuner.adapters.guidellm import SCENARIO_NAME
 from tui_tuner.core.config_load import load_config
 from tui_tuner.core.trial import TrialRecord
 from tui_tuner.engine.study import StudyStore, default_storage_url
@@ -175,7 +176,13 @@ def test_prune_then_kill_9_on_real_vllm_then_resume(
         with pytest.raises(urllib.error.HTTPError) as denied:
             urllib.request.urlopen(url, timeout=10)
         assert denied.value.code == 401
-        assert "--api-key" not in names and "api_key" not in names and "--scenario" in names
+        assert "--api-key" not in names and "api_key" not in names
+        # GuideLLM (its long-lived worker, which gets each run's arguments on its stdin) reads
+        # the key from the trial's owner-only scenario file; no process's command line has it.
+        scenario = study / "trials" / "0001" / SCENARIO_NAME
+        assert scenario.stat().st_mode & 0o077 == 0
+        key = json.loads(scenario.read_text())["spec"]["backend"]["api_key"]
+        assert key and key not in names
         assert len(_vllm_processes(tiny_model)) >= 2  # the API server and its EngineCore
         tuner.send_signal(signal.SIGKILL)
         tuner.wait(10)
