@@ -296,9 +296,17 @@ class SimApi:
         return response
 
 
+#: Seconds a stopping server lets the requests it is serving finish.
+SHUTDOWN_GRACE_S = 1.0
+
+
 async def serve(api: SimApi, sock: Any) -> web.AppRunner:
     """Start serving on an already bound socket (vLLM binds early and listens when ready)."""
-    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
+    # A stop cancels the requests still being served after SHUTDOWN_GRACE_S, as vLLM's engine
+    # going down ends them; aiohttp's own default waits 60 s for them.
+    runner = web.AppRunner(
+        api.app(), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
+    )
     await runner.setup()
     site = web.SockSite(runner, sock)
     await site.start()
@@ -306,4 +314,4 @@ async def serve(api: SimApi, sock: Any) -> web.AppRunner:
 
 
 async def stop(runner: web.AppRunner) -> None:
-    await asyncio.wait_for(runner.cleanup(), timeout=5)
+    await asyncio.wait_for(runner.cleanup(), timeout=SHUTDOWN_GRACE_S + 4)
