@@ -25,20 +25,23 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
-
 from tui_tuner.adapters.guidellm import (
     GuidellmBenchmarker,
     find_guidellm,
     pick_benchmarker,
 )
 from tui_tuner.adapters.reaper import Reaper
+from tui_tuner.adapters.vllm_server import free_port
 from tui_tuner.core.config import WorkloadSettings
 from tui_tuner.core.measurement import Measurement, client_limited, warning_code
 from tui_tuner.engine.ports import BenchRequest
 from tui_tuner.sim.tiny_model import ensure_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.sim_fidelity import wait_ready  # noqa: E402
+
 PROFILE = ROOT / "sample_configs" / "sim-profiles" / "sim-profile-fast-start.yaml"
 FIGURES = (
     ("output tok/s", lambda m: m.output_tok_s),
@@ -50,28 +53,6 @@ FIGURES = (
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
          2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
          2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _healthy(url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(url + "/health") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError("sim-serve did not become healthy")
 
 
 def welch(a: list[float], b: list[float]) -> tuple[float, float, float]:
@@ -89,7 +70,7 @@ def welch(a: list[float], b: list[float]) -> tuple[float, float, float]:
 async def run(ns: argparse.Namespace, work: Path) -> int:
     model = Path.home() / ".cache" / "tui-tuner" / "tiny-llama"
     ensure_tiny_model(model)
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "tui_tuner", "sim-serve", str(model), "--port", str(port),
            "--max-num-seqs", str(ns.max_num_seqs), "--enforce-eager", "--disable-log-stats",
            "--sim-profile-file", str(PROFILE)]  # fmt: skip
@@ -110,7 +91,7 @@ async def run(ns: argparse.Namespace, work: Path) -> int:
     )  # fmt: skip
     runs: dict[str, list[tuple[Measurement, float]]] = {"cli": [], "worker": []}
     try:
-        await _healthy(url, 60)
+        await wait_ready(url, 60)
         print(f"sim-serve, tiny model, --max-num-seqs {ns.max_num_seqs}; {ns.streams} streams, "
               f"{ns.prompt_tokens} in / {ns.output_tokens} out, {ns.warmup:g} s warmup + "
               f"{ns.duration:g} s window; GuideLLM {exe}")  # fmt: skip
