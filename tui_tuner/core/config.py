@@ -66,6 +66,9 @@ class StudySettings:
     #: Earlier studies (study directories, ``study.db`` files or storage URLs, a study picked
     #: with ``URL#NAME``) whose best configurations are tried first, after the baseline.
     warm_start: tuple[str, ...] = ()
+    #: Trials run side by side, each on its own GPUs (None: ``auto``, as many as the GPUs
+    #: allow one trial each).
+    workers: int | None = 1
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,9 @@ class ServerSettings:
     #: Throughput studies: random weights (``--load-format dummy``, never exported) and one
     #: torch.compile cache for the study's trials (``VLLM_CACHE_ROOT`` in its directory).
     fast_start: bool = False
+    #: The GPUs (indices) the tuner hands out to its trials; None: every GPU NVML counts
+    #: (within the tuner's own ``CUDA_VISIBLE_DEVICES``), or the simulated node's.
+    gpus: tuple[int, ...] | None = None
 
     @property
     def simulated(self) -> bool:

@@ -27,6 +27,7 @@ from tui_tuner.core.config import (
     StudySettings,
     WorkloadSettings,
 )
+from tui_tuner.core.gpus import read_gpus, read_workers
 from tui_tuner.core.config_problems import (
     Context,
     Invalid,
@@ -130,6 +131,7 @@ def read_study(ctx: Context, sec: Section, legacy: Section) -> StudySettings:
         noise_repeats=sec.read("noise_repeats", 1, to_int(ge=1)),
         remeasure_top=sec.read("remeasure_top", 0, to_int(ge=0)),
         warm_start=tuple(sec.read("warm_start", [], _sources)),
+        workers=sec.read("workers", 1, read_workers),
     )
 
 
@@ -200,6 +202,7 @@ def read_server(ctx: Context, sec: Section, base_dir: Path) -> ServerSettings:
         api_key=sec.read("api_key", True, to_bool),
         gpu_release_timeout_s=sec.read("gpu_release_timeout_s", 60.0, positive),
         fast_start=sec.read("fast_start", False, to_bool),
+        gpus=sec.read("gpus", None, read_gpus),
     )
 
 

@@ -52,6 +52,11 @@ class StudyStarted:
     repaired: tuple[int, ...] = ()
     #: The trials the study already had (a resumed study), so a display can show them at once.
     trials: tuple[TrialRecord, ...] = ()
+    #: The GPUs this tuner hands out to its trials (``study.workers``), by index; empty when
+    #: trials run one at a time on whatever ``CUDA_VISIBLE_DEVICES`` the tuner was given.
+    gpus: tuple[int, ...] = ()
+    #: How many trials run side by side (``study.workers``).
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,11 @@ class TrialStarted:
     trial_dir: str
     #: Where the trial's server answers (``http://127.0.0.1:PORT``), for its own figures.
     base_url: str = ""
+    #: The GPUs the trial's server was given (its ``CUDA_VISIBLE_DEVICES``); empty when the
+    #: tuner does not hand out GPUs.
+    gpus: tuple[int, ...] = ()
+    #: The host of the worker running it (another machine's, on an attached display).
+    host: str = ""
 
 
 @dataclass(frozen=True)
