@@ -27,7 +27,6 @@ from tui_tuner.core.config import (
     StudySettings,
     WorkloadSettings,
 )
-from tui_tuner.core.gpus import read_gpus, read_workers
 from tui_tuner.core.config_problems import (
     Context,
     Invalid,
@@ -41,6 +40,7 @@ from tui_tuner.core.config_problems import (
     to_int,
     to_str,
 )
+from tui_tuner.core.gpus import read_gpus, read_workers
 from tui_tuner.core.space_load import OPT_LEVEL_NOTE, FlagValue, coerce_flag_value, resolve_flag
 from tui_tuner.core.vllm_flags import Flag, lookup, removed
 from tui_tuner.core.warmup import read_warmup
