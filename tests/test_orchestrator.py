@@ -172,7 +172,7 @@ def _disk_fills_when_a_server_stops(monkeypatch: pytest.MonkeyPatch, fakes: Fake
         total, used, free = real(path)
         return type(real(path))(total, used, 2**20 if fakes.stopping.is_set() else free)
 
-    monkeypatch.setattr("tui_tuner.engine.orchestrator.shutil.disk_usage", usage)
+    monkeypatch.setattr("tui_tuner.engine.between_trials.shutil.disk_usage", usage)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,14 @@ from collections.abc import Iterable, Mapping
 
 from tui_tuner.core.config_problems import Invalid, show
 
-__all__ = ["PARALLEL_DESTS", "gpus_needed", "lane_count", "read_gpus", "read_workers"]
+__all__ = [
+    "PARALLEL_DESTS",
+    "gpus_needed",
+    "lane_count",
+    "read_gpus",
+    "read_workers",
+    "too_many_gpus",
+]
 
 #: The flags whose product is the number of GPUs one server uses.
 PARALLEL_DESTS = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size")
@@ -57,6 +64,16 @@ def gpus_needed(fixed: Mapping[str, object], searched: Iterable[tuple[str, objec
         if isinstance(value, int | float) and not isinstance(value, bool):
             n *= max(1, int(value))
     return n
+
+
+def too_many_gpus(values: Mapping[str, object], gpus_on_node: int) -> str | None:
+    """vLLM's refusal of a server that needs more GPUs than it sees (``values``: the server's
+    flags by dest), in its words (`ParallelConfig`'s check), or None."""
+    need = gpus_needed(values, ())
+    if need <= gpus_on_node:
+        return None
+    return (f"World size ({need}) is larger than the number of available GPUs "
+            f"({gpus_on_node}) in this node")  # fmt: skip
 
 
 def lane_count(workers: int | None, gpus: int) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,14 +31,13 @@ from tui_tuner.core.events import (
 from tui_tuner.core.space import SearchSpace
 from tui_tuner.core.stop import StopKind, StopReason
 from tui_tuner.core.trial import TrialPlan, TrialRecord, baseline_of
+from tui_tuner.engine.between_trials import BetweenTrials, free_bytes
 from tui_tuner.engine.control import POLL_S, Control, ControlChannel
 from tui_tuner.engine.load_sweep import LoadSweep
 from tui_tuner.engine.records import record_attrs
 from tui_tuner.engine.stop_rules import (
     REDIRECT_AFTER_DUPLICATES,
-    Limits,
     Streaks,
-    at_boundary,
     baseline_failed,
     disk_full,
     gpu_not_released,
@@ -78,13 +76,15 @@ class Orchestrator:
         emit: Callable[[Event], None],
         *,
         study_dir: Path,
+        io: StorageThread | None = None,
     ) -> None:
         self.config, self.store, self.runner, self.emit = config, store, runner, emit
         self.study_dir = study_dir
         self.space: SearchSpace = config.space
         self.n_trials = config.study.n_trials
-        self._limits = Limits.of(config.study)
-        self._io = StorageThread(store.storage_url, config.study.storage_timeout_s)
+        # Lanes of one tuner share one storage thread (`engine/lanes.py`); it is theirs to close.
+        self._own_io = io is None
+        self._io = io or StorageThread(store.storage_url, config.study.storage_timeout_s)
         self._control = ControlChannel(store, self._io, emit)
         self._go = asyncio.Event()
         self._go.set()
@@ -95,7 +95,8 @@ class Orchestrator:
         self._progress: TrialProgress | None = None
         self._wake = asyncio.Event()
         self._started = time.time()
-        self._waiting_for_others = False  # said once per wait (see _rest_runs_elsewhere)
+        self._between = BetweenTrials(config, store, self._io, emit, study_dir=study_dir,
+                                      started=self._started)  # fmt: skip
         self._sweep = LoadSweep(store, runner, self._io, lambda: self.space, emit)
         runner.keep_after = self._sweep.keep_after
 
@@ -179,7 +180,8 @@ class Orchestrator:
         try:
             return await self._run()
         finally:
-            self._io.close()
+            if self._own_io:
+                self._io.close()
 
     async def _run(self) -> StudyOutcome:
         await self._open()
@@ -190,15 +192,19 @@ class Orchestrator:
             while stop is None:
                 # Another worker of a shared study may have died since: its trial runs again.
                 self._say_repaired(await self._io(self.store.repair))
-                stop = self._stop or await self._boundary(streaks)
-                if stop is not None and self._stop is None and await self._measure_again(stop):
+                stop = self._stop or await self._between.boundary(streaks, self.space)
+                if (
+                    stop is not None
+                    and self._stop is None
+                    and await self._between.measure_again(stop)
+                ):
                     stop = None
                 if stop is None and streaks.duplicates >= REDIRECT_AFTER_DUPLICATES:
-                    stop = await self._redirect()
+                    stop = await self._between.redirect(self.space)
                     streaks = Streaks(streaks.failures, 0)
                 if stop is not None:
                     break
-                if await self._rest_runs_elsewhere():
+                if await self._between.rest_runs_elsewhere():
                     await asyncio.sleep(POLL_S)
                     continue
                 if self.paused:  # a server kept for a load sweep does not wait through a pause
@@ -256,71 +262,6 @@ class Orchestrator:
             self.emit(Notice("warning", f"trial {number} was left running by a dead tuner; "
                              "it was marked failed and queued again", number))  # fmt: skip
 
-    async def _boundary(self, streaks: Streaks) -> StopReason | None:
-        """Why the study stops before its next trial (``stop_rules.at_boundary``), or None."""
-        size = self.space.size()
-        return at_boundary(
-            streaks=streaks,
-            limits=self._limits,
-            free_bytes=await asyncio.to_thread(_free_bytes, self.study_dir),
-            where=self.study_dir,
-            space_size=size,
-            tried=None if size is None else await self._io(self.store.distinct_configs),
-            counted=await self._io(self.store.counted),
-            elapsed_s=time.time() - self._started,
-        )
-
-    async def _measure_again(self, stop: StopReason) -> bool:
-        """Before a study ends on its budget or its space: whether repeats are queued to run
-        first (the baseline's noise runs, or the best configurations measured again,
-        interleaved, which this queues once: ``study.remeasure_top``). Not when the time
-        budget is spent: that limit is the user's."""
-        if stop.kind not in (StopKind.BUDGET, StopKind.SPACE_DONE):
-            return False
-        budget = self._limits.time_budget_s
-        if budget is not None and time.time() - self._started >= budget:
-            return False
-        if await self._io(self.store.repeats_waiting):
-            return True
-        if self.config.study.remeasure_top <= 0:
-            return False
-        queued = await self._io(self.store.queue_remeasure)
-        if queued:
-            self.emit(Notice("info", f"before the study ends, the best configurations are "
-                             f"measured again, interleaved ({queued} trials): the answer is "
-                             "chosen on the repeated figures"))  # fmt: skip
-        return queued > 0
-
-    async def _redirect(self) -> StopReason | None:
-        """The sampler proposed only configurations with results for a while (it has learnt
-        all it can from them, or a seeded one replays itself): queue one that has none. The
-        study ends on "tried already" only when no configuration of the space is left."""
-        params = await self._io(self.store.enqueue_untried, self.space)
-        if params is None:
-            return StopReason(StopKind.SPACE_DONE,
-                              "every configuration of the search space has been tried")  # fmt: skip
-        self.emit(Notice("info", f"the sampler proposed {REDIRECT_AFTER_DUPLICATES} tried "
-                         "configurations in a row; an untried one runs next"))  # fmt: skip
-        return None
-
-    async def _rest_runs_elsewhere(self) -> bool:
-        """The budget's last trials are running on other workers of a shared study. Starting
-        one more would overshoot ``study.n_trials``; stopping would come short if one of them
-        ends up not counted (interrupted, a duplicate). So wait: they finish, or their worker
-        dies and they are repaired and run here."""
-        if self.n_trials is None:
-            return False
-        running = await self._io(self.store.running_count)  # none of them this worker's
-        # `counted` was just read by _boundary; read it again only when others run.
-        if not running or await self._io(self.store.counted) + running < self.n_trials:
-            self._waiting_for_others = False
-            return False
-        if not self._waiting_for_others:
-            self._waiting_for_others = True
-            self.emit(Notice("info", f"the budget's last {running} trial(s) run on other "
-                             "workers; waiting for them to finish"))  # fmt: skip
-        return True
-
     async def _one_trial(self) -> TrialRecord | None:
         plan = await self._io(self.store.ask, self.space)
         same = None if plan.repeat else await self._io(self.store.find_same, plan)
@@ -331,17 +272,22 @@ class Orchestrator:
             record = await self._tell(plan, running_elsewhere(plan, elsewhere, time.time()))
             await asyncio.sleep(POLL_S)  # give that worker a moment
             return record
-        refused = rejected(plan, self.config.server.flags, self.config.objective, time.time())
+        pool = self.runner.pool
+        refused = rejected(plan, self.config.server.flags, self.config.objective, time.time(),
+                           gpus_on_node=None if pool is None else pool.total)  # fmt: skip
         if refused is not None:
             return await self._tell(plan, refused)
         if not await self._sweep.release(plan):  # the last server's GPU memory is still held
             self._stop_with(gpu_not_released(), now=False)
             await self._io(self.store.interrupt, plan, "interrupted: the GPU was not released")
             return None
+        gpus = await self._claim_gpus(plan)
         progress, key, port = await self.runner.prepare(plan)
-        if self._stop is not None or self.paused:
+        if gpus is None or self._stop is not None or self.paused:
             # Stopped or paused while the trial was being asked for (storage calls: seconds on
-            # a loaded machine): nothing is launched; the trial runs again on resume.
+            # a loaded machine) or waited for its GPUs: nothing is launched; the trial runs
+            # again on resume.
+            self.runner.give_back()
             why = self._stop.text if self._stop is not None else "paused by the user"
             note = f"interrupted: {why}; it runs again on resume"
             await self._io(self.store.interrupt, plan, note)
@@ -349,7 +295,7 @@ class Orchestrator:
         command = tuple(progress.argv)
         trial_dir = self.runner.trial_dir(plan.number)
         self.emit(TrialStarted(plan.number, plan.params, plan.baseline, command, str(trial_dir),
-                               _base_url(self.config.server.host, port)))  # fmt: skip
+                               _base_url(self.config.server.host, port), gpus))  # fmt: skip
         self._running, self._prune_requested, self._interrupt_note = plan, False, None
         self._progress = progress
         self._wake.clear()
@@ -371,8 +317,10 @@ class Orchestrator:
                 write_error = disk_full(err)
                 if write_error is None:
                     raise
+            finally:
+                self.runner.give_back()  # a run cancelled before it began holds them still
             self._running, self._progress = None, None
-        full = low_disk(await asyncio.to_thread(_free_bytes, self.study_dir), self.study_dir)
+        full = low_disk(await asyncio.to_thread(free_bytes, self.study_dir), self.study_dir)
         full = full or write_error
         if full is not None:
             # A failure on a full disk (a log or a report that could not be written) says
@@ -383,6 +331,25 @@ class Orchestrator:
                 self._interrupt_note = f"interrupted: {full.text}"
             self._stop_with(full, now=False)
         return await self._finish(plan, progress, command)
+
+    async def _claim_gpus(self, plan: TrialPlan) -> tuple[int, ...] | None:
+        """The trial's GPUs (`TrialRunner.claim_gpus`), waited for while other lanes hold them;
+        None when the study is stopped or paused meanwhile."""
+        pool = self.runner.pool
+        need = self.runner.gpus_needed(plan)
+        if pool is not None and not pool.free_now(need) and self.runner.kept is None:
+            self.emit(Notice("info", f"trial {plan.number} waits for {need} free GPU(s); "
+                             f"busy: {', '.join(map(str, pool.busy)) or 'none'}",
+                             plan.number))  # fmt: skip
+        claim = asyncio.ensure_future(self.runner.claim_gpus(plan))
+        while not claim.done():
+            await asyncio.wait({claim}, timeout=POLL_S / 4)
+            if not claim.done() and (self._stop is not None or self.paused):
+                claim.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await claim
+                return None
+        return claim.result()
 
     async def _finish(
         self, plan: TrialPlan, progress: TrialProgress, command: tuple[str, ...]
@@ -434,14 +401,6 @@ class Orchestrator:
         base = baseline_of(await self._io(self.store.records))
         m = None if base is None else base.measurement
         return None if m is None else m.request_latency_p95_ms
-
-
-def _free_bytes(path: Path) -> int | None:
-    """Free space on the disk holding ``path``; None if it cannot be told. Blocking."""
-    try:
-        return shutil.disk_usage(path).free
-    except OSError:
-        return None
 
 
 def _base_url(host: str, port: int) -> str:

@@ -32,9 +32,11 @@ from tui_tuner.core.failures import (
     classify_under_load,
     too_many_errors,
 )
+from tui_tuner.core.gpus import gpus_needed
 from tui_tuner.core.load_curve import GoodputSearch, goodput_slo
 from tui_tuner.core.measurement import Measurement, client_limited
 from tui_tuner.core.trial import Phase, TrialPlan
+from tui_tuner.engine.gpu_pool import GpuPool
 from tui_tuner.engine.kept_server import KeepAfter, KeptServer, server_flags
 from tui_tuner.engine.ports import (
     Benchmarker,
@@ -95,6 +97,10 @@ class TrialRunner:
         #: Asked after a good measurement whether to keep the server (None: never keep).
         self.keep_after: KeepAfter | None = None
         self._logs: dict[int, Path] = {}  # trials measured on a kept server: its log
+        #: The node's GPUs, shared by the lanes that run trials side by side
+        #: (``study.workers``); None: every server sees the GPUs the tuner was given.
+        self.pool: GpuPool | None = None
+        self._lease: tuple[int, ...] = ()  # the GPUs of this lane's server (running or kept)
 
     def trial_dir(self, number: int) -> Path:
         return self.study_dir / "trials" / f"{number:04d}"
@@ -114,6 +120,29 @@ class TrialRunner:
         text = note + _quote(progress.argv) + "\n"
         await asyncio.to_thread(_write_command, self.trial_dir(plan.number), text)
         return progress, key, port
+
+    def gpus_needed(self, plan: TrialPlan) -> int:
+        """GPUs the trial's server uses: its parallel degrees multiplied."""
+        searched = [(flag.dest, value) for flag, value in plan.settings.server]
+        return gpus_needed(self.config.server.flags, searched)
+
+    async def claim_gpus(self, plan: TrialPlan) -> tuple[int, ...]:
+        """The GPUs the trial's server gets, waiting until they are free: the kept server's
+        when the trial runs on it. Empty without a pool. Cancelling the wait claims nothing."""
+        if self.pool is None:
+            return ()
+        kept = self.kept
+        if kept is not None and kept.serves(plan) and kept.alive and self._lease:
+            return self._lease
+        self._lease = await self.pool.acquire(self.gpus_needed(plan))
+        return self._lease
+
+    def give_back(self) -> None:
+        """Return this lane's GPUs to the pool, unless a kept server still holds them (its
+        `release` gives them back once it is stopped)."""
+        if self.pool is not None and self._lease and self.kept is None:
+            self.pool.release(self._lease)
+            self._lease = ()
 
     async def files(self, number: int) -> dict[str, str]:
         """The trial's files that exist: its logs, command.txt and GuideLLM's reports (a
@@ -136,6 +165,7 @@ class TrialRunner:
         if pids:
             timeout = self.config.server.gpu_release_timeout_s
             released, _ = await self.gpu.wait_released(pids, timeout)
+        self.give_back()
         return released
 
     def _enter(self, progress: TrialProgress, phase: Phase) -> None:
@@ -152,9 +182,13 @@ class TrialRunner:
     ) -> None:
         """Run the trial; the outcome is left in ``progress``."""
         cfg = self.config.server
+        env = server_env(cfg, key, study_dir=self.study_dir)
+        if self.pool is not None:  # NVML's order, which the pool's indices are
+            env.update(CUDA_DEVICE_ORDER="PCI_BUS_ID",
+                       CUDA_VISIBLE_DEVICES=",".join(map(str, self._lease)))  # fmt: skip
         request = LaunchRequest(
             argv=progress.argv,
-            env=server_env(cfg, key, study_dir=self.study_dir),
+            env=env,
             host=cfg.host,
             port=port,
             log_path=self.trial_dir(plan.number) / "server.log",
@@ -217,6 +251,7 @@ class TrialRunner:
                     timeout = cfg.gpu_release_timeout_s
                     progress.gpu_released, _ = await self.gpu.wait_released(pids, timeout)
                 progress.timings["teardown"] = time.monotonic() - progress._phase_t
+                self.give_back()
             if kept is not None:
                 self._logs[number] = kept.log_path
             # The logs and reports the processes wrote.

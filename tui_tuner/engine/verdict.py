@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 
 from tui_tuner.core.config import ObjectiveSettings
 from tui_tuner.core.failures import CONFIG_CAUSED, MACHINE_WIDE, Failure, FailureClass
+from tui_tuner.core.gpus import too_many_gpus
 from tui_tuner.core.measurement import stalled
 from tui_tuner.core.objectives import (
     constraint_values,
@@ -181,19 +182,27 @@ def running_elsewhere(plan: TrialPlan, number: int, now: float) -> Verdict:
 
 
 def rejected(
-    plan: TrialPlan, fixed: Mapping[str, object], objective: ObjectiveSettings, now: float
+    plan: TrialPlan,
+    fixed: Mapping[str, object],
+    objective: ObjectiveSettings,
+    now: float,
+    *,
+    gpus_on_node: int | None = None,
 ) -> Verdict | None:
     """A configuration vLLM is sure to refuse at start-up, judged from the fixed flags and the
     trial's own (``core.vllm_rules.given_violations``: vLLM's cross-field checks, applied only
-    when every input is given): told infeasible, as its failed launch would be, without the
-    launch. None when vLLM would start it."""
+    when every input is given), or one that needs more GPUs than the tuner hands out
+    (``gpus_on_node``, `core/gpus.py`): told infeasible, as its failed launch would be, without
+    the launch. None when vLLM would start it."""
     if plan.baseline:
         return None
     values = {**fixed, **{flag.dest: value for flag, value in plan.settings.server}}
-    found = given_violations(values)
+    found = [v.message for v in given_violations(values)]
+    if gpus_on_node is not None:
+        found += filter(None, [too_many_gpus(values, gpus_on_node)])
     if not found:
         return None
-    message = f"vLLM would reject it at start-up: {found[0].message}"
+    message = f"vLLM would reject it at start-up: {found[0]}"
     failure = Failure(FailureClass.INVALID_ARGS, message, None, (), "startup")
     worst = failed_values(objective.kind)
     record = TrialRecord(
