@@ -96,7 +96,7 @@ def test_time_left_is_smoothed(tmp_path: Path) -> None:
     model = StudyModel(make_config(tmp_path, [8], n_trials=8))
     model.state = "running"
     model.load([done(0, 1000.0, total=250.0)])
-    model.running = RunningTrial(1, {}, False, (), "", started=1000.0)
+    model.runs = {1: RunningTrial(1, {}, False, (), "", started=1000.0)}
     first = model.eta_s(now=1000.0)
     assert first == 7 * 250.0
     shown = [first]
@@ -105,7 +105,7 @@ def test_time_left_is_smoothed(tmp_path: Path) -> None:
             model.load([done(0, 1000.0, total=250.0),
                         TrialRecord(1, "failed", failure={"class": "oom"},
                                     timings={"total": 3.0})])  # fmt: skip
-            model.running = RunningTrial(2, {}, False, (), "", started=1004.0)
+            model.runs = {2: RunningTrial(2, {}, False, (), "", started=1004.0)}
         value = model.eta_s(now=1000.0 + second)
         assert value is not None
         shown.append(value)

@@ -4,7 +4,10 @@ Events come up from the engine as messages (``EngineEvents``, at most 20 a secon
 many events they carry) into ``StudyModel`` (cheap: no widget work per event); a 10 Hz
 timer hands the model down to the widgets, which redraw only what changed, so a server logging
 1,000 lines/s costs a few list appends and ten small repaints a second. Commands go down as
-plain method calls on the orchestrator, which only set flags. The GPUs' and the server's own
+plain method calls on a `Steering` (one tuner's orchestrator, the lanes that run several trials
+at once, or a study attached from afar), which only set flags. With several trials running,
+the live panels and `x` act on the one the table's cursor is on, else the one started last
+(`StudyModel.focus`); pause and stop act on them all. The GPUs' and the server's own
 figures arrive as events too (the assembly samples them); the app touches no adapter. Storage
 and files are touched from worker threads, never from this loop.
 """
@@ -29,10 +32,11 @@ from textual.worker import Worker, WorkerState
 from tui_tuner.core.events import Event, GpuSampled, Notice, ServerFiguresRead, StudyFinished
 from tui_tuner.core.space import SearchSpace
 from tui_tuner.core.stop import StopKind, exit_code
-from tui_tuner.core.telemetry import GpuState, ServerFigures
+from tui_tuner.core.telemetry import GpuState
 from tui_tuner.core.trial import TrialRecord
-from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
+from tui_tuner.engine.orchestrator import StudyOutcome
 from tui_tuner.engine.preview import preview_records, sqlite_path
+from tui_tuner.engine.steering import Steering
 from tui_tuner.study_dir import StudySetup
 from tui_tuner.ui.header import header_text
 from tui_tuner.ui.model import StudyModel
@@ -49,9 +53,10 @@ from tui_tuner.ui.widgets.trial_table import TrialTable
 __all__ = ["EngineEvents", "EngineRunner", "TunerApp"]
 
 EngineRunner = Callable[
-    [StudySetup, Callable[[Event], None], Callable[[Orchestrator], None]], Awaitable[StudyOutcome]
+    [StudySetup, Callable[[Event], None], Callable[[Steering], None]], Awaitable[StudyOutcome]
 ]
-"""Runs the study: (setup, emit, attach) -> outcome; ``attach`` receives the orchestrator."""
+"""Runs the study: (setup, emit, attach) -> outcome; ``attach`` receives what steers it (the
+orchestrator, or the lanes that run several trials at once, or an attached study)."""
 
 NARROW = 110  # below this many columns the Pareto plot gives its room to the table
 GATHER_S = 0.05  # engine events gather this long before they go up as one message
@@ -102,14 +107,18 @@ class TunerApp(App[int]):
         self.run_engine = run_engine
         self.before_engine = before_engine
         self.model = StudyModel(setup.config)
-        self.orchestrator: Orchestrator | None = None
+        self.orchestrator: Steering | None = None
+        #: The search space the study uses now (the editor starts from it).
+        self.space: SearchSpace = setup.config.space
+        #: The followed trial's server figures last handed to the GPU panel: (number, version).
+        self._figures_drawn: tuple[int, int] | None = None
         self.outcome: StudyOutcome | None = None
         self.error: str | None = None
         self._quitting = False
         self._header_plain = ""
         self._inbox: list[Event] = []
         #: The newest GPU sample and server figures (wrapped: None is a value) not drawn yet.
-        self._gpu_news: tuple[GpuState | None, tuple[ServerFigures | None] | None] = (None, None)
+        self._gpu_news: GpuState | None = None
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -173,7 +182,7 @@ class TunerApp(App[int]):
     async def _drive_engine(self) -> None:
         self.outcome = await self.run_engine(self.setup, self._emit, self._attach_orchestrator)
 
-    def _attach_orchestrator(self, orchestrator: Orchestrator) -> None:
+    def _attach_orchestrator(self, orchestrator: Steering) -> None:
         self.orchestrator = orchestrator
 
     def _emit(self, event: Event) -> None:
@@ -192,11 +201,10 @@ class TunerApp(App[int]):
     def _apply_events(self, message: EngineEvents) -> None:
         for event in message.events:
             if isinstance(event, GpuSampled):
-                self._gpu_news = (event.state, self._gpu_news[1])  # drawn by the next tick
+                self._gpu_news = event.state  # drawn by the next tick
                 continue
             if isinstance(event, ServerFiguresRead):
-                self._gpu_news = (self._gpu_news[0], (event.figures,))
-                self.model.apply(event)  # the running trial's live plot
+                self.model.apply(event)  # its trial's; the followed one's are drawn
                 continue
             self.model.apply(event)
             if isinstance(event, Notice):
@@ -238,12 +246,15 @@ class TunerApp(App[int]):
             # drawn from the model, which keeps up, so the first tick after it closes catches
             # up (the logs from their buffers).
             return
-        state, figures = self._gpu_news
-        if state is not None:
-            self._gpu.update_state(state)
-        if figures is not None:
-            self._gpu.update_figures(figures[0])
-        self._gpu_news = (None, None)
+        if self._gpu_news is not None:
+            self._gpu.update_state(self._gpu_news)
+            self._gpu_news = None
+        self.model.selected = self._panels[0].selected_number()
+        focus = self.model.focus  # the server figures of the trial the live panels follow
+        drawn = None if focus is None else (focus.number, focus.figures_version)
+        if drawn != self._figures_drawn:
+            self._figures_drawn = drawn
+            self._gpu.update_figures(None if focus is None else focus.figures)
         header = header_text(self.model, self.size.width)
         if header.plain != self._header_plain:  # the clock changes once a second, not ten times
             self._header_plain = header.plain
@@ -256,7 +267,7 @@ class TunerApp(App[int]):
 
     # -- commands --------------------------------------------------------------------------
 
-    def _orch(self) -> Orchestrator | None:
+    def _orch(self) -> Steering | None:
         if self.orchestrator is None or self.outcome is not None:
             self.notify("the study is not running", severity="warning", timeout=3)
             return None
@@ -270,17 +281,19 @@ class TunerApp(App[int]):
             self.notify("resumed", timeout=2)
         else:
             orch.pause()
-            self.notify("paused: the running trial finishes first (P stops it now)", timeout=4)
+            self.notify("paused: the running trial(s) finish first (P stops them now)", timeout=4)
 
     def action_pause_now(self) -> None:
         if (orch := self._orch()) is not None:
             orch.pause(now=True)
-            self.notify("paused; the running trial was stopped and runs again on resume")
+            self.notify("paused; the running trial(s) were stopped and run again on resume")
 
     def action_prune(self) -> None:
+        """Prune the selected running trial, or the one started last if the cursor is on none."""
         if (orch := self._orch()) is None:
             return
-        running = self.model.running
+        self.model.selected = self.query_one(TrialTable).selected_number()
+        running = self.model.focus
         if running is None:
             self.notify("no trial is running", severity="warning", timeout=3)
             return
@@ -301,13 +314,14 @@ class TunerApp(App[int]):
         fixed = frozenset(self.setup.config.server.flags)
 
         def apply(space: SearchSpace | None) -> None:
-            if space is None or space == orch.space:
+            if space is None or space == self.space:
                 return
             orch.set_space(space)
+            self.space = space
             self._save_space(space)
             self.notify(space_applies_text(self.model), timeout=8)
 
-        self.push_screen(SpaceEditor(orch.space, fixed), apply)
+        self.push_screen(SpaceEditor(self.space, fixed), apply)
 
     @work(thread=True, group="files", exit_on_error=False)
     def _save_space(self, space: SearchSpace) -> None:
@@ -338,8 +352,8 @@ class TunerApp(App[int]):
 
     def _open_detail(self, number: int) -> None:
         record = self.model.records.get(number)
-        run = self.model.running
-        if record is None and run is not None and run.number == number:
+        run = self.model.runs.get(number)
+        if record is None and run is not None:
             record = TrialRecord(
                 number, "running", run.params, run.baseline, command=run.command,
                 note=f"running: {run.phase}",
@@ -350,8 +364,8 @@ class TunerApp(App[int]):
     def action_switch_logs(self) -> None:
         logs = self.query_one(LogPanel)
         selected = self.query_one(TrialTable).selected_number()
-        running = self.model.running
-        other = selected is not None and (running is None or selected != running.number)
+        # A running trial under the cursor is followed already; pin any other.
+        other = selected is not None and selected not in self.model.runs
         if logs.following and other:
             logs.show_trial(selected, self.model)
         else:
@@ -384,14 +398,14 @@ class TunerApp(App[int]):
             self.exit(self._exit_code())
             return
         if self._quitting:
-            self.notify("leaving now; the running trial's processes are stopped on the way out")
+            self.notify("leaving now; the running trials' processes are stopped on the way out")
             for worker in self.workers:
                 if worker.group == "engine":
                     worker.cancel()
             return
         self._quitting = True
         self.orchestrator.stop(kind, reason)
-        self.notify("stopping the running trial; the study stays resumable (q again: at once)")
+        self.notify("stopping the running trial(s); the study stays resumable (q again: at once)")
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         # Textual's own "Quit" leaves at once: the running trial would stay RUNNING in the
@@ -400,13 +414,13 @@ class TunerApp(App[int]):
             if command.callback != self.action_quit:
                 yield command
         for title, help_text, action in (
-            ("Pause or resume", "pause after the running trial, or resume", "toggle_pause"),
-            ("Pause now", "stop the running trial; it runs again on resume", "pause_now"),
-            ("Prune the running trial", "stop it and record it as pruned", "prune"),
+            ("Pause or resume", "pause after the running trial(s), or resume", "toggle_pause"),
+            ("Pause now", "stop the running trial(s); they run again on resume", "pause_now"),
+            ("Prune the running trial", "the selected one (else the newest): pruned", "prune"),
             ("Edit the search space", "applies from the next trial", "edit_space"),
             ("Export the best configuration", "vllm serve command and vLLM YAML", "export"),
             ("Trial detail", "everything about the selected trial", "detail"),
-            ("Switch logs", "follow the running trial or show the selected one", "switch_logs"),
+            ("Switch logs", "follow the running trial(s) or pin the selected one", "switch_logs"),
             ("GuideLLM's raw log", "show it instead of the server's, or back", "guidellm_log"),
             ("Quit", "stop cleanly; the study stays resumable", "quit_study"),
         ):

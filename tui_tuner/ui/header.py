@@ -3,7 +3,8 @@
 It is one line at any width, laid out on purpose: each part has a full form and shorter ones,
 and when the line does not fit, the least important part is shortened first (the objective,
 then the best trial's p95, the elapsed clock...), down to what an 80-column terminal shows:
-the study, its state, the counts, the time left and the best throughput.
+the study, its state, the counts, the time left and the best throughput. When the tuner hands
+out GPUs to trials side by side, it also says how many are busy ("GPUs 3/4 busy").
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ def header_text(model: StudyModel, width: int = 1000) -> Text:
     parts.append(_Part([_t(f" {cfg.objective.kind}"), Text()], 1))
     parts.append(_Part([_t(" ", (model.state, _STATE_STYLE.get(model.state, "")))], 10))
     parts.append(_Part(_count_forms(model), 8))
+    if model.gpus:  # the tuner hands out its GPUs to trials side by side
+        busy = f"{model.gpus_busy()}/{len(model.gpus)}"
+        parts.append(_Part([_t(f"  GPUs {busy} busy"), _t(f" GPU {busy}"), Text()], 5))
     parts.append(_Part([_t(f"  {_clock(model.elapsed_s())}"), Text()], 3))
     eta = model.eta_s()
     if eta is not None and model.state in ("running", "paused"):

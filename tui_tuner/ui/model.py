@@ -4,6 +4,11 @@ The app feeds every engine event to ``StudyModel.apply`` and redraws from the mo
 never see events and tests can check the model without a terminal. Plain Python; no Textual.
 Log lines go into bounded per-trial buffers (``LOG_LINES_KEPT`` each, the newest kept), so a
 server that floods its log costs bounded memory; the full logs are in the trial's files.
+
+Several trials may run at once (``study.workers``, or an attached display of a study other
+machines run): ``runs`` holds each by number, each with its own phase, readings and server
+figures. The live panels follow one of them, ``focus``: the trial the table's cursor is on
+(``selected``, set by the app) when it runs, else the one started last.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from tui_tuner.core.events import (
     TrialStarted,
 )
 from tui_tuner.core.objectives import Gain, best_trials, gain_over
+from tui_tuner.core.telemetry import ServerFigures
 from tui_tuner.core.trial import TrialRecord, baseline_of, counts_against_budget
 
 __all__ = ["LOG_LINES_KEPT", "Counts", "LogBuffer", "RunningTrial", "StudyModel", "spread_pct"]
@@ -68,6 +74,10 @@ class RunningTrial:
     baseline: bool
     command: tuple[str, ...]
     trial_dir: str
+    #: The GPUs its server was given (empty: the tuner hands out none) and the worker's host
+    #: (set on an attached display).
+    gpus: tuple[int, ...] = ()
+    host: str = ""
     phase: str = "launching"
     phase_since: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.monotonic)
@@ -83,6 +93,16 @@ class RunningTrial:
     rates: deque[float] = field(default_factory=lambda: deque(maxlen=RATES_KEPT))
     rates_version: int = 0
     server_rates: bool = False
+    #: What its server last said about itself (None: nothing yet, or it reports none), and a
+    #: counter that moves with each reading.
+    figures: ServerFigures | None = None
+    figures_version: int = 0
+
+    def where(self) -> str:
+        """Where it runs, compactly: ``"0,1"`` (its GPUs), ``"b7:0,1"``, ``"b7"``, or ``""``."""
+        gpus = ",".join(str(g) for g in self.gpus)
+        host = self.host if len(self.host) <= 12 else self.host[:11] + "…"
+        return f"{host}:{gpus}" if host and gpus else host or gpus
 
     def add_rate(self, value: float, *, from_server: bool) -> None:
         if from_server and not self.server_rates:
@@ -148,7 +168,13 @@ class StudyModel:
     simulated: bool = False
     n_trials: int | None = None
     records: dict[int, TrialRecord] = field(default_factory=dict)
-    running: RunningTrial | None = None
+    #: The running trials by number, in the order they started.
+    runs: dict[int, RunningTrial] = field(default_factory=dict)
+    #: The trial the table's cursor is on (the app sets it before each draw).
+    selected: int | None = None
+    #: The GPUs the tuner hands out (empty: it hands out none) and the trials it runs at once.
+    gpus: tuple[int, ...] = ()
+    workers: int = 1
     notices: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=50))
     logs: dict[tuple[int, str], LogBuffer] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -189,31 +215,35 @@ class StudyModel:
             self.log(event.number, event.source).append(event.text)
             return
         if isinstance(event, ServerFiguresRead):
-            run, figures = self.running, event.figures
-            rate = None if figures is None else figures.generation_tok_s
-            if run is None or event.number != run.number or rate is None or math.isnan(rate):
+            run = None if event.number is None else self.runs.get(event.number)
+            if run is None:
                 return
-            if run.phase in ("warmup", "measuring"):
+            figures = event.figures
+            run.figures, run.figures_version = figures, run.figures_version + 1
+            rate = None if figures is None else figures.generation_tok_s
+            if rate is not None and not math.isnan(rate) and run.phase in ("warmup", "measuring"):
                 run.add_rate(rate, from_server=True)
             return
         self.version += 1
         if isinstance(event, StudyStarted):
             self.state, self.storage, self.study_dir = "running", event.storage, event.study_dir
             self.simulated, self.n_trials = event.simulated, event.n_trials
+            self.gpus, self.workers = tuple(event.gpus), max(1, event.workers)
             self.load(event.trials)
         elif isinstance(event, TrialStarted):
-            self.running = RunningTrial(
-                event.number, dict(event.params), event.baseline, event.command, event.trial_dir
-            )
+            self.runs.pop(event.number, None)  # started again: it goes last
+            self.runs[event.number] = RunningTrial(
+                event.number, dict(event.params), event.baseline, event.command,
+                event.trial_dir, tuple(event.gpus), event.host,
+            )  # fmt: skip
             self._changed(event.number)
             self._forget_old_logs()
         elif isinstance(event, TrialPhaseChanged):
-            if self.running is not None and self.running.number == event.number:
-                self.running.phase, self.running.phase_since = event.phase, time.monotonic()
+            if (run := self.runs.get(event.number)) is not None:
+                run.phase, run.phase_since = event.phase, time.monotonic()
                 self._changed(event.number)
         elif isinstance(event, BenchProgress):
-            run = self.running
-            if run is not None and run.number == event.number:
+            if (run := self.runs.get(event.number)) is not None:
                 run.status, run.output_tok_s = event.status, event.output_tok_s
                 run.successful, run.errored = event.successful, event.errored
                 run.bench_elapsed_s, run.bench_at = event.elapsed_s, time.monotonic()
@@ -222,8 +252,7 @@ class StudyModel:
         elif isinstance(event, TrialFinished):
             self.records[event.record.number] = event.record
             self._changed(event.record.number)
-            if self.running is not None and self.running.number == event.record.number:
-                self.running = None
+            self.runs.pop(event.record.number, None)
         elif isinstance(event, StudyStateChanged):
             self.state, self.reason = event.state, event.reason
         elif isinstance(event, StudyFinished):
@@ -239,8 +268,8 @@ class StudyModel:
         return self.logs[key]
 
     def _forget_old_logs(self) -> None:
-        numbers = sorted({n for n, _ in self.logs})
-        for n in numbers[:-TRIAL_LOGS_KEPT]:
+        numbers = sorted({n for n, _ in self.logs} - set(self.runs))  # a running one's stay
+        for n in numbers[: max(0, len(numbers) - TRIAL_LOGS_KEPT)]:
             for source in ("server", "guidellm"):
                 self.logs.pop((n, source), None)
 
@@ -252,6 +281,29 @@ class StudyModel:
         return {n for n, v in self._row_changed.items() if v > version}
 
     # -- derived ---------------------------------------------------------------------------
+
+    @property
+    def running(self) -> RunningTrial | None:
+        """The running trial started last (None: none runs)."""
+        return next(reversed(self.runs.values()), None)
+
+    @property
+    def focus(self) -> RunningTrial | None:
+        """The running trial the live panels follow: the selected one if it runs, else the
+        one started last."""
+        if self.selected is not None and (run := self.runs.get(self.selected)) is not None:
+            return run
+        return self.running
+
+    @property
+    def lanes(self) -> bool:
+        """Whether trials run side by side or elsewhere: rows then say where each runs."""
+        return self.workers > 1 or bool(self.gpus) or any(r.host for r in self.runs.values())
+
+    def gpus_busy(self) -> int:
+        """How many of the GPUs the tuner hands out a running trial holds."""
+        held = {g for run in self.runs.values() for g in run.gpus}
+        return len(held & set(self.gpus))
 
     @property
     def finished(self) -> list[TrialRecord]:
@@ -284,10 +336,10 @@ class StudyModel:
         return Counts(**n)
 
     def trials_left(self) -> int | None:
-        """Trials the budget still allows after the finished ones and the running one."""
+        """Trials the budget still allows after the finished ones and the running ones."""
         if self.n_trials is None:
             return None
-        return max(0, self.n_trials - self.counted - (self.running is not None))
+        return max(0, self.n_trials - self.counted - len(self.runs))
 
     def noise_pct(self) -> float | None:
         """The study's noise, if it has an estimate: the pooled spread of the configurations
@@ -330,9 +382,10 @@ class StudyModel:
 
     def eta_s(self, now: float | None = None) -> float | None:
         """Time left: the trials left times a typical trial's duration, less what the running
-        one has done. The typical duration (the median) is smoothed in time, so one short
-        failed trial or one slow start moves the estimate gradually instead of at once (it
-        jumped from 4:12 to 1:38 within 40 s); the clock still counts down. None if unknown."""
+        ones have done, shared among the lanes that run them at once. The typical duration (the
+        median) is smoothed in time, so one short failed trial or one slow start moves the
+        estimate gradually instead of at once (it jumped from 4:12 to 1:38 within 40 s); the
+        clock still counts down. None if unknown."""
         now = time.monotonic() if now is None else now
         return self._eta_with(self._typical_s(now, smooth=True), now)
 
@@ -345,10 +398,13 @@ class StudyModel:
         if self.n_trials is None or typical is None:
             return None
         left = max(0, self.n_trials - self.counted)
-        running = 0.0
-        if self.running is not None and left:
-            running = min(typical, max(0.0, now - self.running.started))
-        return max(0.0, left * typical - running)
+        done = 0.0
+        if left:
+            ran = sorted((max(0.0, now - r.started) for r in self.runs.values()), reverse=True)
+            done = sum(min(typical, s) for s in ran[:left])
+        # The work left, shared by the lanes; never more lanes than trials left to run.
+        lanes = max(1, min(self.workers, left))
+        return max(0.0, left * typical - done) / lanes
 
     def _typical_s(self, now: float, *, smooth: bool) -> float | None:
         if self._median_cache is None or self._median_cache[0] != self.version:

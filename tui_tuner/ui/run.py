@@ -14,7 +14,8 @@ from rich.text import Text
 
 from tui_tuner.compose import LateSignals, load_adapters, run_study
 from tui_tuner.core.events import Event, GpuSampled, ServerFiguresRead
-from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
+from tui_tuner.engine.orchestrator import StudyOutcome
+from tui_tuner.engine.steering import Steering
 from tui_tuner.report.console import JsonlSink
 from tui_tuner.report.summary import end_of_study, own_command
 from tui_tuner.study_dir import StudySetup
@@ -34,7 +35,7 @@ def run_tui(
     hangup = False
 
     async def engine(
-        setup: StudySetup, emit: Callable[[Event], None], attach: Callable[[Orchestrator], None]
+        setup: StudySetup, emit: Callable[[Event], None], attach: Callable[[Steering], None]
     ) -> StudyOutcome:
         def on_signal(sig: signal.Signals) -> None:
             nonlocal hangup

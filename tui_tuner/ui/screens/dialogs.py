@@ -41,16 +41,16 @@ class ConfirmPrune(ModalScreen[bool]):
 # the last ones out of an 80x24 screen. The dialog scrolls if the screen is smaller still.
 HELP = """\
 [b]tui-tuner keys[/b]
-  [b]p[/b]      pause after the running trial; again to resume
-  [b]P[/b]      pause now: stop the running trial (it runs again)
-  [b]x[/b]      prune the running trial (confirm with [b]y[/b])
+  [b]p[/b]      pause after the running trial(s); again to resume
+  [b]P[/b]      pause now: stop the running trial(s) (they run again)
+  [b]x[/b]      prune the selected running trial (confirm with [b]y[/b])
   [b]e[/b]      edit the search space (from the next trial on)
   [b]s[/b]      export the best: vllm serve command + vLLM YAML
   [b]enter[/b]  details of the selected trial
-  [b]l[/b]      logs: follow the running trial / the selected one
+  [b]l[/b]      logs: follow the running trial(s) / pin the selected one
   [b]g[/b]      GuideLLM's raw log instead of the server's, or back
   [b]o[/b]      sort the table by the next column (▼ best first)
-  [b]q[/b]      quit: stop the running trial cleanly; resumable
+  [b]q[/b]      quit: stop the running trial(s) cleanly; resumable
   [b]ctrl+p[/b] command palette     [b]?[/b] this help
 [b]tok/s marks[/b]  [b]![/b] client-limited (may be low)  [b]±[/b] repeat spread
   [b]~[/b] partial figure of a pruned or running trial (dim)

@@ -1,4 +1,4 @@
-"""The running trial in one line: where its load stands, then a sparkline of its throughput.
+"""A running trial in one line: where its load stands, then a sparkline of its throughput.
 
 GuideLLM's own log is mostly set-up dictionaries; what a user wants from it while a trial runs
 is one line: how far into the load window, how many requests, how many errors, what rate. The
@@ -6,6 +6,8 @@ sparkline plots the server's own generation rate (about once a second, from the
 ``ServerFiguresRead`` events), or GuideLLM's progress reports where the server gives none, so a
 trial that settles, or one that goes wrong, shows before it ends. The raw log is a key away
 (``g`` in the app). Redrawn when the model's readings change, and once a second for the clock.
+With several trials running it shows the one the live panels follow (``StudyModel.focus``:
+the selected one, else the one started last).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def _clock(seconds: float) -> str:
 
 def live_text(model: StudyModel, now: float | None = None) -> Text:
     """The line beside the sparkline (pure; tests read it)."""
-    run = model.running
+    run = model.focus
     if run is None:
         if model.reason and model.state in ("finished", "stopping", "error", "paused"):
             return Text(f"{model.state}: {model.reason}", style="dim")
@@ -62,7 +64,7 @@ def _elapsed(run: RunningTrial, now: float) -> float:
 
 
 class TrialLive(Horizontal):
-    """One line: the running trial's throughput as a sparkline, and its progress in words."""
+    """One line: the followed trial's throughput as a sparkline, and its progress in words."""
 
     DEFAULT_CSS = """
     TrialLive {
@@ -87,7 +89,7 @@ class TrialLive(Horizontal):
         yield Sparkline([], summary_function=max)
 
     def update_from(self, model: StudyModel) -> None:
-        run = model.running
+        run = model.focus
         now = time.monotonic()
         text = live_text(model, now)
         rates = None if run is None else (run.number, run.rates_version)

@@ -18,6 +18,10 @@ Each log is a `TailLog` (`Log` made fit for tailing, see tail_log.py). Each writ
 and a scroll repaints every row of the log, so a flood is written at most every
 `MIN_REPAINT_S`: that, not the line rate, is what the panel's CPU cost follows.
 
+With several trials running, the panel follows the one the live panels follow
+(``StudyModel.focus``: the trial the table's cursor is on when it runs, else the one started
+last), and switches when that changes.
+
 A finished trial whose lines the model no longer holds is read from its log file, last lines
 only, in a thread (`log_files.read_tail`): a log of gigabytes must not stall the event loop.
 """
@@ -96,13 +100,15 @@ class _Tail:
 
 
 class LogPanel(Widget):
-    """Two log tails for one trial: the running one by default, or a finished one on request.
+    """Two log tails for one trial: a running one by default, or any one on request.
 
-    `update_from(model)` (10 Hz) follows the running trial: it appends new lines and, when a
-    new trial starts, clears and follows that one. `show_trial(n, model)` pins trial `n`;
-    `show_trial(None, model)` goes back to following. Each `Log` keeps scrolling to the newest
-    line unless the user has scrolled up (Textual's `auto_scroll` checks for that). Styled in
-    tuner.tcss (the class ``-guidellm`` shows GuideLLM's log instead of the server's).
+    `update_from(model)` (10 Hz) follows the model's `focus` (the selected running trial, else
+    the one started last): it appends new lines and, when that changes (a new trial starts,
+    the cursor moves to another running one), clears and follows that one.
+    `show_trial(n, model)` pins trial `n`; `show_trial(None, model)` goes back to following.
+    Each `Log` keeps scrolling to the newest line unless the user has scrolled up (Textual's
+    `auto_scroll` checks for that). Styled in tuner.tcss (the class ``-guidellm`` shows
+    GuideLLM's log instead of the server's).
     """
 
     def __init__(
@@ -147,7 +153,7 @@ class LogPanel(Widget):
 
     @property
     def following(self) -> bool:
-        """Whether the panel follows the running trial (and jumps to each new one)."""
+        """Whether the panel follows the running trial(s) (the model's `focus`)."""
         return self._following
 
     @property
@@ -175,8 +181,8 @@ class LogPanel(Widget):
 
     def update_from(self, model: StudyModel) -> None:
         """Copy the lines that arrived since the last call; cheap (no repaint) if none did."""
-        running = model.running
-        target = None if running is None else running.number
+        focus = model.focus
+        target = None if focus is None else focus.number
         if self._following and target is None and model.logs:
             # No trial runs now: show the latest that logged (one that ran and ended between
             # two draws, or behind a dialog, would otherwise never be shown).
@@ -187,7 +193,7 @@ class LogPanel(Widget):
             self._switch(target)
             for tail in self._tails:
                 tail.mode = "buffer"
-        self._running = running is not None and running.number == self._trial
+        self._running = self._trial in model.runs
         self._set_titles()
         if self._trial is None:
             return
@@ -209,8 +215,7 @@ class LogPanel(Widget):
             return
         self._following = False
         self._switch(number)
-        running = model.running
-        self._running = running is not None and running.number == number
+        self._running = number in model.runs
         record = model.records.get(number)
         for tail in self._tails:
             if self._running or (number, tail.source) in model.logs:
@@ -275,8 +280,8 @@ class LogPanel(Widget):
         record = model.records.get(self._trial)
         if record is not None and tail.file_name in record.files:
             return record.files[tail.file_name]
-        running = model.running
-        if running is not None and running.number == self._trial:
+        running = model.runs.get(self._trial)
+        if running is not None:
             return os.path.join(running.trial_dir, tail.file_name)
         return f"the trial's {tail.file_name}"
 

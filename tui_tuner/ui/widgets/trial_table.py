@@ -10,11 +10,16 @@ The tok/s cell carries what the figure is worth: ``!`` a client-limited measurem
 generator could not drive the load, so the figure may be low), ``±n%`` the spread of a trial's
 repeats, and a pruned trial's partial figure dimmed with ``~``. The border's subtitle says
 what the marks on screen mean.
+
+Every running trial has its row (several run at once under ``study.workers``): its phase, how
+long it has run, and its newest throughput reading; when trials run side by side the row also
+says where (``@0,1`` its GPUs, ``@host:0,1`` on an attached display's other machines). The
+phase's clock and the reading are redrawn cell by cell, once a second at most.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
 
 from rich.text import Text
 from textual.binding import Binding
@@ -36,6 +41,7 @@ _LEGEND = {
     "!": "! client-limited",
     "~": "~ partial (pruned)",
     "±": "± repeat spread",
+    "@": "@ GPUs (host:GPUs)",
 }
 _STATE_STYLE = {
     "running": "bold cyan",
@@ -63,6 +69,26 @@ def _short_key(key: str) -> str:
 
 def _value(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _clock(seconds: float) -> str:
+    s = max(0, int(seconds))
+    return (
+        f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+        if s >= 3600
+        else f"{s // 60}:{s % 60:02d}"
+    )
+
+
+def _running_state(run: RunningTrial, lanes: bool, now: float) -> Text:
+    """``running: measuring 1:23`` (time since it started); side by side the row is narrower
+    and says where it runs: ``measuring 1:23 @0,1``."""
+    clock = _clock(now - run.started)
+    if not lanes:
+        return Text(f"running: {run.phase} {clock}", style=_STATE_STYLE["running"])
+    where = run.where()
+    return Text(f"{run.phase} {clock}" + (f" @{where}" if where else ""),
+                style=_STATE_STYLE["running"])  # fmt: skip
 
 
 def _running_tok_s(run: RunningTrial) -> Text:
@@ -117,14 +143,14 @@ class TrialTable(DataTable[Text | str]):
         best = {r.number for r in model.best()}
         changed |= best ^ self._best  # the star moves
         self._best = best
-        self._live_figure(model, changed)
+        self._live_cells(model, changed)
         if not changed:
             return
-        running = model.running
         out_of_order = False
         for number in sorted(changed):
-            if running is not None and running.number == number and number not in model.records:
-                cells = self._running_cells(model)
+            run = model.runs.get(number)
+            if run is not None and number not in model.records:
+                cells = self._running_cells(run, model.lanes)
             elif number in model.records:
                 cells = self._record_cells(model, model.records[number], number in best)
             else:  # a trial shown by the first look that the study does not have
@@ -139,28 +165,28 @@ class TrialTable(DataTable[Text | str]):
                 out_of_order = out_of_order or number < self._last_row
                 self._last_row = max(self._last_row, number)
                 self.add_row(*cells, key=key)
-        self._legend(model.records.values())
+        self._legend(model)
         # Rows added in number order need no sort by number (sorting 1,000 rows takes 0.15 s).
         if self._sort_column != 0 or out_of_order:
             self._sort()
 
-    def _live_figure(self, model: StudyModel, changed: set[int]) -> None:
-        """The running trial's tok/s follows its newest reading (the live line's), between
-        the row's other changes; one cell, and only when the rounded figure moved."""
-        run = model.running
-        if run is None or run.number in changed or str(run.number) not in self.rows:
-            return
-        key, cell = str(run.number), _running_tok_s(run)
-        if str(self.get_cell(key, "2")) != cell.plain:
-            self.update_cell(key, "2", cell, update_width=True)
+    def _live_cells(self, model: StudyModel, changed: set[int]) -> None:
+        """Each running trial's clock and tok/s (its newest reading, the live line's) move
+        between the row's other changes; a cell is touched only when its text changed."""
+        now = time.monotonic()
+        for run in model.runs.values():
+            key = str(run.number)
+            if run.number in changed or run.number in model.records or key not in self.rows:
+                continue
+            for column, cell in (("1", _running_state(run, model.lanes, now)),
+                                 ("2", _running_tok_s(run))):  # fmt: skip
+                if str(self.get_cell(key, column)) != cell.plain:
+                    self.update_cell(key, column, cell, update_width=True)
 
-    def _running_cells(self, model: StudyModel) -> list[Text | str]:
-        run = model.running
-        assert run is not None
-        state = f"running: {run.phase}"
+    def _running_cells(self, run: RunningTrial, lanes: bool) -> list[Text | str]:
         return [
             Text(str(run.number), justify="right"),
-            Text(state, style=_STATE_STYLE["running"]),
+            _running_state(run, lanes, time.monotonic()),
             _running_tok_s(run),
             _num(None, ""),
             _num(None, ""),
@@ -192,10 +218,12 @@ class TrialTable(DataTable[Text | str]):
             Text(_params(dict(r.params), r.baseline)),  # Text: a value is never markup
         ]
 
-    def _legend(self, records: Iterable[TrialRecord]) -> None:
+    def _legend(self, model: StudyModel) -> None:
         """The border's subtitle: what the marks on screen mean (nothing if there are none)."""
         marks: set[str] = set()
-        for r in records:
+        if model.lanes and any(run.where() for run in model.runs.values()):
+            marks.add("@")
+        for r in model.records.values():
             if r.state == "complete" and r.measurement is not None:
                 if r.client_limited:
                     marks.add("!")
