@@ -80,7 +80,7 @@ def header_text(model: StudyModel, width: int = 1000) -> Text:
     parts.append(_Part(_count_forms(model), 8))
     if model.gpus:  # the tuner hands out its GPUs to trials side by side
         busy = f"{model.gpus_busy()}/{len(model.gpus)}"
-        parts.append(_Part([_t(f"  GPUs {busy} busy"), _t(f" GPU {busy}"), Text()], 5))
+        parts.append(_Part([_t(f"  GPUs {busy} busy"), _t(f" GPUs {busy}"), Text()], 5))
     parts.append(_Part([_t(f"  {_clock(model.elapsed_s())}"), Text()], 3))
     eta = model.eta_s()
     if eta is not None and model.state in ("running", "paused"):
