@@ -42,7 +42,8 @@ from tui_tuner.engine.study import StudyStore, default_storage_url
 from tui_tuner.study_dir import StudySetup
 from tui_tuner.ui.app import TunerApp
 from tui_tuner.ui.header import header_text
-from tui_tuner.ui.model import StudyModel
+from tui_tuner.ui.model import RunningTrial, StudyModel
+from tui_tuner.ui.screens.detail import TrialDetail
 from tui_tuner.ui.screens.dialogs import ConfirmPrune
 from tui_tuner.ui.widgets.gpu import GpuPanel
 from tui_tuner.ui.widgets.live import live_text
@@ -196,6 +197,16 @@ def test_the_model_keeps_every_running_trial(tmp_path: Path) -> None:
     assert model.counts().measured == 2
 
 
+def test_where_a_trial_runs_is_short() -> None:
+    def run(gpus: tuple[int, ...], host: str) -> RunningTrial:
+        return RunningTrial(1, {}, False, (), "", gpus, host)
+
+    assert run((0, 1), "").where() == "0,1"
+    assert run((2,), "b7").where() == "b7:2"
+    assert run((), "b7").where() == "b7" and run((), "").where() == ""
+    assert run((3,), "gpu-node-17.cluster.example").where() == "gpu-node-17…:3"
+
+
 def test_time_left_shares_the_work_among_the_lanes(tmp_path: Path) -> None:
     model = StudyModel(make_config(tmp_path, [8], n_trials=9))
     model.apply(StudyStarted("s", "throughput", "", "", 9, None, True, 0, gpus=(0, 1, 2),
@@ -283,6 +294,11 @@ async def test_an_attached_display_says_which_host_runs_each_trial(tmp_path: Pat
         table = await settled(pilot, app)
         assert str(table.get_cell("2", "1")).endswith("@gpu-node-b:2")
         assert str(table.get_cell("0", "1")) == "complete"
+        app._open_detail(2)
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, TrialDetail)
+        assert app.screen.record.note == "running: measuring @gpu-node-b:2"
+        await pilot.press("escape")
         await pilot.press("q")
 
 

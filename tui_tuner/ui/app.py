@@ -356,7 +356,7 @@ class TunerApp(App[int]):
         if record is None and run is not None:
             record = TrialRecord(
                 number, "running", run.params, run.baseline, command=run.command,
-                note=f"running: {run.phase}",
+                note=f"running: {run.phase}" + (f" @{run.where()}" if run.where() else ""),
             )  # fmt: skip
         if record is not None:
             self.push_screen(TrialDetail(record, self.model))
