@@ -50,6 +50,10 @@ def _overrides(ns: argparse.Namespace) -> dict[str, object]:
         out["study.name"] = ns.study_name
     if getattr(ns, "trials", None):
         out["study.n_trials"] = ns.trials
+    if getattr(ns, "workers", None):
+        out["study.workers"] = ns.workers
+    if getattr(ns, "sim_gpus", None):
+        out["server.gpus"] = list(range(ns.sim_gpus))
     return out
 
 
@@ -197,6 +201,21 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         help="finish when the study has N trials, baseline included (overrides study.n_trials)",
     )
     parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N",
+        help="run N trials side by side, each on GPUs of its own, or auto: one a GPU "
+        "(overrides study.workers)",
+    )
+    parser.add_argument(
+        "--sim-gpus",
+        type=_positive(int),
+        default=None,
+        metavar="N",
+        help="the simulated server's node has N GPUs to hand out (sets server.gpus to 0..N-1)",
+    )
+    parser.add_argument(
         "--events-jsonl", default=None, metavar="FILE", help="also write every event to FILE"
     )
     parser.add_argument(
@@ -206,6 +225,15 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         help="GuideLLM executable (default: workload.guidellm, $TUI_TUNER_GUIDELLM, the venv "
         "`make guidellm` builds, PATH)",
     )
+
+
+def _workers(text: str) -> int | str:
+    """``--workers``: a whole number from 1, or auto."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1, nor auto")
+    return int(text)
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
@@ -361,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     from tui_tuner.cli_results import register  # show, studies, export; --json
 
     register(sub, _command)
+    from tui_tuner.cli_worker import register as register_worker  # worker
+
+    register_worker(sub, _command)
+    from tui_tuner.cli_attach import register as register_attach  # attach
+
+    register_attach(sub, _command)
     return parser
 
 

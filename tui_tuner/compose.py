@@ -14,9 +14,16 @@ import signal
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+from tui_tuner.core.config import StudyConfig
+from tui_tuner.core.errors import UserError
 from tui_tuner.core.events import Event, Notice
+from tui_tuner.core.gpus import lane_count
 from tui_tuner.core.stop import StopKind
+from tui_tuner.engine.control import SharedLogs
+from tui_tuner.engine.gpu_pool import GpuPool
+from tui_tuner.engine.lanes import Lanes
 from tui_tuner.engine.orchestrator import Orchestrator, StudyOutcome
+from tui_tuner.engine.steering import Steering
 from tui_tuner.engine.telemetry import Telemetry
 from tui_tuner.engine.trial_runner import TrialRunner
 from tui_tuner.study_dir import StudySetup
@@ -82,7 +89,7 @@ async def run_study(
     emit: Callable[[Event], None],
     *,
     guidellm: Path,
-    on_orchestrator: Callable[[Orchestrator], None] = lambda _: None,
+    on_orchestrator: Callable[[Steering], None] = lambda _: None,
     on_signal: Callable[[signal.Signals], None] | None = None,
     telemetry: bool = False,
     late: LateSignals | None = None,
@@ -97,7 +104,7 @@ async def run_study(
     once a second and emitted as events. With ``late``, the signals are held (`LateSignals`)
     from the instant this function stops obeying them.
     """
-    from tui_tuner.adapters.gpu import NvmlGpus, wait_memory_released
+    from tui_tuner.adapters.gpu import NvmlGpus, visible_gpus, wait_memory_released
     from tui_tuner.adapters.guidellm import pick_benchmarker, remove_leftover_keys
     from tui_tuner.adapters.metrics import MetricsScraper
     from tui_tuner.adapters.processes import pid_alive
@@ -109,7 +116,7 @@ async def run_study(
     remove_leftover_keys(setup.study_dir)
     async with contextlib.AsyncExitStack() as stack:
         loop = asyncio.get_running_loop()
-        orch: Orchestrator | None = None
+        orch: Orchestrator | Lanes | None = None
         task: asyncio.Future[StudyOutcome] | None = None
         early: list[signal.Signals] = []  # before the loop exists: it stops at once
 
@@ -149,21 +156,27 @@ async def run_study(
             ) -> tuple[bool, float]:
                 return await wait_memory_released(gpus, pids, timeout_s)
 
+        emit = SharedLogs.around(emit, setup.store)  # the log tail for a TUI attached elsewhere
         reaper = await Reaper.start()
         stack.push_async_callback(reaper.close)
-        bench, why_cli = pick_benchmarker(setup.config.workload.load_generator, guidellm, reaper)
-        stack.push_async_callback(bench.close)  # before the reaper's close: the worker goes too
-        if why_cli is not None:
-            emit(Notice("info", why_cli))
-        runner = TrialRunner(
-            setup.config,
-            setup.study_dir,
-            VllmLauncher(reaper),
-            bench,
-            _Gpu(),
-            emit,
-        )
-        orch = Orchestrator(setup.config, setup.store, runner, emit, study_dir=setup.study_dir)
+        pool = gpu_pool(setup.config, visible_gpus(gpus.count), gpus.reason)
+        runners: list[TrialRunner] = []
+        for _ in range(lane_count(setup.config.study.workers, 0 if pool is None else pool.total)):
+            load = setup.config.workload.load_generator
+            bench, why_cli = pick_benchmarker(load, guidellm, reaper)  # one a lane: each runs one
+            stack.push_async_callback(bench.close)  # before the reaper's: the worker goes too
+            if why_cli is not None and not runners:
+                emit(Notice("info", why_cli))
+            launcher = VllmLauncher(reaper)
+            runners.append(
+                TrialRunner(setup.config, setup.study_dir, launcher, bench, _Gpu(), emit)
+            )
+        if pool is None and len(runners) == 1:
+            orch = Orchestrator(setup.config, setup.store, runners[0], emit,
+                                study_dir=setup.study_dir)  # fmt: skip
+        else:
+            orch = Lanes(setup.config, setup.store, runners, emit, study_dir=setup.study_dir,
+                         pool=pool)  # fmt: skip
         on_orchestrator(orch)
         if early:
             orch.stop(StopKind.SIGNAL, f"stopped by {early[0].name}")
@@ -171,6 +184,35 @@ async def run_study(
         if on_signal is not None:
             _hook(stack, loop, on_signal, late)
         return await task
+
+
+def gpu_pool(config: StudyConfig, found: tuple[int, ...], why_none: str) -> GpuPool | None:
+    """The GPUs the tuner hands out to its trials: ``server.gpus`` (``--sim-gpus N`` on the
+    simulated server), else with ``study.workers`` other than 1 the GPUs NVML counts (those of
+    the tuner's own ``CUDA_VISIBLE_DEVICES`` when it has one: ``found``), or one simulated GPU a
+    lane. None
+    with one trial at a time and no GPUs named: the server sees what the tuner was given."""
+    server, workers = config.server, config.study.workers
+    if server.gpus is not None:
+        gpus: tuple[int, ...] = server.gpus
+    elif workers == 1:
+        return None
+    elif server.simulated:
+        gpus = tuple(range(workers or 1))
+    else:
+        gpus = found
+        if not gpus:
+            raise UserError(
+                f"study.workers: {workers or 'auto'} runs trials side by side, each on GPUs of "
+                f"its own, and no GPU was found ({why_none}); set server.gpus to the GPU "
+                "indices to hand out, or study.workers: 1"
+            )
+    if "CUDA_VISIBLE_DEVICES" in server.env:
+        raise UserError(
+            "server.env sets CUDA_VISIBLE_DEVICES, and the tuner hands out GPUs itself "
+            "(study.workers or server.gpus); use server.gpus: [..] instead"
+        )
+    return GpuPool(gpus)
 
 
 def _hook(

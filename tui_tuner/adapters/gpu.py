@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from tui_tuner.core.errors import UserError
 from tui_tuner.core.telemetry import GpuSample, GpuState
 
 __all__ = ["NvmlGpus", "wait_memory_released"]
@@ -62,6 +64,11 @@ class NvmlGpus:
     @property
     def available(self) -> bool:
         return not self.reason
+
+    @property
+    def count(self) -> int:
+        """GPUs NVML lists (0 without NVML)."""
+        return len(self._handles)
 
     def sample(self) -> GpuState:
         """Read every GPU now. Blocking but cheap; call it from a thread in async code."""
@@ -183,3 +190,19 @@ def _read(call: Callable[..., Any], *args: Any) -> Any | None:
 def _text(value: object) -> str:
     """nvmlDeviceGetName returns str in current bindings, bytes in old ones."""
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def visible_gpus(count: int, environ: Mapping[str, str] | None = None) -> tuple[int, ...]:
+    """The GPUs (NVML indices) this process may hand out: those of its own
+    ``CUDA_VISIBLE_DEVICES`` when set (indices only; GPUs named by UUID cannot be matched to
+    NVML's indices here: a UserError says to list them in ``server.gpus``), else all ``count``."""
+    text = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
+    if text is None:
+        return tuple(range(count))
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not all(item.isdigit() for item in items):
+        raise UserError(
+            f"the tuner's CUDA_VISIBLE_DEVICES ({text}) names GPUs other than by index; "
+            "list the indices to hand out in server.gpus"
+        )
+    return tuple(int(item) for item in items if int(item) < count)

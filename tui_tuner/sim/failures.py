@@ -46,6 +46,15 @@ def engine_failure(message: str, where: str = "vllm/v1/engine/core.py") -> Start
     )
 
 
+def visible_gpu_count(node: int) -> int:
+    """The GPUs this server may use: those its ``CUDA_VISIBLE_DEVICES`` lists (the tuner
+    hands them out with ``study.workers``), else the simulated node's."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return node
+    return len([item for item in visible.split(",") if item.strip()])
+
+
 def check_args(args: ServeArgs, given: set[str], cfg: EngineConfig, profile: Profile) -> None:
     """Pydantic bounds, parallel degrees and cross-field rules, as vLLM checks its config."""
     found = bound_violations(args.values)
@@ -54,7 +63,7 @@ def check_args(args: ServeArgs, given: set[str], cfg: EngineConfig, profile: Pro
         tensor_parallel=cfg.tp,
         pipeline_parallel=cfg.pp,
         data_parallel=cfg.dp,
-        num_gpus=profile.gpu.count,
+        num_gpus=visible_gpu_count(profile.gpu.count),
         num_attention_heads=model.heads,
         num_layers=model.layers,
     )

@@ -109,6 +109,9 @@ class SimServer:
             f"{cfg.max_num_batched_tokens}, block_size={cfg.block_size}",
             eng,
         )
+        if "CUDA_VISIBLE_DEVICES" in os.environ:  # what the tuner handed out (study.workers)
+            visible = os.environ["CUDA_VISIBLE_DEVICES"]
+            log.info("parallel_state.py:1", f"simulated GPUs: CUDA_VISIBLE_DEVICES={visible}", eng)
         check_device(cfg, plan, profile)
         if plan.weights_gib > plan.free_at_start_gib:
             await self._phase(phases["load_weights"] * plan.free_at_start_gib / plan.weights_gib)
