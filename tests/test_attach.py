@@ -1,0 +1,248 @@
+"""`tui-tuner attach`: a study watched and steered through its storage.
+
+The fast tests drive a real SQLite study by hand, as a worker would (ask, its shared log tail,
+tell), and check what the observer makes of it and what its commands write. The slow ones run
+a real `tui-tuner tune` (simulated server, fake GuideLLM) and steer it from another process:
+it pauses within 2 s of the request, and prunes its running trial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from optuna.trial import TrialState
+
+from tests.fakes.engine import measurement
+from tests.fakes.studies import sim_study
+from tui_tuner.core.config_load import load_config
+from tui_tuner.core.events import (
+    Event,
+    LogLine,
+    Notice,
+    StudyFinished,
+    StudyStarted,
+    StudyStateChanged,
+    TrialFinished,
+    TrialStarted,
+)
+from tui_tuner.core.stop import StopKind
+from tui_tuner.core.trial import TrialPlan, TrialRecord
+from tui_tuner.engine.control import (
+    LIVE_ATTR,
+    LOG_CHARS,
+    LOG_LINES,
+    ControlChannel,
+    SharedLogs,
+)
+from tui_tuner.engine.observer import Observer
+from tui_tuner.engine.storage import StorageThread
+from tui_tuner.engine.study import StudyStore, default_storage_url
+
+FAST = {"poll_s": 0.05, "details_wait_s": 0.3, "finish_grace_s": 0.3}
+
+
+def store_of(tmp_path: Path, tiny_model: Path, n_trials: int = 3) -> StudyStore:
+    config = sim_study(tmp_path, tiny_model, name="watched", study=f"n_trials: {n_trials}")
+    return StudyStore(load_config(config), default_storage_url(tmp_path))
+
+
+def measured(plan: TrialPlan, tok_s: float) -> TrialRecord:
+    return TrialRecord(plan.number, "complete", plan.params, plan.baseline,
+                       measurement=measurement(tok_s), values=(tok_s,))  # fmt: skip
+
+
+def tell(store: StudyStore, plan: TrialPlan, tok_s: float) -> None:
+    store.tell(plan, measured(plan, tok_s), values=[tok_s], state=TrialState.COMPLETE)
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def shared(plan: TrialPlan, lines: list[str], total: int | None = None) -> dict[str, object]:
+    """A worker's shared tail of ``plan`` (as `SharedLogs` writes it)."""
+    return {"host": "node-7", "dir": f"/w/trials/{plan.number}", "command": ["vllm", "serve"],
+            "study": {"n_trials": 3}, "guidellm": {"n": 0, "lines": []},
+            "server": {"n": len(lines) if total is None else total, "lines": lines}}  # fmt: skip
+
+
+def test_the_observer_turns_a_study_into_the_tuners_events(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    worker = store_of(tmp_path, tiny_model)
+    worker.ensure_baseline()
+    base = worker.ask(worker.config.space)
+    tell(worker, base, 100.0)  # finished before the TUI attaches
+    events: list[Event] = []
+
+    async def scenario() -> StopKind:
+        # The TUI reads the budget from the storage (what the workers share), not its own config.
+        observer = Observer(StudyStore(worker.config, worker.storage_url), events.append,
+                            **FAST)  # fmt: skip
+        task = asyncio.ensure_future(observer.run())
+        await until(lambda: any(isinstance(e, StudyStarted) for e in events))
+        one = await asyncio.to_thread(worker.ask, worker.config.space)
+        await asyncio.to_thread(worker.set_trial_attr, one, LIVE_ATTR, shared(one, ["a", "b"]))
+        await until(lambda: any(isinstance(e, TrialStarted) for e in events))
+        lines = [f"line {i}" for i in range(60)]
+        await asyncio.to_thread(worker.set_trial_attr, one, LIVE_ATTR,
+                                shared(one, lines[-40:], total=60))  # fmt: skip
+        await until(lambda: any(isinstance(e, LogLine) and e.text == "line 59" for e in events))
+        await asyncio.to_thread(tell, worker, one, 120.0)
+        # A trial that starts and ends between two reads (a duplicate's verdict) is not lost.
+        two = await asyncio.to_thread(worker.ask, worker.config.space)
+        await asyncio.to_thread(tell, worker, two, 90.0)
+        return (await asyncio.wait_for(task, 10)).kind
+
+    assert asyncio.run(scenario()) == StopKind.BUDGET
+    started = [e for e in events if isinstance(e, StudyStarted)]
+    assert len(started) == 1 and [r.number for r in started[0].trials] == [0]
+    assert started[0].n_trials is None or started[0].n_trials == 3
+    runs = [e for e in events if isinstance(e, TrialStarted)]
+    assert [(r.number, r.host, r.trial_dir) for r in runs] == [(1, "node-7", "/w/trials/1")]
+    logs = [e.text for e in events if isinstance(e, LogLine) and e.number == 1]
+    # Two lines, then 58 more of which the tail holds the last 40: one line says where the rest
+    # are, then the 40, in order, none twice.
+    assert logs[:2] == ["a", "b"]
+    assert logs[2] == "[18 earlier lines are in node-7:/w/trials/1/server.log]"
+    assert logs[3:] == [f"line {i}" for i in range(20, 60)]
+    finished = [e.record.number for e in events if isinstance(e, TrialFinished)]
+    assert finished == [1, 2]
+    end = events[-1]
+    assert isinstance(end, StudyFinished) and end.stop_kind == StopKind.BUDGET
+    assert "3 of 3" in end.reason
+
+
+def test_a_worker_that_shares_nothing_is_shown_with_its_host_and_where_its_logs_are(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    worker = store_of(tmp_path, tiny_model)
+    events: list[Event] = []
+
+    async def scenario() -> None:
+        observer = Observer(StudyStore(worker.config, worker.storage_url), events.append,
+                            **FAST)  # fmt: skip
+        task = asyncio.ensure_future(observer.run())
+        await asyncio.to_thread(worker.ask, worker.config.space)
+        await until(lambda: any(isinstance(e, TrialStarted) for e in events))
+        observer.leave()
+        stop = await asyncio.wait_for(task, 5)
+        assert stop.kind == StopKind.USER and "workers go on" in stop.text
+
+    asyncio.run(scenario())
+    run = next(e for e in events if isinstance(e, TrialStarted))
+    assert run.host == socket.gethostname() and run.trial_dir == ""
+    notice = next(e for e in events if isinstance(e, Notice))
+    assert "does not share its logs" in notice.text and socket.gethostname() in notice.text
+    assert "trials/0/" in notice.text
+
+
+def test_the_observers_commands_are_requests_in_the_storage(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    worker = store_of(tmp_path, tiny_model)
+    events: list[Event] = []
+
+    async def scenario() -> None:
+        observer = Observer(StudyStore(worker.config, worker.storage_url), events.append,
+                            **FAST)  # fmt: skip
+        task = asyncio.ensure_future(observer.run())
+        plan = await asyncio.to_thread(worker.ask, worker.config.space)
+        await until(lambda: any(isinstance(e, TrialStarted) for e in events))
+        assert not observer.prune(plan.number + 5)  # not running: nothing written
+        assert observer.prune(plan.number)
+        observer.pause(now=True)
+        assert observer.paused
+        await until(lambda: worker.control().paused and plan.number in worker.control().prune)
+        observer.set_space(worker.config.space)
+        observer.resume()
+        await until(lambda: not worker.control().paused)
+        observer.stop(StopKind.USER, "stopped from the test")
+        await until(lambda: worker.control().stop_at is not None)
+        await asyncio.to_thread(worker.interrupt, plan, "interrupted: stopped by a request")
+        stop = await asyncio.wait_for(task, 10)
+        assert stop.kind == StopKind.REQUEST
+
+    asyncio.run(scenario())
+    states = [(e.state, e.reason) for e in events if isinstance(e, StudyStateChanged)]
+    assert [s for s, _ in states] == ["paused", "running", "stopping", "finished"]
+    notices = [e.text for e in events if isinstance(e, Notice)]
+    assert any("cannot stop running trials at once" in n for n in notices)
+    assert any("search space was not changed" in n for n in notices)
+
+
+def test_requests_left_by_others_become_state_changes(tmp_path: Path, tiny_model: Path) -> None:
+    worker = store_of(tmp_path, tiny_model)
+    events: list[Event] = []
+
+    async def scenario() -> None:
+        observer = Observer(StudyStore(worker.config, worker.storage_url), events.append,
+                            **FAST)  # fmt: skip
+        task = asyncio.ensure_future(observer.run())
+        await until(lambda: any(isinstance(e, StudyStarted) for e in events))
+        await asyncio.to_thread(lambda: worker.update_control(paused=True))
+        await until(lambda: observer.paused)
+        await asyncio.to_thread(lambda: worker.update_control(paused=False))
+        await until(lambda: not observer.paused)
+        await asyncio.to_thread(lambda: worker.update_control(stop_at=time.time()))
+        assert (await asyncio.wait_for(task, 10)).kind == StopKind.REQUEST
+
+    asyncio.run(scenario())
+    states = [e.state for e in events if isinstance(e, StudyStateChanged)]
+    assert states == ["paused", "running", "stopping", "finished"]
+
+
+def test_shared_logs_stay_a_few_kb_at_any_rate() -> None:
+    seen: list[Event] = []
+    logs = SharedLogs(seen.append)
+    plan = TrialPlan(4, {}, False)
+    logs(TrialStarted(4, {}, False, ("vllm", "serve"), "/w/trials/4"))
+    start = time.perf_counter()
+    for i in range(20_000):
+        logs(LogLine(4, "server", f"{i:06d} " + "x" * 500))
+    per_line_us = (time.perf_counter() - start) / 20_000 * 1e6
+    assert per_line_us < 50, per_line_us  # a deque append, not a copy (about 1 µs here)
+    assert len(seen) == 20_001  # every event still goes on to the display
+    attr = logs.take(plan.number)
+    assert attr is not None and logs.take(plan.number) is None  # unchanged: nothing to write
+    assert attr["server"]["n"] == 20_000
+    lines = attr["server"]["lines"]
+    assert 0 < len(lines) <= LOG_LINES and lines[-1].startswith("019999")
+    assert len(json.dumps(attr)) < 2 * LOG_CHARS + 1000
+    logs(TrialFinished(TrialRecord(4, "complete")))
+    assert logs.take(4) is None  # let go with its trial
+
+
+def test_a_worker_writes_its_running_trials_tail_into_the_storage(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    worker = store_of(tmp_path, tiny_model)
+    emit = SharedLogs.around(lambda _: None, worker)
+    plan = worker.ask(worker.config.space)
+
+    async def scenario() -> None:
+        io = StorageThread(worker.storage_url, 10)
+        channel = ControlChannel(worker, io, emit, poll_s=0.05)
+        emit(StudyStarted("watched", "throughput", "", "", 3, None, True, 0))
+        emit(TrialStarted(plan.number, plan.params, plan.baseline, ("vllm",), "/w/trials/0"))
+        emit(LogLine(plan.number, "guidellm", "warming up"))
+        follow = asyncio.ensure_future(channel.follow(lambda _: None, lambda: plan))
+        try:
+            await until(lambda: LIVE_ATTR in worker.study.trials[0].user_attrs, timeout=5)
+        finally:
+            follow.cancel()
+            io.close()
+
+    asyncio.run(scenario())
+    live = worker.study.trials[0].user_attrs[LIVE_ATTR]
+    assert live["host"] == socket.gethostname() and live["dir"] == "/w/trials/0"
+    assert live["guidellm"] == {"n": 1, "lines": ["warming up"]}
+    assert live["study"]["n_trials"] == 3
