@@ -125,3 +125,22 @@ async def test_run_reads_until_cancelled_and_closes_the_source() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert seen == [GpuSampled(NO_GPU)] and server.closed == 1
+
+
+async def test_every_running_trials_server_is_read_with_several_side_by_side() -> None:
+    seen: list[Event] = []
+    server = FakeServer([figures(10.0), figures(30.0), figures(10.0), ScrapeFailed("gone")])
+    watch = Telemetry(FakeGpus(), server, seen.append)
+    for number, port in ((1, 8001), (2, 8002)):
+        watch.observe(started(number, port))
+        watch.observe(TrialPhaseChanged(number, "measuring", 1.0))
+    await watch.read_once()
+    assert server.polled == ["http://127.0.0.1:8001", "http://127.0.0.1:8002"]
+    assert seen[1:] == [ServerFiguresRead(1, figures(10.0)), ServerFiguresRead(2, figures(30.0))]
+    watch.observe(TrialPhaseChanged(2, "teardown", 5.0))  # one lane's trial ends; one runs on
+    await watch.read_once()  # trial 1 unchanged: nothing said; trial 2 no longer read
+    assert server.polled[2:] == ["http://127.0.0.1:8001"]
+    assert len(seen) == 3
+    watch.observe(TrialPhaseChanged(1, "teardown", 6.0))
+    await watch.read_once()
+    assert seen[3:] == [ServerFiguresRead(None, None)]

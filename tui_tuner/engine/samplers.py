@@ -76,8 +76,9 @@ def make_sampler(config: StudyConfig, *, trials_before: int = 0) -> optuna.sampl
             optuna.samplers.CmaEsSampler(seed=seed),
             ordered=False,
         )
-    if name == "tpe":
-        return _TunerSampler(optuna.samplers.TPESampler(seed=seed, multivariate=True))
+    if name == "tpe":  # the constant liar changes nothing with one trial at a time
+        tpe = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+        return _TunerSampler(tpe)
     tpe = _UntriedTPE(
         seed=seed,
         multivariate=True,
