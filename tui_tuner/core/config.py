@@ -69,6 +69,9 @@ class StudySettings:
     #: Trials run side by side, each on its own GPUs (None: ``auto``, as many as the GPUs
     #: allow one trial each).
     workers: int | None = 1
+    #: Stop a trial's load once it clearly cannot beat the best so far (`core/early_stop.py`);
+    #: None: ``auto``, on unless the sampler is ``grid`` or ``gp``.
+    early_stop: bool | None = None
 
 
 @dataclass(frozen=True)

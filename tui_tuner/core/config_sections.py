@@ -40,6 +40,7 @@ from tui_tuner.core.config_problems import (
     to_int,
     to_str,
 )
+from tui_tuner.core.early_stop import setting as early_stop_setting
 from tui_tuner.core.gpus import read_gpus, read_workers
 from tui_tuner.core.space_load import OPT_LEVEL_NOTE, FlagValue, coerce_flag_value, resolve_flag
 from tui_tuner.core.vllm_flags import Flag, lookup, removed
@@ -132,6 +133,7 @@ def read_study(ctx: Context, sec: Section, legacy: Section) -> StudySettings:
         remeasure_top=sec.read("remeasure_top", 0, to_int(ge=0)),
         warm_start=tuple(sec.read("warm_start", [], _sources)),
         workers=sec.read("workers", 1, read_workers),
+        early_stop=sec.read("early_stop", None, early_stop_setting),
     )
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tui_tuner.core.commands import API_KEY_ENV, load_for, server_argv, server_env
 from tui_tuner.core.config import StudyConfig
+from tui_tuner.core.early_stop import Incumbent, Watch, applies
 from tui_tuner.core.events import BenchProgress, Event, LogLine, TrialPhaseChanged
 from tui_tuner.core.failures import (
     Failure,
@@ -70,6 +71,7 @@ class TrialProgress:
     stopped_in: Phase | None = None
     #: Measured on the server this earlier trial started (a load sweep): no launch of its own.
     server_of: int | None = None
+    early_stopped: str | None = None  # why the early stop ended a hopeless load (the note)
     started_at: float = field(default_factory=time.time)
     _t0: float = field(default_factory=time.monotonic)
     _phase_t: float = field(default_factory=time.monotonic)
@@ -101,6 +103,8 @@ class TrialRunner:
         #: (``study.workers``); None: every server sees the GPUs the tuner was given.
         self.pool: GpuPool | None = None
         self._lease: tuple[int, ...] = ()  # the GPUs of this lane's server (running or kept)
+        #: The best so far, for the early stop (`core/early_stop.py`); None: never stopped early.
+        self.incumbent: Callable[[], Incumbent | None] | None = None
 
     def trial_dir(self, number: int) -> Path:
         return self.study_dir / "trials" / f"{number:04d}"
@@ -285,7 +289,8 @@ class TrialRunner:
         goodput = self._goodput(streams)
         window = workload.duration_s + workload.warmup_s
         probes = 1 if goodput is None else goodput.max_probes  # each probe is one window
-        runs: list[Measurement] = []
+        find = self.incumbent if applies(self.config, plan) else None
+        best, runs = None if find is None else find(), list[Measurement]()
         for repeat in range(workload.repeats):
             name = "report.json" if workload.repeats == 1 else f"report-{repeat + 1}.json"
             request = BenchRequest(
@@ -301,14 +306,14 @@ class TrialRunner:
                 timeout_s=window * probes + workload.benchmark_grace_s,
                 goodput=goodput,
             )
-            measured = await self._one_run(plan.number, repeat, server, request, progress)
+            watch = None if find is None else Watch(best, self.config)
+            measured = await self._one_run(repeat, server, request, progress, watch)
             if measured is None:
                 return
             runs.append(measured)
             progress.repeats_output_tok_s.append(measured.output_tok_s)
-        runs.sort(key=lambda m: m.output_tok_s)
-        m = runs[(len(runs) - 1) // 2]  # the median run (the lower middle for an even count)
-        progress.measurement = m
+        # The median run (the lower middle for an even count).
+        progress.measurement = m = sorted(runs, key=lambda r: r.output_tok_s)[(len(runs) - 1) // 2]
         target = streams if workload.profile == "concurrent" and goodput is None else None
         progress.client_limited = any(client_limited(r, target) for r in runs)
         if m.error_rate > workload.max_error_rate:
@@ -327,12 +332,14 @@ class TrialRunner:
 
     async def _one_run(
         self,
-        number: int,
         repeat: int,
         server: ServerHandle,
         request: BenchRequest,
         progress: TrialProgress,
+        watch: Watch | None,
     ) -> Measurement | None:
+        number = progress.number
+
         def line(text: str) -> None:
             self.emit(LogLine(number, "guidellm", text))
 
@@ -351,13 +358,11 @@ class TrialRunner:
                 # GuideLLM logs "active" only at its next 10 s record: the window is known to
                 # start when its warmup, which starts now, is over.
                 timer = loop.call_later(self.config.workload.warmup_s, measuring)
-            progress.partial = {
-                "elapsed_s": elapsed,
-                "successful": ok,
-                "errored": err,
-                "output_tok_s": tok_s,
-            }
+            progress.partial = {"elapsed_s": elapsed, "successful": ok, "errored": err,
+                                "output_tok_s": tok_s}  # fmt: skip
             self.emit(BenchProgress(number, repeat, status, elapsed, ok, err, tok_s))
+            if watch is not None and watch.add(status, elapsed, ok, err, tok_s):
+                bench.cancel()  # hopeless or erring: the adapter stops GuideLLM's processes
 
         # "warmup" covers the load generator's own start-up and its warmup window; "measuring"
         # starts when the warmup after GuideLLM's "started" record has passed (its progress
@@ -376,17 +381,17 @@ class TrialRunner:
                 if not task.done():
                     task.cancel()
             await asyncio.gather(bench, death, return_exceptions=True)
-        progress.timings["load_generator_s"] = (
-            progress.timings.get("load_generator_s", 0.0) + time.monotonic() - started
-        )
+        t = progress.timings
+        t["load_generator_s"] = t.get("load_generator_s", 0.0) + time.monotonic() - started
         if death.done() and not death.cancelled():
             progress.failure = classify_under_load(server.returncode, server.tail)
             return None
+        if watch is not None and watch.stopped and bench.cancelled():  # stopped early
+            progress.partial, progress.failure, progress.early_stopped = watch.outcome(server.tail)
+            return None
         try:
             measured = bench.result()
-            progress.timings["load_window_s"] = (
-                progress.timings.get("load_window_s", 0.0) + measured.duration_s
-            )
+            t["load_window_s"] = t.get("load_window_s", 0.0) + measured.duration_s
             return measured
         except BenchmarkFailed as err:
             await _settle(server)

@@ -14,6 +14,12 @@ and constraints, and the record the study keeps.
   machine (a busy GPU or port, ``MACHINE_WIDE``): that stays a FAIL (the study's failure streak
   stops a study on a busy machine, and the orchestrator redirects a sampler stuck on it).
 - Pruned by the user: PRUNED, its partial figures kept in the note.
+- Stopped early as hopeless (``core/early_stop.py``: it cannot beat the best so far by the
+  noise): PRUNED too, its note saying so with the figures the rule judged (the partial figures
+  on the record). TPE puts pruned trials in its "worse" group, behind every complete one, which
+  is what a hopeless trial is; no intermediate value is reported (TPE would only order pruned
+  trials among themselves by it, and would give the trial a value in the storage). A load
+  stopped for its errors is not this: it fails as ``too_many_errors``, as its whole run would.
 - Interrupted by the tuner (a stop, a pause now, a full disk): not told at all: it is failed and
   queued to run again (``Verdict.state`` None).
 
@@ -97,6 +103,9 @@ def judge(
     )
     if interrupted is not None:
         return Verdict(replace(record, state="failed", note=interrupted, interrupted=True), None)
+    if progress.early_stopped is not None and not pruned:  # the user's prune is said as such
+        return Verdict(replace(record, state="pruned", note=progress.early_stopped,
+                               measurement=None), TrialState.PRUNED)  # fmt: skip
     if pruned:
         done = progress.partial
         note = f"pruned by the user during {progress.stopped_in or progress.phase}"
