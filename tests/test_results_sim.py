@@ -103,6 +103,8 @@ def test_vllm_parses_the_exported_command_and_yaml_alike(
     assert from_command["max_num_seqs"] == 16 and from_command["max_model_len"] == 4096
 
 
+#: A rate, not streams: under 8 concurrent streams and no CUDA graphs (eager), max_num_seqs 16
+#: and 32 cannot differ and would be measured once (core/equivalence.py).
 CPU_STUDY = """
 study: {{name: cpu-export, seed: 0, sampler: grid, n_trials: 3}}
 server:
@@ -110,7 +112,7 @@ server:
   model: {model}
   flags: {{max_model_len: 1024, enforce_eager: true}}
   env: {{VLLM_CPU_KVCACHE_SPACE: "1"}}
-workload: {{duration_s: 1, warmup_s: 0, streams: 8}}
+workload: {{duration_s: 1, warmup_s: 0, profile: constant, rate: 8}}
 search_space: {{max_num_seqs: {{options: [16, 32]}}}}
 """
 

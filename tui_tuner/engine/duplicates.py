@@ -4,6 +4,13 @@ A configuration counts as tried only under the same `server_key` (the server com
 fixed flags, environment and workload): changing any of them measures everything again.
 Interrupted trials were not tried: they are queued to run again. These functions read the
 trials they are given (from ``StudyStore``) and never call Optuna themselves.
+
+Configurations that cannot differ under the study's load (`core.equivalence`: with S concurrent
+streams, every ``max_num_seqs`` of S or more with the same CUDA graph sizes) are one
+configuration here: compared by their `canonical` key, counted once, and an equivalent of a
+*measured* one is answered from the store. A failure answers only the very same values: a larger
+``max_num_seqs`` may fail at start-up (memory) where a smaller one runs. The stored ``params``
+stay as the sampler proposed them; only the lookup is canonical.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dataclasses import asdict
 from optuna.trial import FrozenTrial, TrialState
 
 from tui_tuner.core.config import StudyConfig
+from tui_tuner.core.equivalence import Setup, canonical
 from tui_tuner.core.space import Param, SearchSpace, params_key
 from tui_tuner.core.trial import TrialRecord
 from tui_tuner.engine.records import to_record
@@ -29,9 +37,11 @@ __all__ = [
     "distinct_configs",
     "find_running_same",
     "find_same",
+    "measured",
     "server_key",
     "tried_keys",
     "untried_config",
+    "why_same",
 ]
 
 #: Spaces up to this size are listed whole to find an untried configuration; larger ones are
@@ -67,12 +77,16 @@ def find_same(
     params: Mapping[str, object],
     baseline: bool,
     key: str,
+    setup: Setup,
 ) -> TrialRecord | None:
     """A finished trial (other than ``number``) with exactly these parameters under the setup
-    ``key`` (measured, failed by its configuration, or pruned by the user), or None. The
+    ``key`` (measured, failed by its configuration, or pruned by the user), or else a measured
+    one equivalent to them under the load of ``setup`` (`core.equivalence`), or None. The
     baseline only matches the baseline. A trial queued to run again (``rerun``: it failed for
     reasons outside its flags) is no result of its configuration."""
     wanted = params_key(params)
+    wanted_class = canonical(params, setup).key
+    equivalent = None
     for t in finished:
         if t.number == number or "interrupted" in t.user_attrs:
             continue
@@ -81,11 +95,36 @@ def find_same(
         if "tuner" not in t.user_attrs or bool(t.user_attrs.get("baseline")) != baseline:
             continue
         record = to_record(t)
-        if record.rerun:
-            continue  # failed for reasons outside its flags: it runs again, not repeated
-        if record.duplicate_of is None and params_key(record.params) == wanted:
+        if record.rerun or record.duplicate_of is not None:
+            continue  # runs again; or its result is another trial's
+        if params_key(record.params) == wanted:
             return record
-    return None
+        if (
+            equivalent is None
+            and wanted_class != wanted  # a rule applies to the proposal at all
+            and measured(record)
+            and canonical(record.params, setup).key == wanted_class
+        ):
+            equivalent = record
+    return equivalent
+
+
+def why_same(params: Mapping[str, object], same: TrialRecord, setup: Setup) -> str | None:
+    """Why ``params`` count as the configuration of ``same`` (found by `find_same`) although
+    their values differ (`Canonical.why`); None when they are the very same values."""
+    if params_key(params) == params_key(same.params):
+        return None
+    return canonical(params, setup).why
+
+
+def measured(record: TrialRecord) -> bool:
+    """A trial with figures of its own: the only kind that answers an equivalent proposal."""
+    return (
+        record.state == "complete"
+        and record.measurement is not None
+        and record.failure is None
+        and record.values is not None
+    )
 
 
 def find_running_same(
@@ -95,75 +134,82 @@ def find_running_same(
     params: Mapping[str, object],
     baseline: bool,
     key: str,
+    setup: Setup,
 ) -> int | None:
-    """The number of a running trial (other than ``number``, so another worker's) with exactly
-    these parameters under the setup ``key``, or None."""
-    wanted = params_key(params)
+    """The number of a running trial (other than ``number``, so another worker's) with these
+    parameters, or ones equivalent to them under the load of ``setup``, under the setup
+    ``key``, or None."""
+    wanted = canonical(params, setup).key
     for t in running:
         if t.number == number or t.user_attrs.get("server_key") != key:
             continue
         if bool(t.user_attrs.get("baseline")) == baseline and (
-            baseline or params_key(dict(t.params)) == wanted
+            baseline or canonical(dict(t.params), setup).key == wanted
         ):
             return t.number
     return None
 
 
-def distinct_configs(trials: Iterable[FrozenTrial], *, key: str) -> int:
+def distinct_configs(trials: Iterable[FrozenTrial], *, key: str, setup: Setup) -> int:
     """Distinct configurations among finished and running ``trials`` under the setup ``key``
-    (the baseline counts as one), those other workers are running now included."""
+    (the baseline counts as one, equivalent ones under the load of ``setup`` as one: see
+    `core.equivalence.distinct_size` for the space's count), those other workers are running
+    now included."""
     keys = set()
     for t in trials:
         if "interrupted" in t.user_attrs or t.user_attrs.get("server_key") != key:
             continue
         if t.state == TrialState.RUNNING:
             baseline = bool(t.user_attrs.get("baseline"))
-            keys.add("baseline" if baseline else params_key(dict(t.params)))
+            keys.add("baseline" if baseline else canonical(dict(t.params), setup).key)
             continue
         record = to_record(t)
         if record.duplicate_of is None and not record.rerun:
-            keys.add("baseline" if record.baseline else params_key(record.params))
+            keys.add("baseline" if record.baseline else canonical(record.params, setup).key)
     return len(keys)
 
 
-def tried_keys(trials: Iterable[FrozenTrial], *, key: str) -> set[str]:
-    """`params_key` of every configuration that has a result under the setup ``key``, or will
-    have one (running, or queued to run), the baseline left out."""
+def tried_keys(trials: Iterable[FrozenTrial], *, key: str, setup: Setup) -> set[str]:
+    """The canonical key (`core.equivalence.canonical` under ``setup``) of every configuration
+    that has a result under the setup ``key``, or will have one (running, or queued to run),
+    the baseline left out."""
     out = set()
     for t in trials:
         if t.user_attrs.get("baseline") or "interrupted" in t.user_attrs:
             continue
         if t.state == TrialState.WAITING:
-            out.add(params_key(dict(t.params) or t.system_attrs.get("fixed_params", {})))
+            queued = dict(t.params) or t.system_attrs.get("fixed_params", {})
+            out.add(canonical(queued, setup).key)
             continue
         if t.user_attrs.get("server_key") != key:
             continue
         if t.state == TrialState.RUNNING:
-            out.add(params_key(dict(t.params)))
+            out.add(canonical(dict(t.params), setup).key)
             continue
         record = to_record(t)
         if record.duplicate_of is None and not record.rerun:
-            out.add(params_key(record.params))
+            out.add(canonical(record.params, setup).key)
     return out
 
 
 def untried_config(
-    space: SearchSpace, tried: set[str], rng: random.Random
+    space: SearchSpace, tried: set[str], rng: random.Random, setup: Setup
 ) -> dict[str, object] | None:
     """A configuration of ``space`` (its enabled parameters, values as the sampler stores them)
-    whose `params_key` is not in ``tried``, chosen at random; None when every one is tried.
-    For when the sampler keeps proposing configurations that have results already."""
+    whose canonical key under ``setup`` is not in ``tried`` (`tried_keys`), chosen at random;
+    None when every one is tried. For when the sampler keeps proposing configurations that
+    have results already."""
     params = space.enabled()
     size = space.size()
     if size is not None and size <= _LIST_UP_TO:
         keys = [p.key for p in params]
         values = [[encode_choice(c) for c in p.choices() or ()] for p in params]
         combos = (dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values))
-        left = [c for c in combos if params_key(c) not in tried]
+        left = [c for c in combos if canonical(c, setup).key not in tried]
         return rng.choice(left) if left else None
     for _ in range(_DRAWS):
         draw = {p.key: _draw(p, rng) for p in params}
-        if params_key(draw) not in tried:
+        if canonical(draw, setup).key not in tried:
             return draw
     return None
 

@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 from tui_tuner.core.confidence import REMEASURE_ROUNDS, best_configurations
 from tui_tuner.core.config import StudyConfig
+from tui_tuner.core.equivalence import Setup
 from tui_tuner.core.errors import UserError
 from tui_tuner.core.objectives import directions, metric_names
 from tui_tuner.core.space import SearchSpace
@@ -282,9 +283,10 @@ class StudyStore:
         as the next trial, and return it; None if every configuration has one. Used when the
         sampler keeps proposing configurations tried already."""
         trials = self.study.get_trials(deepcopy=False)
-        tried = duplicates.tried_keys(trials, key=self.server_key)
+        setup = Setup.of(self.config)
+        tried = duplicates.tried_keys(trials, key=self.server_key, setup=setup)
         rng = random.Random(f"{self.config.study.seed}:{len(trials)}")
-        params = duplicates.untried_config(space, tried, rng)
+        params = duplicates.untried_config(space, tried, rng, setup)
         if params is not None:
             self.study.enqueue_trial(params, user_attrs={"untried": True})
         return params
@@ -316,15 +318,23 @@ class StudyStore:
 
     def find_same(self, plan: TrialPlan) -> TrialRecord | None:
         """A finished trial with exactly these parameters (measured, failed by its
-        configuration, or pruned by the user), or None. The baseline only matches the baseline.
-        Interrupted trials do not count: they are queued to run again."""
+        configuration, or pruned by the user), or else a measured one that cannot differ from
+        them under this load (`core.equivalence`; `why_same` says why), or None. The baseline
+        only matches the baseline. Interrupted trials do not count: they are queued to run
+        again."""
         return duplicates.find_same(
             self.study.get_trials(deepcopy=False, states=FINISHED),
             number=plan.number,
             params=plan.params,
             baseline=plan.baseline,
             key=self.server_key,
+            setup=Setup.of(self.config),
         )
+
+    def why_same(self, plan: TrialPlan, same: TrialRecord) -> str | None:
+        """Why ``plan`` is answered by ``same`` (from `find_same`) although their values
+        differ, for its note (`core.equivalence.duplicate_note`); None for the same values."""
+        return duplicates.why_same(plan.params, same, Setup.of(self.config))
 
     def running_count(self) -> int:
         """Trials running now, by any worker of the study."""
@@ -363,19 +373,21 @@ class StudyStore:
         return control
 
     def find_running_same(self, plan: TrialPlan) -> int | None:
-        """The number of a trial another worker is running with exactly these parameters (and
-        this server setup), or None."""
+        """The number of a trial another worker is running with these parameters, or ones that
+        cannot differ from them under this load (and this server setup), or None."""
         return duplicates.find_running_same(
             self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
             number=plan.number,
             params=plan.params,
             baseline=plan.baseline,
             key=self.server_key,
+            setup=Setup.of(self.config),
         )
 
     def distinct_configs(self) -> int:
         """Distinct configurations tried so far under this server setup (the baseline counts
-        as one), those other workers are running now included."""
+        as one, configurations that cannot differ under this load as one), those other workers
+        are running now included."""
         states = (*FINISHED, TrialState.RUNNING)
         trials = self.study.get_trials(deepcopy=False, states=states)
-        return duplicates.distinct_configs(trials, key=self.server_key)
+        return duplicates.distinct_configs(trials, key=self.server_key, setup=Setup.of(self.config))
