@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from tui_tuner.core.config import StudyConfig
+from tui_tuner.core.early_stop import Incumbents
 from tui_tuner.core.errors import UserError
 from tui_tuner.core.events import Event, Notice
 from tui_tuner.core.gpus import lane_count
@@ -157,6 +158,8 @@ async def run_study(
                 return await wait_memory_released(gpus, pids, timeout_s)
 
         emit = SharedLogs.around(emit, setup.store)  # the log tail for a TUI attached elsewhere
+        incumbents = Incumbents()  # the best so far as the events tell it, for the early stop
+        emit = _both(incumbents.observe, emit)
         reaper = await Reaper.start()
         stack.push_async_callback(reaper.close)
         pool = gpu_pool(setup.config, visible_gpus(gpus.count), gpus.reason)
@@ -171,6 +174,8 @@ async def run_study(
             runners.append(
                 TrialRunner(setup.config, setup.study_dir, launcher, bench, _Gpu(), emit)
             )
+        for runner in runners:
+            runner.incumbent = incumbents
         if pool is None and len(runners) == 1:
             orch = Orchestrator(setup.config, setup.store, runners[0], emit,
                                 study_dir=setup.study_dir)  # fmt: skip
@@ -213,6 +218,14 @@ def gpu_pool(config: StudyConfig, found: tuple[int, ...], why_none: str) -> GpuP
             "(study.workers or server.gpus); use server.gpus: [..] instead"
         )
     return GpuPool(gpus)
+
+
+def _both(first: Callable[[Event], None], then: Callable[[Event], None]) -> Callable[[Event], None]:
+    def both(event: Event) -> None:
+        first(event)
+        then(event)
+
+    return both
 
 
 def _hook(
