@@ -266,6 +266,7 @@ async def test_rows_header_logs_and_prune_follow_the_selection(
         assert "(running)" in str(logs.server_log.border_title)
         assert live_text(app.model).plain.startswith("#2 measuring")
         assert app.query_one(GpuPanel).figures == figures(2200.0, 20)
+        assert app.query_one(GpuPanel).border_title == "GPU · server of #2"  # one of several
         await pilot.press("x")
         assert isinstance(app.screen, ConfirmPrune) and app.screen.number == 2
         await pilot.press("y")
@@ -274,6 +275,7 @@ async def test_rows_header_logs_and_prune_follow_the_selection(
         # The cursor back on a finished trial: x prunes the one started last.
         await select(pilot, table, 0)
         assert app.query_one(GpuPanel).figures is None  # trial 3's server reports nothing yet
+        assert app.query_one(GpuPanel).border_title == "GPU"
         await pilot.press("x", "y")
         await pilot.pause(0.1)
         assert steering.pruned == [2, 3]

@@ -255,6 +255,10 @@ class TunerApp(App[int]):
         if drawn != self._figures_drawn:
             self._figures_drawn = drawn
             self._gpu.update_figures(None if focus is None else focus.figures)
+            # Side by side, the server figures are one trial's of several: say whose.
+            whose = focus is not None and focus.figures is not None and self.model.lanes
+            title = f"GPU · server of #{focus.number}" if focus is not None and whose else "GPU"
+            self._gpu.border_title = title
         header = header_text(self.model, self.size.width)
         if header.plain != self._header_plain:  # the clock changes once a second, not ten times
             self._header_plain = header.plain
