@@ -236,3 +236,38 @@ def test_a_signal_stops_every_lane_and_resume_finishes_the_study(
         assert after[number] == record
     complete = [r for r in after.values() if r.state == "complete"]
     assert len({json.dumps(r.params, sort_keys=True) for r in complete}) == 9
+
+
+def test_a_trial_needing_more_gpus_than_the_node_has_is_told_infeasible_unlaunched() -> None:
+    from tui_tuner.core.config import ObjectiveSettings
+    from tui_tuner.core.trial import TrialPlan
+    from tui_tuner.engine.verdict import rejected
+
+    plan = TrialPlan(3, {"tensor_parallel_size": 8}, False)
+    verdict = rejected(plan, {}, ObjectiveSettings(), 0.0, gpus_on_node=4)
+    assert verdict is not None and verdict.record.rejected
+    assert verdict.record.failure is not None
+    assert "World size (8)" in verdict.record.failure["message"]
+    assert rejected(plan, {}, ObjectiveSettings(), 0.0, gpus_on_node=8) is None
+    assert rejected(plan, {}, ObjectiveSettings(), 0.0) is None  # no GPUs handed out: vLLM says
+
+
+def test_the_gpus_handed_out_are_named_never_assumed(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tui_tuner.compose import gpu_pool
+    from tui_tuner.core.config_load import load_config
+
+    config = load_config(_config(tmp_path, tmp_path, n_trials=2))
+    assert gpu_pool(config, (), "no NVML") is None  # one at a time: the server sees what it has
+    four = replace(config, study=replace(config.study, workers=4))
+    pool = gpu_pool(four, (), "no NVML")
+    assert pool is not None and pool.gpus == (0, 1, 2, 3)  # simulated: one GPU a lane
+    real = replace(four, server=replace(four.server, command=("vllm", "serve")))
+    with pytest.raises(UserError, match="no GPU was found"):
+        gpu_pool(real, (), "no NVML")
+    pool = gpu_pool(real, (2, 3), "")
+    assert pool is not None and pool.gpus == (2, 3)
+    named = replace(real, server=replace(real.server, gpus=(5,), env={"CUDA_VISIBLE_DEVICES": "1"}))
+    with pytest.raises(UserError, match=r"server\.env sets CUDA_VISIBLE_DEVICES"):
+        gpu_pool(named, (), "")
