@@ -204,7 +204,9 @@ def test_where_a_trial_runs_is_short() -> None:
     assert run((0, 1), "").where() == "0,1"
     assert run((2,), "b7").where() == "b7:2"
     assert run((), "b7").where() == "b7" and run((), "").where() == ""
-    assert run((3,), "gpu-node-17.cluster.example").where() == "gpu-node-17…:3"
+    assert run((3,), "gpu-node-17.cluster.example").where() == "gpu-node-17:3"
+    assert run((3,), "10.0.0.17").where() == "10.0.0.17:3"
+    assert run((0,), "a-very-long-hostname").where() == "a-very-long…:0"
 
 
 def test_time_left_shares_the_work_among_the_lanes(tmp_path: Path) -> None:

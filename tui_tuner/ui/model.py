@@ -101,7 +101,8 @@ class RunningTrial:
     def where(self) -> str:
         """Where it runs, compactly: ``"0,1"`` (its GPUs), ``"b7:0,1"``, ``"b7"``, or ``""``."""
         gpus = ",".join(str(g) for g in self.gpus)
-        host = self.host if len(self.host) <= 12 else self.host[:11] + "…"
+        host = self.host if self.host.replace(".", "").isdigit() else self.host.split(".")[0]
+        host = host if len(host) <= 12 else host[:11] + "…"  # a name without its domain
         return f"{host}:{gpus}" if host and gpus else host or gpus
 
     def add_rate(self, value: float, *, from_server: bool) -> None:
