@@ -11,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from optuna.trial import TrialState
 
 from tests.fakes.engine import measurement
-from tests.fakes.studies import sim_study
+from tests.fakes.studies import records, sim_study, start, tuner
 from tui_tuner.core.config_load import load_config
+from tui_tuner.core.errors import UserError
 from tui_tuner.core.events import (
     Event,
     LogLine,
@@ -246,3 +249,96 @@ def test_a_worker_writes_its_running_trials_tail_into_the_storage(
     assert live["host"] == socket.gethostname() and live["dir"] == "/w/trials/0"
     assert live["guidellm"] == {"n": 1, "lines": ["warming up"]}
     assert live["study"]["n_trials"] == 3
+
+
+async def test_the_attached_tui_steers_through_the_storage_and_quits_without_stopping(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    from tui_tuner.attach import attached_app
+
+    worker = store_of(tmp_path, tiny_model)
+    plan = worker.ask(worker.config.space)
+    worker.set_trial_attr(plan, LIVE_ATTR, shared(plan, ["INFO the server is up"]))
+    app = attached_app(str(tmp_path / "study.db"), None, theme=None)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(lambda: plan.number in app.model.runs)
+        assert app.model.runs[plan.number].host == "node-7"
+        await until(lambda: bool(app.model.log(plan.number, "server").lines))
+        await pilot.press("p")
+        await until(lambda: worker.control().paused, timeout=2)
+        await pilot.press("x")
+        await pilot.press("y")
+        await until(lambda: plan.number in worker.control().prune, timeout=2)
+        await pilot.press("e")  # the space is the workers': nothing opens, nothing is written
+        await pilot.pause()
+        assert len(app.screen_stack) == 1
+        await pilot.press("q")
+    assert worker.control().stop_at is None  # quitting left the workers running
+    assert app.return_code == 0
+
+
+def open_when_there(study_dir: Path, proc: subprocess.Popen[str]) -> StudyStore:
+    """The study a starting tuner creates, once it is in the storage."""
+    from tui_tuner.attach import open_attached
+
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        try:
+            return open_attached(str(study_dir), None)[0].store
+        except UserError:
+            assert time.monotonic() < deadline, "the tuner never created its study"
+            time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_running_tune_is_watched_and_obeys_pause_and_prune(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    config = sim_study(tmp_path, tiny_model, name="steered", study="n_trials: 4",
+                       options=[8, 16, 32], duration_s=6)  # fmt: skip
+    study_dir, jsonl = tmp_path / "study", tmp_path / "events.jsonl"
+    proc = start(tuner("tune", config, "--study-dir", str(study_dir), "--events-jsonl", str(jsonl)))
+    events: list[Event] = []
+    try:
+        store = open_when_there(study_dir, proc)
+
+        async def scenario() -> tuple[float, int]:
+            observer = Observer(store, events.append)  # as attached: polls once a second
+            task = asyncio.ensure_future(observer.run())
+            await until(lambda: any(isinstance(e, LogLine) and e.source == "server"
+                                    for e in events), timeout=60)  # fmt: skip
+            running = next(e for e in reversed(events) if isinstance(e, TrialStarted))
+            asked = time.monotonic()
+            observer.pause()
+            await until(lambda: jsonl.exists() and "paused by a request" in jsonl.read_text(),
+                        timeout=5)  # fmt: skip
+            obeyed_s = time.monotonic() - asked
+            assert observer.prune(running.number)
+            await until(lambda: any(isinstance(e, TrialFinished)
+                                    and e.record.number == running.number for e in events),
+                        timeout=30)  # fmt: skip
+            observer.resume()
+            await asyncio.wait_for(task, 200)
+            return obeyed_s, running.number
+
+        obeyed_s, pruned = asyncio.run(scenario())
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out[-3000:]
+    assert obeyed_s < 2.0, obeyed_s  # workers read the requests once a second
+    finished = {e.record.number: e.record for e in events if isinstance(e, TrialFinished)}
+    assert finished[pruned].state == "pruned"
+    stored = {r.number: r.state for r in records(study_dir).values()}
+    seen = {r.number: r.state for r in (events[0].trials if isinstance(events[0], StudyStarted)
+                                        else ())}  # fmt: skip
+    seen.update({n: r.state for n, r in finished.items()})
+    assert seen == stored  # every trial, as stored
+    hosts = {e.host for e in events if isinstance(e, TrialStarted)}
+    assert hosts == {socket.gethostname()}
+    end = events[-1]
+    assert isinstance(end, StudyFinished) and end.stop_kind == StopKind.BUDGET, events[-5:]

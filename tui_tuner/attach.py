@@ -30,7 +30,7 @@ from tui_tuner.study_dir import StudySetup
 from tui_tuner.ui.attached import AttachedApp
 from tui_tuner.ui.themes import load_theme
 
-__all__ = ["run_attach"]
+__all__ = ["attached_app", "open_attached", "run_attach"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -48,12 +48,10 @@ def open_attached(target: str, study: str | None) -> tuple[StudySetup, int | Non
     return setup, view.config.study.n_trials if view.config_known else None
 
 
-def run_attach(target: str, study: str | None, *, theme: str | None) -> int:
-    """Watch and steer the study until the user leaves or it finishes; the workers go on."""
+def attached_app(target: str, study: str | None, *, theme: str | None) -> AttachedApp:
+    """The app attached to the study, its observer started once it opens."""
     chosen = load_theme(theme) if theme else None
     setup, budget = open_attached(target, study)
-    name = setup.config.study.name
-    where = shown_url(target) if "://" in target else target  # no password on the screen
     app: AttachedApp | None = None
 
     async def engine(
@@ -75,7 +73,18 @@ def run_attach(target: str, study: str | None, *, theme: str | None) -> int:
         return StudyOutcome(stop, observer.records)
 
     app = AttachedApp(setup, cast(Any, engine), theme=chosen)
-    app.export_hint = f"{where} --study {name} --format command"
+    app.export_hint = f"{_shown(target)} --study {setup.config.study.name} --format command"
+    return app
+
+
+def _shown(target: str) -> str:
+    return shown_url(target) if "://" in target else target  # no password on the screen
+
+
+def run_attach(target: str, study: str | None, *, theme: str | None) -> int:
+    """Watch and steer the study until the user leaves or it finishes; the workers go on."""
+    app = attached_app(target, study, theme=theme)
+    name, where = app.setup.config.study.name, _shown(target)
     code = app.run()
     console = Console(highlight=False)
     outcome = app.outcome
