@@ -15,6 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.fakes.engine import Fakes, make_config, measurement, seqs_of
+from tests.test_guidellm_worker import FAKE_DRIVER, _bench, _children, _pid_gone, _request
 from tui_tuner.core.config import ObjectiveSettings, StudyConfig, StudySettings, WorkloadSettings
 from tui_tuner.core.config_load import ConfigError, load_config
 from tui_tuner.core.config_problems import Invalid
@@ -163,7 +164,8 @@ def test_the_baseline_and_repeats_are_never_stopped_and_grid_and_gp_not_by_defau
     assert not applies(_config(), TrialPlan(0, {}, baseline=True))
     assert not applies(_config(), replace(trial, repeat=True))
     assert not applies(_config(early_stop=True), TrialPlan(0, {}, baseline=True))
-    assert not applies(_config("grid"), trial) and not applies(_config("gp"), trial)
+    assert not any(applies(_config(name), trial) for name in ("grid", "gp", "cmaes"))
+    assert applies(_config("random"), trial) and applies(_config("nsga2"), trial)
     assert applies(_config("grid", early_stop=True), trial)
     assert not applies(_config(early_stop=False), trial)
     for kind in ("latency", "pareto", "goodput"):  # the live figure is output tok/s alone
@@ -365,3 +367,48 @@ async def test_the_baselines_noise_run_is_never_stopped(tmp_path: Path) -> None:
         (True, True, "complete"),
         (False, False, "complete"),
     ]
+
+
+# -- GuideLLM's worker after a load stopped early ----------------------------------------------
+
+
+@pytest.fixture
+def driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The worker tests' fake driver (the real one's protocol, one mode a run)."""
+    monkeypatch.setenv("FAKE_RUNS", str(tmp_path / "runs"))
+    path = tmp_path / "fake_driver.py"
+    path.write_text(FAKE_DRIVER)
+    return path
+
+
+async def test_a_load_stopped_from_its_own_output_leaves_the_worker_usable(
+    tmp_path: Path, driver: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The runner cancels the run from GuideLLM's progress callback, i.e. from the task that
+    # reads the worker's output. The first run loads (a child in its group) until it is
+    # cancelled so; the next run gets a fresh worker and measures.
+    monkeypatch.setenv("FAKE_MODES", "hang,ok")
+    bench = _bench(driver)
+    progress: list[str] = []
+
+    def line(text: str) -> None:
+        if text.startswith("child "):  # loading now: stop it as the early stop does
+            run.cancel()
+
+    run = asyncio.ensure_future(
+        bench.run(_request(tmp_path, 0), line, lambda status, *_: progress.append(status))
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(run, 30)
+    assert progress == ["started"]
+    child = _children(tmp_path / "trial-0" / "guidellm.log")[0]
+    deadline = time.monotonic() + 10
+    while not _pid_gone(child) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert _pid_gone(child)  # GuideLLM's processes went with the run
+    try:
+        measured = await bench.run(_request(tmp_path, 1), lambda _: None, lambda *_: None)
+        assert measured.output_tok_s > 0
+        assert bench.worker is not None and bench.worker.starts == 2
+    finally:
+        await bench.close()
