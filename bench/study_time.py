@@ -9,9 +9,15 @@ way after the other for each seed (so that drift on the machine hits all ways al
   ``guidellm run`` CLI per trial (``workload.load_generator: cli``), no fast start. Its fixed
   sleep after start-up is left out, so this way is if anything faster than the predecessor was;
 - ``tui-tuner``: the defaults (``sampler: auto``, the warm GuideLLM worker);
-- ``tui-tuner-fast``: the defaults and ``server.fast_start: true``.
+- ``tui-tuner-fast``: the defaults and ``server.fast_start: true``;
+- ``tui-tuner-fast-no-early-stop``: the same with ``study.early_stop: false`` (the predecessor's
+  way has none either).
 
-Early stopping of hopeless trials is not built (issue 10), so there is no on/off for it here.
+The early stop (``core/early_stop.py``) judges GuideLLM's progress records, which come every
+10 s of real time whatever the time scale, past 10 s of load: it can only fire on a load window
+of about 30 s or more. ``--window-s`` sets the window apart from the time scale (default
+``60 / --time-scale``, on which it never fires); compare it on and off with, say,
+``--window-s 40 --ways tui-tuner-fast,tui-tuner-fast-no-early-stop``.
 
 A configuration's worth is the mean of every measurement of it in this run (all ways, all
 seeds); the best is the highest worth. Per study: the trials and the wall time (from the first
@@ -19,7 +25,7 @@ trial's start) until it finished a trial of a configuration worth 98% of the bes
 wall time. The simulated server's figures are simulated: they rank configurations the way its
 performance model does, not a real GPU.
 
-    .venv/bin/python bench/study_time.py --trials 10 --seeds 0,1 --time-scale 8 [--json]
+    .venv/bin/python bench/study_time.py --trials 10 --seeds 0,1 [--window-s 40] [--json]
 """
 
 from __future__ import annotations
@@ -46,13 +52,18 @@ from tui_tuner.engine.study import StudyStore, default_storage_url  # noqa: E402
 from tui_tuner.study_dir import StudyDir, saved_overrides  # noqa: E402
 
 WAYS = {
-    "predecessor": {"sampler": "tpe", "load": "load_generator: cli, ", "server": ""},
-    "tui-tuner": {"sampler": "auto", "load": "", "server": ""},
-    "tui-tuner-fast": {"sampler": "auto", "load": "", "server": "fast_start: true"},
-}
+    "predecessor": {"sampler": "tpe", "load": "load_generator: cli, ", "server": "",
+                    "study": ", early_stop: false"},
+    "tui-tuner": {"sampler": "auto", "load": "", "server": "", "study": ""},
+    "tui-tuner-fast": {"sampler": "auto", "load": "", "server": "fast_start: true", "study": ""},
+    "tui-tuner-fast-no-early-stop": {"sampler": "auto", "load": "", "server": "fast_start: true",
+                                     "study": ", early_stop: false"},
+}  # fmt: skip
 
 
-def config_for(work: Path, way: str, seed: int, trials: int, scale: float) -> Path:
+def config_for(
+    work: Path, way: str, seed: int, trials: int, scale: float, window_s: float | None = None
+) -> Path:
     profile = work / "profile.yaml"
     profile.write_text(SIM_PROFILE.replace("llama-8b-h100", "llama-7b-24gb"))
     w = WAYS[way]
@@ -60,7 +71,7 @@ def config_for(work: Path, way: str, seed: int, trials: int, scale: float) -> Pa
             "--sim-startup-scale", str(scale)]  # fmt: skip
     path = work / f"{way}-{seed}.yaml"
     path.write_text(f"""
-study: {{name: {way}-{seed}, sampler: {w["sampler"]}, seed: {seed}, n_trials: {trials}}}
+study: {{name: {way}-{seed}, sampler: {w["sampler"]}, seed: {seed}, n_trials: {trials}{w["study"]}}}
 server:
   command: ["{sys.executable}", "-m", "tui_tuner", "sim-serve"]
   model: {TINY}
@@ -69,7 +80,7 @@ server:
   startup_timeout_s: 300
   {w["server"]}
 workload: {{{w["load"]}prompt_tokens: 3072, output_tokens: 128, streams: 16,
-           duration_s: {60 / scale:g}, warmup_s: 0}}
+           duration_s: {window_s or 60 / scale:g}, warmup_s: 0}}
 search_space:
   max_num_batched_tokens: {{options: [256, 512, 768, 1024, 1536, 2048, 3072, 4096, 8192]}}
   enable_chunked_prefill: {{type: bool}}
@@ -104,6 +115,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--time-scale", type=float, default=8.0)
+    parser.add_argument("--window-s", type=float, default=None, help="load window (60/scale)")
     parser.add_argument("--ways", default=",".join(WAYS))
     parser.add_argument("--guidellm", type=Path, default=None)
     parser.add_argument("--json", action="store_true")
@@ -120,7 +132,7 @@ def main() -> int:
     for seed in seeds:
         for way in ways:
             t0 = time.monotonic()
-            config = config_for(work, way, seed, args.trials, args.time_scale)
+            config = config_for(work, way, seed, args.trials, args.time_scale, args.window_s)
             studies[way, seed] = run_study(config, work / f"{way}-{seed}", args.trials, guidellm)
             print(f"{way} seed {seed}: {time.monotonic() - t0:.0f} s", file=sys.stderr)
     runs: dict[str, list[float]] = defaultdict(list)
@@ -132,7 +144,8 @@ def main() -> int:
     best = max(worth.values())
     rows: dict[str, list[dict[str, float | int | None]]] = defaultdict(list)
     print(f"best worth {best:.0f} output tok/s (simulated), 98% = {0.98 * best:.0f}")
-    print(f"{'way':<15} {'seed':>4} {'trials to 98%':>13} {'wall to 98%':>11} {'wall':>7}")
+    print(f"{'way':<28} {'seed':>4} {'trials to 98%':>13} {'wall to 98%':>11} {'wall':>7} "
+          f"{'stopped early':>13}")  # fmt: skip
     for (way, seed), records in studies.items():
         ran = sorted((r for r in records if r.started_at and r.finished_at),
                      key=lambda r: r.finished_at or 0.0)  # fmt: skip
@@ -146,11 +159,14 @@ def main() -> int:
             "trials_to_98": reach[0] if reach else None,
             "wall_to_98_s": round((reach[1].finished_at or 0.0) - start, 1) if reach else None,
             "wall_s": round(max(r.finished_at or 0.0 for r in ran) - start, 1),
+            "stopped_early": sum(r.note.startswith("early stopped") for r in ran),
         }
         rows[way].append(row)
-        print(f"{way:<15} {seed:>4} {row['trials_to_98'] or 'never'!s:>13} "
-              f"{row['wall_to_98_s'] or '-'!s:>11} {row['wall_s']:>7}")  # fmt: skip
-    result = {"best_output_tok_s": round(best, 1), "time_scale": args.time_scale, "ways": rows}
+        print(f"{way:<28} {seed:>4} {row['trials_to_98'] or 'never'!s:>13} "
+              f"{row['wall_to_98_s'] or '-'!s:>11} {row['wall_s']:>7} "
+              f"{row['stopped_early']:>13}")  # fmt: skip
+    result = {"best_output_tok_s": round(best, 1), "time_scale": args.time_scale,
+              "window_s": args.window_s or 60 / args.time_scale, "ways": rows}  # fmt: skip
     if args.json:
         print(json.dumps(result))
     return 0
