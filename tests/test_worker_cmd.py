@@ -47,6 +47,7 @@ from tui_tuner.core.stop import StopKind, StopReason
 from tui_tuner.core.trial import TrialRecord, counts_against_budget
 from tui_tuner.engine.study import StudyStore
 from tui_tuner.report.lines import LineSink
+from tui_tuner.study_dir import saved_overrides
 
 T0 = 1_764_790_801.5  # 2025-12-03T19:40:01.500Z
 
@@ -132,6 +133,8 @@ def test_a_log_format_not_known_is_refused() -> None:
          "invalid choice: 'xml'"),
         (["worker", "--storage", "postgresql://h/db"], "the following arguments are required: "
          "CONFIG"),
+        (["worker", "s.yaml", "--storage", "postgresql://h/db", "--workers", "0"],
+         "'0' is not a whole number from 1, nor auto"),
     ],
 )  # fmt: skip
 def test_argument_errors_are_usage_errors(
@@ -162,7 +165,8 @@ def test_an_unreachable_storage_is_one_line_and_its_own_exit_code(
     )
     url = f"postgresql://tuner:secretpw@127.0.0.1:{free_port()}/tuner"  # nobody listens
     monkeypatch.chdir(tmp_path)
-    code = main(["worker", str(config), "--storage", url, "--guidellm", str(FAKE_GUIDELLM)])
+    argv = ["worker", str(config), "--storage", url, "--guidellm", str(FAKE_GUIDELLM)]
+    code = main([*argv, "--workers", "2"])
     out, err = capsys.readouterr()
     assert code == EXIT_UNREACHABLE == 3
     assert len(err.strip().splitlines()) == 1, err
@@ -173,7 +177,9 @@ def test_an_unreachable_storage_is_one_line_and_its_own_exit_code(
     assert "study.storage is postgresql://tuner:***@127.0.0.1:1/tuner; this worker uses " in out
     # The default study directory is this host's.
     host = socket.gethostname()
-    assert (tmp_path / "tui-tuner-worker" / "unreached" / host / "config.yaml").is_file()
+    study_dir = tmp_path / "tui-tuner-worker" / "unreached" / host
+    assert (study_dir / "config.yaml").is_file()
+    assert saved_overrides(study_dir)["study.workers"] == 2  # --workers reached the study
     assert re.search(rf"INFO +- +worker started: host {re.escape(host)}, pid \d+", out)
 
 

@@ -77,7 +77,10 @@ def _worker(ns: argparse.Namespace) -> int:
                 "--storage a PostgreSQL URL for workers on several hosts")  # fmt: skip
     study_dir = Path(ns.study_dir) if ns.study_dir else worker_dir(own.name, host)
     reused = (study_dir / "config.yaml").is_file()
-    setup = tune_setup(path, study_dir=study_dir, overrides={"study.storage": url})
+    overrides: dict[str, object] = {"study.storage": url}
+    if ns.workers is not None:
+        overrides["study.workers"] = ns.workers
+    setup = tune_setup(path, study_dir=study_dir, overrides=overrides)
     again = " (reused: a worker of this host ran here before)" if reused else ""
     log.say("info", f"study {own.name}, storage {shown_url(url)}, directory "
             f"{setup.study_dir}{again}", kind="worker_study",
@@ -180,6 +183,15 @@ def _storage_url(text: str) -> str:
     return text
 
 
+def _workers(text: str) -> int | str:
+    """``--workers``: a whole number from 1, or auto (as `tune`'s)."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1, nor auto")
+    return int(text)
+
+
 def _exit_codes_text() -> str:
     lines = ["exit codes:"]
     for code, meaning in WORKER_EXIT_CODES:
@@ -197,6 +209,7 @@ def register(sub: argparse._SubParsersAction[Any], command: Command) -> None:
         "join the study a configuration names at a shared storage and run its trials on this "
         "host until its budget is done (for containers, SSH and clusters; log lines, no UI)",
         ["tui-tuner worker study.yaml --storage postgresql://tuner:PW@db:5432/tuner",
+         "tui-tuner worker study.yaml --storage postgresql://tuner@db:5432/tuner --workers auto",
          "tui-tuner worker study.yaml --storage postgresql://tuner:PW@db:5432/tuner "
          "--log-format json --study-dir /scratch/tuner"],
         _worker,
@@ -224,6 +237,14 @@ def register(sub: argparse._SubParsersAction[Any], command: Command) -> None:
         default="plain",
         help="plain: one line per event (time, level, trial, text); json: one JSON object "
         "per line (default: plain)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N",
+        help="run N trials side by side on this host, each on GPUs of its own, or auto: one a "
+        "GPU (overrides study.workers)",
     )
     parser.add_argument(
         "--guidellm",
