@@ -70,7 +70,7 @@ class StudySettings:
     #: allow one trial each).
     workers: int | None = 1
     #: Stop a trial's load once it clearly cannot beat the best so far (`core/early_stop.py`);
-    #: None: ``auto``, on unless the sampler is ``grid`` or ``gp``.
+    #: None: ``auto``, on unless the sampler is ``grid``, ``gp`` or ``cmaes``.
     early_stop: bool | None = None
 
 

@@ -41,10 +41,11 @@ above ``workload.max_error_rate`` even at its lower bound (Wilson, ``Z``), over 
 `MIN_REQUESTS`: the trial then fails as ``too_many_errors``, as its whole run would have.
 
 Where it applies (`applies`): ``study.early_stop`` (None: on unless the sampler is ``grid``,
-which must run every point, or ``gp``, whose model ignores pruned trials, so a stopped trial
-would teach it nothing), a ``throughput`` objective (the live figure is output tok/s; latency,
-Pareto and goodput need the whole run), and never the baseline or a repeat (the baseline's noise
-runs, the re-measurement of the best), whose whole figures are the reference.
+which must run every point, or ``gp`` or ``cmaes``, which leave pruned trials out of their
+models, so a stopped trial would teach them nothing), a ``throughput`` objective (the live
+figure is output tok/s; latency, Pareto and goodput need the whole run), and never the baseline
+or a repeat (the baseline's noise runs, the re-measurement of the best), whose whole figures are
+the reference.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from tui_tuner.core.trial import TrialPlan, TrialRecord
 
 __all__ = [
     "ASSUMED_CV",
+    "AUTO_OFF",
     "LATE_SHARE",
     "MIN_CV",
     "MIN_OBSERVED_S",
@@ -91,6 +93,8 @@ MIN_REQUESTS = 10
 LATE_SHARE = 0.8
 #: Standard deviations of the margin (one-sided): a wrong stop about once in 740 readings.
 Z = 3.0
+#: Samplers ``early_stop: auto`` leaves it off for (see the module).
+AUTO_OFF = ("grid", "gp", "cmaes")
 #: The noise when none was measured, and the least a measured one counts as.
 ASSUMED_CV = 0.10
 MIN_CV = 0.02
@@ -204,7 +208,7 @@ def applies(config: StudyConfig, plan: TrialPlan) -> bool:
     """Whether this trial's load may be stopped early (see the module)."""
     on = config.study.early_stop
     if on is None:
-        on = config.study.sampler not in ("grid", "gp")
+        on = config.study.sampler not in AUTO_OFF
     return on and config.objective.kind == "throughput" and not (plan.baseline or plan.repeat)
 
 
