@@ -24,7 +24,16 @@ from typing import Any, Protocol
 
 from optuna.exceptions import UpdateFinishedTrialError
 
-from tui_tuner.core.events import Event, LogLine, Notice, StudyStarted, TrialFinished, TrialStarted
+from tui_tuner.core.events import (
+    BenchProgress,
+    Event,
+    LogLine,
+    Notice,
+    StudyStarted,
+    TrialFinished,
+    TrialPhaseChanged,
+    TrialStarted,
+)
 from tui_tuner.core.trial import TrialPlan
 from tui_tuner.engine.storage import StorageThread, StorageUnavailable
 
@@ -96,11 +105,17 @@ class _Tail:
     that count)."""
 
     def __init__(self, trial_dir: str, command: tuple[str, ...], study: dict[str, Any]) -> None:
-        self.head = {"host": socket.gethostname(), "dir": trial_dir, "command": list(command),
-                     "study": study}  # fmt: skip
+        self.head: dict[str, Any] = {"host": socket.gethostname(), "dir": trial_dir,
+                                     "command": list(command), "study": study,
+                                     "phase": "launching", "progress": None}  # fmt: skip
         self.lines = {"server": deque[str](maxlen=LOG_LINES),
                       "guidellm": deque[str](maxlen=LOG_LINES)}  # fmt: skip
         self.counts = {"server": 0, "guidellm": 0}
+        self.changed = True
+
+    def note(self, key: str, value: object) -> None:
+        """Its phase, or its load generator's last progress (``BenchProgress``'s figures)."""
+        self.head[key] = value
         self.changed = True
 
     def add(self, source: str, text: str) -> None:
@@ -152,6 +167,14 @@ class SharedLogs:
             self._trials[event.number] = _Tail(event.trial_dir, event.command, self._study)
             while len(self._trials) > TRIALS_KEPT:
                 del self._trials[next(iter(self._trials))]
+        elif isinstance(event, TrialPhaseChanged):
+            if (tail := self._trials.get(event.number)) is not None:
+                tail.note("phase", event.phase)
+        elif isinstance(event, BenchProgress):
+            if (tail := self._trials.get(event.number)) is not None:
+                figures = [event.repeat, event.status, event.elapsed_s, event.successful,
+                           event.errored, event.output_tok_s]  # fmt: skip
+                tail.note("progress", figures)
         elif isinstance(event, TrialFinished):
             self._trials.pop(event.record.number, None)
         elif isinstance(event, StudyStarted):

@@ -26,17 +26,21 @@ from typing import Any, Literal
 from optuna.trial import FrozenTrial, TrialState
 
 from tui_tuner.core.events import (
+    BenchProgress,
     Event,
+    GpuSampled,
     LogLine,
     Notice,
     StudyFinished,
     StudyStarted,
     StudyStateChanged,
     TrialFinished,
+    TrialPhaseChanged,
     TrialStarted,
 )
 from tui_tuner.core.space import SearchSpace
 from tui_tuner.core.stop import StopKind, StopReason
+from tui_tuner.core.telemetry import GpuState
 from tui_tuner.core.trial import TrialRecord, counts_against_budget
 from tui_tuner.engine.control import LIVE_ATTR, POLL_S, Control
 from tui_tuner.engine.records import to_record
@@ -54,6 +58,7 @@ FINISH_GRACE_S = 5.0
 IDLE_S = 60.0
 _OPEN = (TrialState.WAITING, TrialState.RUNNING)
 _SOURCES: tuple[Literal["server", "guidellm"], ...] = ("server", "guidellm")
+_PHASES = ("launching", "ready", "warmup", "measuring", "teardown")
 
 
 @dataclass
@@ -66,6 +71,8 @@ class _Open:
     announced: bool = False
     host: str = ""
     trial_dir: str = ""
+    phase: str = "launching"
+    progress: list[Any] | None = None
     logs: dict[str, int] = field(default_factory=lambda: {"server": 0, "guidellm": 0})
 
 
@@ -112,6 +119,7 @@ class Observer:
         self._unavailable: str | None = None
         self._leave = asyncio.Event()
         self._pending: set[asyncio.Future[Any]] = set()
+        self._local_changes = 0  # requests made here: a read begun before one predates it
 
     # -- steering: requests written into the storage --------------------------------------
 
@@ -181,6 +189,7 @@ class Observer:
         def write() -> Control:
             return self.store.update_control(**change)
 
+        self._local_changes += 1
         task = asyncio.ensure_future(self._io(write))
         self._pending.add(task)
         task.add_done_callback(self._written)
@@ -202,6 +211,7 @@ class Observer:
                     return StopReason(StopKind.USER, "left the attached TUI; the workers go on")
                 except asyncio.TimeoutError:
                     pass
+                seen = self._local_changes
                 try:
                     read = await self._io(self._read, self._ids(), self._count)
                 except StorageUnavailable as err:
@@ -212,7 +222,7 @@ class Observer:
                 if self._unavailable is not None:
                     self._unavailable = None
                     self.emit(Notice("info", "the study storage answers again"))
-                self._apply(read)
+                self._apply(read, control=seen == self._local_changes)
                 stop = self._done()
                 if stop is not None:
                     self.emit(StudyStateChanged("finished", stop.text))
@@ -236,6 +246,9 @@ class Observer:
             finished_before=sum(counts_against_budget(r) for r in self._records.values()),
             trials=tuple(self._records[n] for n in sorted(self._records)),
         ))  # fmt: skip
+        self.emit(
+            GpuSampled(GpuState(False, "no GPU readings here: the GPUs are the workers'", ()))
+        )
         if self._paused:
             self.emit(StudyStateChanged("paused", "paused by a request in the study storage"))
         self._apply(_Read(read.attrs, read.open, [], read.count))
@@ -270,8 +283,11 @@ class Observer:
 
     # On the event loop:
 
-    def _apply(self, read: _Read) -> None:
-        self._follow_control(Control.from_attr(read.attrs.get("control")))
+    def _apply(self, read: _Read, *, control: bool = True) -> None:
+        """What changed since the last read, as events; the control requests unless a request
+        made here since the read began makes them stale (they are read again next time)."""
+        if control:
+            self._follow_control(Control.from_attr(read.attrs.get("control")))
         self._learn_budget(read.open)
         for t in read.open:
             run = self._open.get(t.number)
@@ -319,6 +335,7 @@ class Observer:
         if not run.announced and (live or now - run.running_since >= self._details_wait_s):
             self._announce(t, run, live or {})
         if run.announced and live:
+            self._share_live(t, run, live)
             self._share_logs(t, run)
 
     def _announce(self, t: FrozenTrial, run: _Open, live: Mapping[str, Any]) -> None:
@@ -334,6 +351,20 @@ class Observer:
             self.emit(Notice("info", f"trial {t.number} runs in {where}, which does not share "
                              "its logs: they are in that worker's study directory, under "
                              f"trials/{t.number}/", t.number))  # fmt: skip
+
+    def _share_live(self, t: FrozenTrial, run: _Open, live: Mapping[str, Any]) -> None:
+        """The phase and the load generator's progress its worker last shared, as events."""
+        phase = live.get("phase")
+        if phase in _PHASES and phase != run.phase:
+            run.phase = phase
+            since = time.monotonic() - (run.running_since or time.monotonic())
+            self.emit(TrialPhaseChanged(t.number, phase, since))
+        progress = live.get("progress")
+        if isinstance(progress, list) and len(progress) == 6 and progress != run.progress:
+            run.progress = progress
+            repeat, status, elapsed, ok, errored, tok_s = progress
+            self.emit(BenchProgress(t.number, int(repeat), str(status), float(elapsed), int(ok),
+                                    int(errored), float(tok_s)))  # fmt: skip
 
     def _share_logs(self, t: FrozenTrial, run: _Open) -> None:
         """The lines shared since the last read, as the worker's events would have carried
