@@ -143,9 +143,33 @@ def test_a_worker_that_shares_nothing_is_shown_with_its_host_and_where_its_logs_
     asyncio.run(scenario())
     run = next(e for e in events if isinstance(e, TrialStarted))
     assert run.host == socket.gethostname() and run.trial_dir == ""
-    notice = next(e for e in events if isinstance(e, Notice))
-    assert "does not share its logs" in notice.text and socket.gethostname() in notice.text
-    assert "trials/0/" in notice.text
+    notices = [e.text for e in events if isinstance(e, Notice)]
+    assert "does not share its logs" in notices[0] and socket.gethostname() in notices[0]
+    assert "trials/0/" in notices[0]
+    assert len(notices) == 1  # its heartbeat is fresh: nothing more is said
+
+
+def test_a_running_trial_whose_worker_fell_silent_is_said_once(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    worker = store_of(tmp_path, tiny_model)
+    plan = worker.ask(worker.config.space)
+    worker.set_trial_attr(plan, "heartbeat", time.time() - 600)
+    events: list[Event] = []
+
+    async def scenario() -> None:
+        observer = Observer(StudyStore(worker.config, worker.storage_url), events.append,
+                            **FAST)  # fmt: skip
+        task = asyncio.ensure_future(observer.run())
+        await until(lambda: any(isinstance(e, Notice) and "heartbeat" in e.text
+                                for e in events))  # fmt: skip
+        await asyncio.sleep(0.3)  # several reads more
+        observer.leave()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    silent = [e.text for e in events if isinstance(e, Notice) and "heartbeat" in e.text]
+    assert len(silent) == 1 and "for 600 s" in silent[0] and "may be dead" in silent[0]
 
 
 def test_the_observers_commands_are_requests_in_the_storage(
@@ -342,3 +366,57 @@ def test_a_running_tune_is_watched_and_obeys_pause_and_prune(
     assert hosts == {socket.gethostname()}
     end = events[-1]
     assert isinstance(end, StudyFinished) and end.stop_kind == StopKind.BUDGET, events[-5:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_two_workers_on_postgresql_are_watched_as_one_study(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """Trials of both workers, side by side, with the budget the workers share (a storage URL
+    carries no configuration), to the study's end."""
+    from tests.postgres import postgres_server
+    from tui_tuner.attach import open_attached
+
+    with postgres_server() as url:
+        config = sim_study(tmp_path, tiny_model, name="pair", options=[8, 16, 32, 64, 128],
+                           study=f'n_trials: 6, storage: "{url}"')  # fmt: skip
+        dirs = [tmp_path / f"worker-{i}" for i in (1, 2)]
+        procs = [start(tuner("tune", config, "--study-dir", str(d))) for d in dirs]
+        events: list[Event] = []
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    store = open_attached(url, "pair")[0].store
+                    break
+                except UserError:
+                    assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+                    time.sleep(0.2)
+            stop = asyncio.run(Observer(store, events.append).run())
+            outs = [p.communicate(timeout=120)[0] for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        assert all(p.returncode == 0 for p in procs), [o[-2000:] for o in outs]
+        stored = {r.number: r.state for r in StudyStore(load_config(config), url).records()}
+    assert stop.kind == StopKind.BUDGET, stop
+    first = events[0]
+    assert isinstance(first, StudyStarted)
+    seen = {r.number: r.state for r in first.trials}
+    seen.update({e.record.number: e.record.state for e in events if isinstance(e, TrialFinished)})
+    assert seen == stored
+    dirs_seen = {
+        Path(e.trial_dir).parent.parent.name for e in events if isinstance(e, TrialStarted)
+    }
+    assert dirs_seen == {"worker-1", "worker-2"}  # each worker's trials, from its own directory
+    running, most = set(), 0
+    for e in events:
+        if isinstance(e, TrialStarted):
+            running.add(e.number)
+        elif isinstance(e, TrialFinished):
+            running.discard(e.record.number)
+        most = max(most, len(running))
+    assert most == 2  # the two ran side by side, and were shown so

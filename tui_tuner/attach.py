@@ -38,7 +38,12 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 def open_attached(target: str, study: str | None) -> tuple[StudySetup, int | None]:
     """The study to attach to, opened for its control requests, and its budget when its
     configuration is known (a study directory); refused with one line if it is not there."""
-    view = open_study(target, study)
+    import optuna
+
+    try:
+        view = open_study(target, study)
+    except optuna.exceptions.OptunaError as err:  # a database without Optuna's tables yet
+        raise UserError(f"cannot read the study storage {_shown(target)}: {err}") from None
     url = view.storage_url
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         raise UserError(f"{target}: the study has no storage yet ({url.removeprefix('sqlite:///')});"

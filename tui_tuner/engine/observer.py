@@ -45,7 +45,7 @@ from tui_tuner.core.trial import TrialRecord, counts_against_budget
 from tui_tuner.engine.control import LIVE_ATTR, POLL_S, Control
 from tui_tuner.engine.records import to_record
 from tui_tuner.engine.storage import StorageThread, StorageUnavailable, shown_url
-from tui_tuner.engine.study import StudyStore
+from tui_tuner.engine.study import STALE_AFTER_S, StudyStore
 
 __all__ = ["DETAILS_WAIT_S", "FINISH_GRACE_S", "IDLE_S", "Observer"]
 
@@ -73,6 +73,7 @@ class _Open:
     trial_dir: str = ""
     phase: str = "launching"
     progress: list[Any] | None = None
+    silent_said: bool = False
     logs: dict[str, int] = field(default_factory=lambda: {"server": 0, "guidellm": 0})
 
 
@@ -289,19 +290,21 @@ class Observer:
         if control:
             self._follow_control(Control.from_attr(read.attrs.get("control")))
         self._learn_budget(read.open)
+        # Ended first: a worker that ended a trial and started its next between two reads ran
+        # them one after the other.
+        for t in sorted(read.ended, key=lambda t: t.number):
+            ended = self._open.pop(t.number, None)
+            if ended is not None and ended.announced:
+                self._share_logs(t, ended)  # what came since the last read
+            record = to_record(t)
+            self._records[t.number] = record
+            self.emit(TrialFinished(record))
         for t in read.open:
             run = self._open.get(t.number)
             if run is None:
                 run = self._open[t.number] = _Open(t._trial_id, bool(t.user_attrs.get("repeat")))
             if t.state == TrialState.RUNNING:
                 self._running(t, run)
-        for t in sorted(read.ended, key=lambda t: t.number):
-            run = self._open.pop(t.number, None)
-            if run is not None and run.announced:
-                self._share_logs(t, run)  # what came since the last read
-            record = to_record(t)
-            self._records[t.number] = record
-            self.emit(TrialFinished(record))
         self._count = max(self._count, read.count)
         if any(run.running_since is not None for run in self._open.values()):
             self._quiet_since, self._idle_said = time.monotonic(), False
@@ -337,6 +340,13 @@ class Observer:
         if run.announced and live:
             self._share_live(t, run, live)
             self._share_logs(t, run)
+        beat = t.user_attrs.get("heartbeat")
+        silent = None if beat is None else time.time() - float(beat)
+        if silent is not None and silent > STALE_AFTER_S and not run.silent_said:
+            run.silent_said = True
+            self.emit(Notice("warning", f"trial {t.number}'s worker on {run.host or '?'} has "
+                             f"written no heartbeat for {silent:.0f} s: it may be dead (another "
+                             "worker fails the trial and runs it again)", t.number))  # fmt: skip
 
     def _announce(self, t: FrozenTrial, run: _Open, live: Mapping[str, Any]) -> None:
         run.announced = True
