@@ -96,22 +96,69 @@ def test_with_cuda_graphs_only_caps_with_the_same_largest_graph_are_one() -> Non
     assert same({"max_num_seqs": 128}, {"max_num_seqs": 256}, setup(32, tokens))
 
 
+def vllm_capture_sizes(seqs: int, ceiling: int, tokens: int | None) -> list[int]:
+    """vLLM's default capture list (`VllmConfig._set_cudagraph_sizes`, 0.32, no speculative
+    decoding), written out on its own: the grid to the largest size, the token budget and
+    ``max_num_seqs`` when they fit."""
+    budget = 16384 if tokens is None else tokens  # a default budget is above every ceiling
+    top = min(seqs * 2, ceiling)
+    decode = [seqs] if seqs <= top else []
+    top = min(budget, top)
+    sizes = [s for s in (1, 2, 4) if s <= top]
+    sizes += list(range(8, min(top + 1, 256), 8)) if top >= 8 else []
+    sizes += list(range(256, top + 1, 16)) if top >= 256 else []
+    sizes += [budget] if budget <= top else []
+    sizes += [s for s in decode if s <= budget]
+    return sorted(set(sizes))
+
+
 def test_the_join_never_puts_together_caps_whose_graphs_differ() -> None:
-    """The rule takes the speculative decode length and the GPU's ceiling at their smallest;
-    whatever they are, two caps it joins get the same largest graph in vLLM 0.33."""
-
-    def vllm_cap(seqs: int, q: int, ceiling: int, tokens: int | None) -> int:
-        cap = min(seqs * q * 2, ceiling)
-        return cap if tokens is None else min(cap, tokens)
-
+    """The rule takes the GPU's ceiling as 1024; on any GPU, two caps it joins get the same
+    CUDA graphs in vLLM."""
+    joined = 0
     for tokens in (None, 96, 300, 700, 4096):
         s = setup(24, {} if tokens is None else {"max_num_batched_tokens": tokens})
-        seqs = [m for m in range(24, 1200, 7) if tokens is None or m <= tokens]
-        for a, b in itertools.combinations(seqs, 2):
-            if not same({"max_num_seqs": a}, {"max_num_seqs": b}, s):
-                continue
-            for q, ceiling in itertools.product((1, 2, 4), (512, GRAPH_CEILING)):
-                assert vllm_cap(a, q, ceiling, tokens) == vllm_cap(b, q, ceiling, tokens), (a, b)
+        groups: dict[str, list[int]] = {}
+        for m in range(24, 1300 if tokens is None else tokens + 1):
+            groups.setdefault(canonical({"max_num_seqs": m}, s).key, []).append(m)
+        for first, *rest in groups.values():
+            joined += len(rest)
+            for m, ceiling in itertools.product(rest, (512, GRAPH_CEILING)):
+                want = vllm_capture_sizes(first, ceiling, tokens)
+                assert vllm_capture_sizes(m, ceiling, tokens) == want, (first, m, ceiling, tokens)
+    assert joined > 1000  # the rule does join: 1024 and 1299, 48 and 56 under 96 tokens...
+
+
+def test_a_size_of_its_own_keeps_a_cap_apart() -> None:
+    """vLLM captures max_num_seqs itself when it fits: 600 is a graph of its own on Blackwell
+    (1024), so 600 is not 1024 there; 608 lies on the grid and is."""
+    s = setup(32)
+    assert vllm_capture_sizes(600, 1024, None) != vllm_capture_sizes(1024, 1024, None)
+    assert not same({"max_num_seqs": 600}, {"max_num_seqs": 1024}, s)
+    assert same({"max_num_seqs": 608}, {"max_num_seqs": 1024}, s)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--speculative-config", '{"method": "ngram", "num_speculative_tokens": 3}'],
+        ["-sc.num_speculative_tokens=3"],
+        ["--max-cudagraph-capture-size=64"],
+        ["-O0"],
+        ["-cc.cudagraph_mode=NONE"],
+        ["--no-enforce-eager"],
+        ["--max-num-batched-tokens", "64"],
+    ],
+)
+def test_extra_arguments_that_touch_the_rule_turn_it_off(extra: list[str]) -> None:
+    s = replace(setup(32, EAGER), extra_args=tuple(extra))
+    assert not same({"max_num_seqs": 32}, {"max_num_seqs": 1024}, s)
+
+
+def test_extra_arguments_that_do_not_touch_it_leave_it_on() -> None:
+    args = ("--sim-profile-file", "/tmp/inspect-spec/p.yaml", "--sim-time-scale", "4")
+    s = replace(setup(32, EAGER), extra_args=args)
+    assert same({"max_num_seqs": 32}, {"max_num_seqs": 1024}, s)
 
 
 def test_no_rule_under_a_rate_a_goodput_search_or_for_the_baseline() -> None:

