@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -14,8 +15,10 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState
 
+from tests.conftest import FAST_PROFILE, SimProcess
 from tests.fakes.engine import Fakes, make_config, measurement, seqs_of
 from tests.test_guidellm_worker import FAKE_DRIVER, _bench, _children, _pid_gone, _request
+from tui_tuner.adapters.guidellm import GuidellmBenchmarker
 from tui_tuner.core.config import ObjectiveSettings, StudyConfig, StudySettings, WorkloadSettings
 from tui_tuner.core.config_load import ConfigError, load_config
 from tui_tuner.core.config_problems import Invalid
@@ -412,3 +415,60 @@ async def test_a_load_stopped_from_its_own_output_leaves_the_worker_usable(
         assert bench.worker is not None and bench.worker.starts == 2
     finally:
         await bench.close()
+
+
+# -- real GuideLLM on the simulated server (slow) -----------------------------------------------
+
+
+@pytest.mark.slow
+async def test_real_guidellm_is_stopped_from_its_progress_with_a_sensible_rate(
+    start_sim: Callable[..., SimProcess], tiny_model: Path, guidellm_exe: Path, tmp_path: Path
+) -> None:
+    """GuideLLM 0.8.1's own progress records (cumulative counts and rate) drive the rule: a
+    40 s load against a best far above the server's is stopped at the first judged record,
+    20-30 s into the load, and the rate judged agrees with GuideLLM's own."""
+    sim = start_sim("--max-num-seqs", "8", "--sim-profile-file", str(FAST_PROFILE),
+                    model=str(tiny_model))  # fmt: skip
+    workload = WorkloadSettings(prompt_tokens=64, output_tokens=32, streams=8, duration_s=40,
+                                warmup_s=0)  # fmt: skip
+    config = replace(_config(), workload=workload)
+    fakes = Fakes()  # no launch here: the server runs already
+    runner = TrialRunner(config, tmp_path, fakes, GuidellmBenchmarker(guidellm_exe), fakes,
+                         lambda _: None)  # fmt: skip
+    request = BenchRequest(sim.url, str(tiny_model), None, workload, 8, None, str(tiny_model),
+                           tmp_path / "report.json", tmp_path / "guidellm.log", 120.0)  # fmt: skip
+    progress = TrialProgress(1, phase="ready")
+    last: list[float] = []
+    watch = Watch(Incumbent(1e9, number=0, cv=0.03), config)
+    plain_add = watch.add
+
+    def add(
+        status: str, elapsed: float, ok: int, err: int, tok_s: float, rps: float | None = None
+    ) -> bool:
+        last[:] = [elapsed, tok_s, ok / (rps or 1.0)]
+        return plain_add(status, elapsed, ok, err, tok_s, rps)
+
+    watch.add = add  # type: ignore[method-assign]
+    measured = await runner._one_run(0, _Server(sim.url), request, progress, watch)
+    assert measured is None and progress.failure is None, progress.failure
+    assert progress.early_stopped is not None, progress.partial
+    stopped = progress.early_stopped
+    assert re.match(r"early stopped after (10|20) s of load past the warm-up", stopped), stopped
+    assert 18 <= last[2] <= 32, last  # the load's seconds when it was stopped, of 40
+    # The span's rate against GuideLLM's cumulative one at the same record: the same load.
+    assert 0.7 < progress.partial["output_tok_s"] / last[1] < 1.6, (progress.partial, last)
+    assert "compile" not in (tmp_path / "guidellm.log").read_text()  # cut before its end
+
+
+@dataclass
+class _Server:
+    """A server handle for a running simulated server: it never exits while measured."""
+
+    base_url: str
+    returncode: int | None = None
+    tail: list[str] = field(default_factory=list)
+    pids_seen: set[int] = field(default_factory=set)
+
+    async def wait_exit(self) -> int:
+        await asyncio.Event().wait()
+        return 0

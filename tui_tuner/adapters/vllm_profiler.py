@@ -52,12 +52,14 @@ class ProfilingBenchmarker:
     ) -> Measurement:
         started: asyncio.Future[None] | None = None
 
-        def progress(status: str, elapsed: float, ok: int, err: int, tok_s: float) -> None:
+        def progress(
+            status: str, elapsed: float, ok: int, err: int, tok_s: float, *rest: float
+        ) -> None:
             nonlocal started
             if started is None and status in ("started", "warmup", "active"):
                 started = asyncio.ensure_future(self._post(request, "start_profile", 60.0))
                 self.say("load started: profiler on (/start_profile)")
-            on_progress(status, elapsed, ok, err, tok_s)
+            on_progress(status, elapsed, ok, err, tok_s, *rest)
 
         try:
             return await self.inner.run(request, on_line, progress)

@@ -2,18 +2,22 @@
 
 While GuideLLM loads a trial's server it prints a progress record about every 10 s: the seconds
 since its benchmark started, the successful and errored requests so far (the warm-up's
-included) and the output tokens a second so far (GuideLLM's ``output_tokens.rate_per_second``:
-every completed request's output tokens since the first request, divided by the seconds since
-then: cumulative, and diluted by the ramp at the start, when no request has finished yet).
+included), and the requests and output tokens a second so far (GuideLLM's ``rate_per_second``:
+every completed request's count or output tokens since the first request was sent, divided by
+the seconds since then: cumulative, and diluted by the ramp at the start, when no request has
+finished yet). Its first request may be sent long after its benchmark started: its scheduler's
+processes start first (measured: 24 s on a loaded 2-core machine, the records "pending" until
+then), so the rule keeps to GuideLLM's own clock, the seconds since its first request
+(`Reading.load_s`: successful requests over requests a second).
 
 **The rule** (`decide`). A base reading is taken once the load has run past its warm-up
 (``workload.warmup_s``, the bound of ``warmup_s: auto``) and at least `RAMP_S`. The trial's
 rate is the one over the readings since the base: the output tokens (cumulative rate times
-elapsed seconds) and the requests finished between the base and the latest reading, over the
-seconds between them. So the ramp never enters the figure, as GuideLLM's own measured window
-leaves out the warm-up. The figure is judged only when `MIN_OBSERVED_S` (one progress interval)
-and `MIN_REQUESTS` lie between the two readings, and not in the window's last
-`1 - LATE_SHARE`, which costs little more and leaves the sampler a whole measurement.
+the load's seconds) and the requests finished between the base and the latest reading, over
+the load's seconds between them. So the ramp never enters the figure, as GuideLLM's own
+measured window leaves out the warm-up. The figure is judged only when `MIN_OBSERVED_S` (one
+progress interval) and `MIN_REQUESTS` lie between the two readings, and not in the window's
+last `1 - LATE_SHARE`, which costs little more and leaves the sampler a whole measurement.
 
 Its relative uncertainty ``s`` has two parts, added as variances:
 
@@ -85,8 +89,9 @@ __all__ = [
 #: Seconds after GuideLLM's start before a reading may be the base, even with no warm-up: the
 #: first requests of a load finish a whole request latency after it starts.
 RAMP_S = 10.0
-#: Seconds of load between the base reading and the one judged: one GuideLLM progress interval.
-MIN_OBSERVED_S = 10.0
+#: Seconds of load between the base reading and the one judged: one GuideLLM progress interval
+#: (10 s of its benchmark's time), less the jitter of when its records fall on the load's clock.
+MIN_OBSERVED_S = 8.0
 #: Requests finished between the two readings before either rule judges.
 MIN_REQUESTS = 10
 #: Never stopped after this share of the load window: the rest costs little.
@@ -129,30 +134,45 @@ class Reading:
     successful: int
     errored: int
     output_tok_s: float
+    #: GuideLLM's requests a second, cumulative as its tokens (None: not given).
+    requests_s: float | None = None
+
+    @property
+    def load_s(self) -> float | None:
+        """Seconds since the load's first request, on GuideLLM's own clock (which its
+        cumulative rates divide by): successful requests over requests a second; the elapsed
+        seconds when requests a second are not given; None before a request has finished."""
+        if self.requests_s is None:
+            return self.elapsed_s
+        if self.successful <= 0 or self.requests_s <= 0:
+            return None
+        return self.successful / self.requests_s
 
 
 @dataclass(frozen=True)
 class Span:
-    """What happened between the base reading and the latest one."""
+    """What happened between the base reading and the latest one (the load's seconds)."""
 
     seconds: float
     successful: int
     errored: int
     output_tok_s: float
+    #: The load's seconds at the latest reading.
+    end_s: float
 
 
 def span(readings: Sequence[Reading], warmup_s: float) -> Span | None:
     """The load between the first reading past the warm-up (and `RAMP_S`) and the last one;
     None before there are two such readings."""
+    timed = [(r, t) for r in readings if (t := r.load_s) is not None]
     start = max(warmup_s, RAMP_S)
-    base = next((r for r in readings if r.elapsed_s >= start), None)
-    last = readings[-1] if readings else None
-    if base is None or last is None or last.elapsed_s <= base.elapsed_s:
+    base = next(((r, t) for r, t in timed if t >= start), None)
+    if base is None or timed[-1][1] <= base[1]:
         return None
-    seconds = last.elapsed_s - base.elapsed_s
-    tokens = last.output_tok_s * last.elapsed_s - base.output_tok_s * base.elapsed_s
-    return Span(seconds, last.successful - base.successful, last.errored - base.errored,
-                max(tokens, 0.0) / seconds)  # fmt: skip
+    (first, t0), (last, t1) = base, timed[-1]
+    tokens = last.output_tok_s * t1 - first.output_tok_s * t0
+    return Span(t1 - t0, last.successful - first.successful, last.errored - first.errored,
+                max(tokens, 0.0) / (t1 - t0), t1)  # fmt: skip
 
 
 def upper_bound(s: Span, incumbent: Incumbent, window_s: float) -> float:
@@ -184,7 +204,7 @@ def decide(
     s = span(readings, warmup_s)
     if s is None or s.seconds < MIN_OBSERVED_S:
         return Decision.CONTINUE
-    if readings[-1].elapsed_s > warmup_s + LATE_SHARE * duration_s:
+    if s.end_s > warmup_s + LATE_SHARE * duration_s:
         return Decision.CONTINUE
     finished = s.successful + s.errored
     if finished >= MIN_REQUESTS and _errors_low(s.errored, finished) > max_error_rate:
@@ -255,13 +275,21 @@ class Watch:
     def stopped(self) -> bool:
         return self.decision is not Decision.CONTINUE
 
-    def add(self, status: str, elapsed: float, ok: int, err: int, tok_s: float) -> bool:
+    def add(
+        self,
+        status: str,
+        elapsed: float,
+        ok: int,
+        err: int,
+        tok_s: float,
+        requests_s: float | None = None,
+    ) -> bool:
         """The reading of one progress record; True the first time the rule says stop.
         GuideLLM's last records (``compile``, ``completed``) count the measured window alone
         and come when the load is over: not readings."""
         if self.stopped or status not in ("warmup", "active", "cooldown"):
             return False
-        self.readings.append(Reading(elapsed, ok, err, tok_s))
+        self.readings.append(Reading(elapsed, ok, err, tok_s, requests_s))
         w = self.workload
         self.decision = decide(
             self.readings,

@@ -118,8 +118,21 @@ class BenchRequest:
     goodput: GoodputSearch | None = None
 
 
-ProgressCallback = Callable[[str, float, int, int, float], None]
-"""(status, elapsed_s, successful, errored, output_tok_s) from the load generator's progress."""
+class ProgressCallback(Protocol):
+    """(status, elapsed_s, successful, errored, output_tok_s[, requests_s]) from the load
+    generator's progress: ``requests_s`` (cumulative, as its tokens/s) dates its figures, which
+    count from its first request, not from ``elapsed_s``'s start (the early stop needs it)."""
+
+    def __call__(
+        self,
+        status: str,
+        elapsed: float,
+        ok: int,
+        err: int,
+        tok_s: float,
+        requests_s: float = ...,
+        /,
+    ) -> None: ...
 
 
 class Benchmarker(Protocol):

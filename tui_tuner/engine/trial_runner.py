@@ -338,10 +338,8 @@ class TrialRunner:
         progress: TrialProgress,
         watch: Watch | None,
     ) -> Measurement | None:
-        number = progress.number
-
         def line(text: str) -> None:
-            self.emit(LogLine(number, "guidellm", text))
+            self.emit(LogLine(progress.number, "guidellm", text))
 
         loop = asyncio.get_running_loop()
         timer: asyncio.TimerHandle | None = None
@@ -350,7 +348,8 @@ class TrialRunner:
             if progress.phase == "warmup":
                 self._enter(progress, "measuring")
 
-        def on_progress(status: str, elapsed: float, ok: int, err: int, tok_s: float) -> None:
+        def on_progress(status: str, elapsed: float, ok: int, err: int, tok_s: float,
+                        requests_s: float | None = None) -> None:  # fmt: skip
             nonlocal timer
             if status == "active":
                 measuring()
@@ -360,8 +359,8 @@ class TrialRunner:
                 timer = loop.call_later(self.config.workload.warmup_s, measuring)
             progress.partial = {"elapsed_s": elapsed, "successful": ok, "errored": err,
                                 "output_tok_s": tok_s}  # fmt: skip
-            self.emit(BenchProgress(number, repeat, status, elapsed, ok, err, tok_s))
-            if watch is not None and watch.add(status, elapsed, ok, err, tok_s):
+            self.emit(BenchProgress(progress.number, repeat, status, elapsed, ok, err, tok_s))
+            if watch is not None and watch.add(status, elapsed, ok, err, tok_s, requests_s):
                 bench.cancel()  # hopeless or erring: the adapter stops GuideLLM's processes
 
         # "warmup" covers the load generator's own start-up and its warmup window; "measuring"

@@ -137,6 +137,7 @@ class GuidellmBenchmarker:
                     progress.successful,
                     progress.errored,
                     progress.output_tok_s,
+                    progress.requests_per_s,
                 )
 
         request.log_path.parent.mkdir(parents=True, exist_ok=True)
