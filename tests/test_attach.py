@@ -12,6 +12,7 @@ import asyncio
 import json
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -420,3 +421,59 @@ def test_two_workers_on_postgresql_are_watched_as_one_study(
             running.discard(e.record.number)
         most = max(most, len(running))
     assert most == 2  # the two ran side by side, and were shown so
+
+
+def test_a_storage_that_stops_answering_is_said_once_and_watched_again(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tui_tuner.engine.storage import StorageUnavailable
+
+    worker = store_of(tmp_path, tiny_model)
+    events: list[Event] = []
+    down = {"reads": 0}
+
+    async def scenario() -> None:
+        observer = Observer(StudyStore(worker.config, worker.storage_url), events.append,
+                            **FAST)  # fmt: skip
+        read = observer._read
+
+        def flaky(*args: object) -> object:
+            if down["reads"] < 5:
+                down["reads"] += 1
+                raise StorageUnavailable("the study storage did not answer (test)")
+            return read(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(observer, "_read", flaky)
+        task = asyncio.ensure_future(observer.run())
+        await until(lambda: down["reads"] == 5)
+        await asyncio.to_thread(worker.ask, worker.config.space)
+        await until(lambda: any(isinstance(e, TrialStarted) for e in events))
+        observer.leave()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    said = [e.text for e in events if isinstance(e, Notice)]
+    assert said[0] == "the study storage did not answer (test) (still trying)"
+    assert said[1] == "the study storage answers again"
+    assert sum("did not answer" in s for s in said) == 1
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("{tmp}/nowhere.db", "is not a study directory"),
+        ("sqlite:///{tmp}/nowhere.db", "no study storage at"),
+        ("{tmp}/study.db --study other", "no study 'other'"),
+    ],
+    ids=["no-file", "no-sqlite-url", "no-such-study"],
+)
+def test_attaching_to_nothing_is_one_line_and_exit_2(
+    tmp_path: Path, tiny_model: Path, target: str, message: str
+) -> None:
+    store_of(tmp_path, tiny_model)  # a study named "watched" in tmp/study.db
+    args = target.format(tmp=tmp_path).split()
+    done = subprocess.run([sys.executable, "-m", "tui_tuner", "attach", *args],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("tui-tuner: error: ") and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
