@@ -251,10 +251,11 @@ async def test_equivalent_proposals_are_answered_from_the_store(tmp_path: Path) 
         r = by_seqs[seqs]
         assert r.duplicate_of == measured.number and r.values == measured.values
         assert r.params == {"max_num_seqs": seqs}  # stored as the sampler proposed it
+        assert r.note.startswith(f"same as trial {measured.number} under this load: max_num_seqs")
         plan = TrialPlan(r.number, dict(r.params), False)
         assert store.why_same(plan, measured) == "max_num_seqs >= streams (32)"
-    # The study ends once every distinct configuration has a result: the baseline, 8, 16 and
-    # one of 32 or more.
+    # Every distinct configuration has a result then: the baseline, 8, 16 and one of 32 or
+    # more. The study ends when the sampler has nothing new to propose (the grid is done).
     assert outcome.stop.kind is StopKind.SPACE_DONE  # type: ignore[attr-defined]
     assert store.distinct_configs() == 4
     size = distinct_size(config.space, Setup.of(config))

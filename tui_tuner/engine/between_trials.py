@@ -42,6 +42,9 @@ class BetweenTrials:
 
     async def boundary(self, streaks: Streaks, space: SearchSpace) -> StopReason | None:
         """Why the study stops before its next trial (``stop_rules.at_boundary``), or None."""
+        # Exact configurations, not `core.equivalence.distinct_size`: a failure answers only
+        # its own values, so a class of equivalent ones is not done when one of them failed.
+        # A study whose equivalents all have results ends through `redirect` instead.
         size = space.size()
         return at_boundary(
             streaks=streaks,

@@ -52,10 +52,12 @@ class Lanes:
         self._state = ""
         self._opened = asyncio.Event()  # the first lane has opened the study
         self._lanes: list[Orchestrator] = []
+        turn = asyncio.Lock()  # the budget's check and the ask, one lane at a time
         for index, runner in enumerate(runners):
             runner.pool = pool
-            self._lanes.append(Orchestrator(config, store, runner, self._lane_emit(index),
-                                            study_dir=study_dir, io=self._io))  # fmt: skip
+            lane = Orchestrator(config, store, runner, self._lane_emit(index),
+                                study_dir=study_dir, io=self._io, turn=turn)  # fmt: skip
+            self._lanes.append(lane)
 
     @property
     def lanes(self) -> tuple[Orchestrator, ...]:

@@ -77,6 +77,7 @@ class Orchestrator:
         *,
         study_dir: Path,
         io: StorageThread | None = None,
+        turn: asyncio.Lock | None = None,
     ) -> None:
         self.config, self.store, self.runner, self.emit = config, store, runner, emit
         self.study_dir = study_dir
@@ -84,6 +85,8 @@ class Orchestrator:
         self.n_trials = config.study.n_trials
         # Lanes of one tuner share one storage thread (`engine/lanes.py`); it is theirs to close.
         self._own_io = io is None
+        # Held from the budget's check to the ask, so that lanes sharing it never overshoot.
+        self._turn = turn or asyncio.Lock()
         self._io = io or StorageThread(store.storage_url, config.study.storage_timeout_s)
         self._control = ControlChannel(store, self._io, emit)
         self._go = asyncio.Event()
@@ -204,15 +207,18 @@ class Orchestrator:
                     streaks = Streaks(streaks.failures, 0)
                 if stop is not None:
                     break
-                if await self._between.rest_runs_elsewhere():
-                    await asyncio.sleep(POLL_S)
-                    continue
                 if self.paused:  # a server kept for a load sweep does not wait through a pause
                     await self._sweep.release(None)
-                await self._go.wait()
-                if self._stop is not None:
-                    break
-                record = await self._one_trial()
+                    await self._go.wait()
+                    continue  # what holds after the pause is decided again
+                async with self._turn:  # lanes of one tuner: one at a time checks and asks
+                    plan = None
+                    if not await self._between.rest_runs_elsewhere():
+                        plan = await self._io(self.store.ask, self.space)
+                if plan is None:
+                    await asyncio.sleep(POLL_S)
+                    continue
+                record = await self._one_trial(plan)
                 if record is None:  # interrupted: it runs again later
                     continue
                 streaks = streaks.after(record)
@@ -262,11 +268,11 @@ class Orchestrator:
             self.emit(Notice("warning", f"trial {number} was left running by a dead tuner; "
                              "it was marked failed and queued again", number))  # fmt: skip
 
-    async def _one_trial(self) -> TrialRecord | None:
-        plan = await self._io(self.store.ask, self.space)
+    async def _one_trial(self, plan: TrialPlan) -> TrialRecord | None:
         same = None if plan.repeat else await self._io(self.store.find_same, plan)
-        if same is not None:
-            return await self._tell(plan, duplicate(plan, same, time.time()))
+        if same is not None:  # the very same values, or values that cannot differ here
+            why = self.store.why_same(plan, same)  # pure: no storage call
+            return await self._tell(plan, duplicate(plan, same, time.time(), why=why))
         elsewhere = None if plan.repeat else await self._io(self.store.find_running_same, plan)
         if elsewhere is not None:
             record = await self._tell(plan, running_elsewhere(plan, elsewhere, time.time()))

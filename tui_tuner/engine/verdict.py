@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from optuna.trial import TrialState
 
 from tui_tuner.core.config import ObjectiveSettings
+from tui_tuner.core.equivalence import duplicate_note
 from tui_tuner.core.failures import CONFIG_CAUSED, MACHINE_WIDE, Failure, FailureClass
 from tui_tuner.core.gpus import too_many_gpus
 from tui_tuner.core.measurement import stalled
@@ -154,15 +155,19 @@ def judge(
     return Verdict(record, TrialState.COMPLETE, list(values))
 
 
-def duplicate(plan: TrialPlan, same: TrialRecord, now: float) -> Verdict:
-    """The sampler proposed a configuration tried already (``same``): its result is repeated,
+def duplicate(
+    plan: TrialPlan, same: TrialRecord, now: float, *, why: str | None = None
+) -> Verdict:
+    """The sampler proposed a configuration tried already (``same``), or one that cannot
+    differ from it under this load (``why``, `core/equivalence.py`): its result is repeated,
     nothing runs, and the sampler is told the same again."""
+    note = f"same configuration as trial {same.number}; its result is repeated, nothing was run"
     record = replace(
         same,
         number=plan.number,
         params=plan.params,
         duplicate_of=same.number,
-        note=f"same configuration as trial {same.number}; its result is repeated, nothing was run",
+        note=note if why is None else duplicate_note(same.number, why),
         timings={},
         files={},
         server_of=None,
