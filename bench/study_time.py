@@ -17,7 +17,8 @@ The early stop (``core/early_stop.py``) judges GuideLLM's progress records, whic
 10 s of real time whatever the time scale, past 10 s of load: it can only fire on a load window
 of about 30 s or more. ``--window-s`` sets the window apart from the time scale (default
 ``60 / --time-scale``, on which it never fires); compare it on and off with, say,
-``--window-s 40 --ways tui-tuner-fast,tui-tuner-fast-no-early-stop``.
+``--window-s 60 --noise-repeats 2 --ways tui-tuner-fast,tui-tuner-fast-no-early-stop`` (the
+measured noise is what lets it judge early; it assumes 10% without).
 
 A configuration's worth is the mean of every measurement of it in this run (all ways, all
 seeds); the best is the highest worth. Per study: the trials and the wall time (from the first
@@ -62,7 +63,13 @@ WAYS = {
 
 
 def config_for(
-    work: Path, way: str, seed: int, trials: int, scale: float, window_s: float | None = None
+    work: Path,
+    way: str,
+    seed: int,
+    trials: int,
+    scale: float,
+    window_s: float | None = None,
+    noise_repeats: int = 1,
 ) -> Path:
     profile = work / "profile.yaml"
     profile.write_text(SIM_PROFILE.replace("llama-8b-h100", "llama-7b-24gb"))
@@ -71,7 +78,8 @@ def config_for(
             "--sim-startup-scale", str(scale)]  # fmt: skip
     path = work / f"{way}-{seed}.yaml"
     path.write_text(f"""
-study: {{name: {way}-{seed}, sampler: {w["sampler"]}, seed: {seed}, n_trials: {trials}{w["study"]}}}
+study: {{name: {way}-{seed}, sampler: {w["sampler"]}, seed: {seed}, n_trials: {trials}{w["study"]},
+        noise_repeats: {noise_repeats}}}
 server:
   command: ["{sys.executable}", "-m", "tui_tuner", "sim-serve"]
   model: {TINY}
@@ -116,6 +124,7 @@ def main() -> int:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--time-scale", type=float, default=8.0)
     parser.add_argument("--window-s", type=float, default=None, help="load window (60/scale)")
+    parser.add_argument("--noise-repeats", type=int, default=1, help="the baseline's runs")
     parser.add_argument("--ways", default=",".join(WAYS))
     parser.add_argument("--guidellm", type=Path, default=None)
     parser.add_argument("--json", action="store_true")
@@ -132,7 +141,8 @@ def main() -> int:
     for seed in seeds:
         for way in ways:
             t0 = time.monotonic()
-            config = config_for(work, way, seed, args.trials, args.time_scale, args.window_s)
+            config = config_for(work, way, seed, args.trials, args.time_scale, args.window_s,
+                                args.noise_repeats)  # fmt: skip
             studies[way, seed] = run_study(config, work / f"{way}-{seed}", args.trials, guidellm)
             print(f"{way} seed {seed}: {time.monotonic() - t0:.0f} s", file=sys.stderr)
     runs: dict[str, list[float]] = defaultdict(list)
