@@ -108,6 +108,25 @@ def test_the_ramp_and_the_warmup_never_stop_a_trial() -> None:
     assert first_stop(series(300.0), warmup_s=30.0) == 40.0
 
 
+def test_the_load_is_timed_on_guidellms_clock_from_its_first_request() -> None:
+    # GuideLLM's scheduler took 24 s to start (records "pending" until then); its cumulative
+    # rates count from its first request. On the benchmark's clock the window's last fifth
+    # (past 32 s of 40) would come before any judgement.
+    def at(elapsed: float, rate: float, requests_s: float = 15.0) -> Reading:
+        load = elapsed - 24.0
+        return Reading(elapsed, int(requests_s * load), 0, rate, requests_s)
+
+    readings = [Reading(0.0, 0, 0, 0.0, 0.0), Reading(24.0, 0, 0, 0.0, 0.0)]
+    readings += [at(34.0, 500.0), at(44.0, 500.0), at(54.0, 500.0)]
+    assert [r.load_s for r in readings[2:]] == [10.0, 20.0, 30.0]
+    assert first_stop(readings, duration_s=40.0, warmup_s=0.0) == 44.0
+    watch = Watch(BEST, replace(_config(), workload=WorkloadSettings(duration_s=40, warmup_s=0)))
+    said = [watch.add("active", r.elapsed_s, r.successful, r.errored, r.output_tok_s,
+                      r.requests_s) for r in readings]  # fmt: skip
+    assert said == [False, False, False, True, False]
+    assert watch.partial()["output_tok_s"] == 500.0 and watch.partial()["observed_s"] == 10.0
+
+
 def test_too_few_requests_or_the_last_fifth_of_the_window_never_stop() -> None:
     few = series(300.0, requests_s=0.5)  # 5 requests in 10 s: not enough to judge
     assert first_stop(few[:3]) == float("inf")
@@ -443,10 +462,15 @@ async def test_real_guidellm_is_stopped_from_its_progress_with_a_sensible_rate(
     plain_add = watch.add
 
     def add(
-        status: str, elapsed: float, ok: int, err: int, tok_s: float, rps: float | None = None
+        status: str,
+        elapsed: float,
+        ok: int,
+        err: int,
+        tok_s: float,
+        requests_s: float | None = None,
     ) -> bool:
-        last[:] = [elapsed, tok_s, ok / (rps or 1.0)]
-        return plain_add(status, elapsed, ok, err, tok_s, rps)
+        last[:] = [elapsed, tok_s, ok / (requests_s or 1.0)]
+        return plain_add(status, elapsed, ok, err, tok_s, requests_s)
 
     watch.add = add  # type: ignore[method-assign]
     measured = await runner._one_run(0, _Server(sim.url), request, progress, watch)
