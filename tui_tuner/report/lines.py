@@ -169,9 +169,9 @@ def finished_words(r: TrialRecord) -> str:
     note = f"; {r.note}" if r.note else ""
     if r.interrupted:
         after = f" after {r.timings['total']:.0f} s" if "total" in r.timings else ""
-        words = r.note if r.note.startswith("interrupted") else f"interrupted{note}"
-        again = "" if "runs again" in words else "; it runs again"
-        return f"{words}{after}{again}"
+        why = r.note.removeprefix("interrupted") if r.note.startswith("interrupted") else note
+        again = "" if "runs again" in why else "; it runs again"
+        return f"interrupted{after}{why}{again}"
     if r.duplicate_of is not None:
         return f"not run: {r.note or f'same configuration as trial {r.duplicate_of}'}"
     if r.measurement is not None and r.state == "complete":
