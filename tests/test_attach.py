@@ -477,3 +477,29 @@ def test_attaching_to_nothing_is_one_line_and_exit_2(
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("tui-tuner: error: ") and message in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("how", ["ctrl+q", "SIGTERM"])
+async def test_ctrl_q_or_a_signal_leaves_the_attached_tui_and_the_workers_running(
+    tmp_path: Path, tiny_model: Path, how: str
+) -> None:
+    import os
+    import signal
+
+    from tui_tuner.attach import attached_app
+
+    worker = store_of(tmp_path, tiny_model)
+    plan = worker.ask(worker.config.space)
+    worker.set_trial_attr(plan, LIVE_ATTR, shared(plan, []))  # shown at once
+    app = attached_app(str(tmp_path / "study.db"), None, theme=None)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await until(lambda: plan.number in app.model.runs)
+        assert app.observer is not None  # its signal handlers are installed with it
+        if how == "SIGTERM":
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            await pilot.press("ctrl+q")
+        await until(lambda: not app.is_running, timeout=5)
+    assert app.return_code == 0
+    assert worker.control().stop_at is None and not worker.control().paused
+    assert worker.study.trials[plan.number].state == TrialState.RUNNING  # untouched
