@@ -13,7 +13,6 @@ import asyncio
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
 
 from rich.console import Console
 from rich.text import Text
@@ -23,6 +22,7 @@ from tui_tuner.core.events import Event
 from tui_tuner.core.stop import StopKind
 from tui_tuner.engine.observer import Observer
 from tui_tuner.engine.orchestrator import StudyOutcome
+from tui_tuner.engine.steering import Steering
 from tui_tuner.engine.storage import shown_url
 from tui_tuner.engine.study import StudyStore
 from tui_tuner.results import open_study
@@ -60,12 +60,13 @@ def attached_app(target: str, study: str | None, *, theme: str | None) -> Attach
     app: AttachedApp | None = None
 
     async def engine(
-        setup: StudySetup, emit: Callable[[Event], None], attach: Callable[[Any], None]
+        setup: StudySetup, emit: Callable[[Event], None], attach: Callable[[Steering], None]
     ) -> StudyOutcome:
         assert app is not None
         shown_dir = "" if setup.study_dir == Path.cwd() else str(setup.study_dir)
         observer = Observer(setup.store, emit, study_dir=shown_dir, n_trials=budget)
-        attach(observer)  # the app's commands go to it (`engine.steering.Steering`)
+        steering: Steering = observer  # the app's commands go to it
+        attach(steering)
         app.attach_observer(observer)
         loop = asyncio.get_running_loop()
         for sig in SIGNALS:
@@ -77,7 +78,7 @@ def attached_app(target: str, study: str | None, *, theme: str | None) -> Attach
                 loop.remove_signal_handler(sig)
         return StudyOutcome(stop, observer.records)
 
-    app = AttachedApp(setup, cast(Any, engine), theme=chosen)
+    app = AttachedApp(setup, engine, theme=chosen)
     app.export_hint = f"{_shown(target)} --study {setup.config.study.name} --format command"
     return app
 
