@@ -183,6 +183,35 @@ def test_an_unreachable_storage_is_one_line_and_its_own_exit_code(
     assert re.search(rf"INFO +- +worker started: host {re.escape(host)}, pid \d+", out)
 
 
+def test_sigterm_while_the_storage_is_opened_stops_the_worker_with_its_last_line(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """A database that takes the connection and never answers (a listening socket that is
+    never read): the worker waits for it, and a SIGTERM then ends it at once with exit 130."""
+    config = sim_study(tmp_path, tiny_model, name="silent", study="n_trials: 2, "
+                       "storage_timeout_s: 60")  # fmt: skip
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgresql://tuner@127.0.0.1:{silent.getsockname()[1]}/tuner"
+        worker = Worker(config, url, tmp_path, "--study-dir", "w0")
+        try:
+            silent.settimeout(60)
+            connection, _ = silent.accept()  # the worker is connecting: it waits for an answer
+            with connection:
+                time.sleep(0.5)
+                sent = time.monotonic()
+                worker.proc.send_signal(signal.SIGTERM)
+                code = worker.wait(30)
+        finally:
+            stopped([worker])
+    assert code == 130, worker.out
+    assert time.monotonic() - sent < 10, "the worker waited for the storage past the signal"
+    last = worker.lines[-1]
+    assert "worker finished (signal): stopped by SIGTERM before the study started" in last
+    assert "trials run here: none; exit code 130" in last
+
+
 def test_the_exit_codes_are_in_help_and_in_the_docs(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["worker", "--help"])

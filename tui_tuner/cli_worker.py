@@ -12,11 +12,13 @@ its `UserError`s into one line and exit code 2, as for every command.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import socket
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,17 +57,61 @@ def worker_dir(study_name: str, host: str) -> Path:
     return Path("tui-tuner-worker") / study_name / host
 
 
+class _Stopped(BaseException):
+    """A signal before the study runs (a BaseException, so that no library's ``except
+    Exception`` around a blocking connect swallows it)."""
+
+    def __init__(self, sig: signal.Signals) -> None:
+        super().__init__(sig.name)
+        self.sig = sig
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Until the study's own handlers take over (`compose.run_study`), SIGTERM, SIGINT and
+    SIGHUP stop the worker's set-up (opening a storage can take ``storage_timeout_s``) with
+    its last line and exit 130, instead of a kill without a word."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped(signal.Signals(signum))
+
+    sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    before = {sig: signal.signal(sig, stop) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 def _worker(ns: argparse.Namespace) -> int:
     from tui_tuner import __version__
-    from tui_tuner.core.config_load import load_config
-    from tui_tuner.engine.storage import shown_url
     from tui_tuner.report.lines import LineSink
-    from tui_tuner.study_dir import tune_setup
 
     host = socket.gethostname()
     log = LineSink(sys.stdout, log_format=ns.log_format, host=host)
     log.say("info", f"worker started: host {host}, pid {os.getpid()}, tui-tuner {__version__}",
             kind="worker_started", fields={"pid": os.getpid(), "version": __version__})  # fmt: skip
+    try:
+        with _stop_on_signals():
+            ready = _prepare(ns, log, host)
+    except _Stopped as stopped:
+        why = f"stopped by {stopped.sig.name} before the study started"
+        _end(log, "warning", EXIT_SIGNAL, why, [], stop="signal", resumable=True)
+        return EXIT_SIGNAL
+    if isinstance(ready, int):
+        return ready
+    return _run(*ready, log)
+
+
+def _prepare(ns: argparse.Namespace, log: LineSink, host: str) -> tuple[StudySetup, Path] | int:
+    """The study set up in this worker's directory, its storage open, and GuideLLM found; or
+    the exit code when the storage cannot be reached."""
+    from tui_tuner.compose import find_load_generator
+    from tui_tuner.core.config_load import load_config
+    from tui_tuner.engine.storage import shown_url
+    from tui_tuner.study_dir import tune_setup
+
     path = Path(ns.config)
     own = load_config(path).study  # the file's own storage and the study's name
     url = ns.storage
@@ -86,8 +132,6 @@ def _worker(ns: argparse.Namespace) -> int:
             f"{setup.study_dir}{again}", kind="worker_study",
             fields={"study": own.name, "storage": shown_url(url),
                     "study_dir": str(setup.study_dir)})  # fmt: skip
-    from tui_tuner.compose import find_load_generator
-
     guidellm = find_load_generator(setup, ns.guidellm)
     unreachable = _open_storage(setup)
     if unreachable is not None:
@@ -99,7 +143,7 @@ def _worker(ns: argparse.Namespace) -> int:
         apply_warm_start(setup)
     for note in setup.config.notes:
         log.say("info", f"note: {note}")
-    return _run(setup, log, guidellm)
+    return setup, guidellm
 
 
 def _open_storage(setup: StudySetup) -> str | None:
@@ -128,7 +172,7 @@ def _open_storage(setup: StudySetup) -> str | None:
     return None
 
 
-def _run(setup: StudySetup, log: LineSink, guidellm: Path) -> int:
+def _run(setup: StudySetup, guidellm: Path, log: LineSink) -> int:
     """Run the study to its end under the signals `compose.run_study` handles; say the end."""
     import asyncio
     import traceback
