@@ -228,6 +228,9 @@ def test_the_incumbent_is_the_best_mean_with_the_measured_noise() -> None:
     ]
     best = incumbent_of(records)
     assert best is not None and best.output_tok_s == 1200.0 and best.number == 2
+    assert not best.baseline and best.who == "trial 2's"
+    only_base = incumbent_of(records[:2])
+    assert only_base is not None and only_base.baseline and only_base.who == "the baseline's"
     assert best.cv is not None and 0.07 < best.cv < 0.08  # the baseline's two runs
     assert incumbent_of([]) is None
 
@@ -323,7 +326,8 @@ class SeriesFakes(Fakes):
 
 def _study(tmp_path: Path, fakes: Fakes, **study: Any) -> tuple[Orchestrator, StudyConfig]:
     config = make_config(tmp_path, [2], n_trials=2)
-    settings = {"name": "t", "n_trials": 2, "seed": 1, "sampler": "random", **study}
+    settings = {"name": "t", "n_trials": 2, "seed": 1, "sampler": "random", "noise_repeats": 1,
+                "remeasure_top": 0, **study}  # fmt: skip
     config = replace(config, study=StudySettings(**settings),
                      workload=WorkloadSettings(duration_s=60, warmup_s=10))  # fmt: skip
     store = StudyStore(config, default_storage_url(tmp_path))
@@ -349,7 +353,7 @@ async def test_a_hopeless_trial_is_stopped_mid_load_pruned_with_its_partial_figu
     assert base.state == "complete" and trial.state == "pruned"
     assert fakes.cancelled == 1 and fakes.stopped == 2  # GuideLLM's run cut, the server stopped
     assert trial.note.startswith("early stopped after 10 s of load past the warm-up: 300")
-    assert "below trial 0's 1000" in trial.note and trial.measurement is None
+    assert "below the baseline's 1000" in trial.note and trial.measurement is None
     assert 295 < trial.partial["output_tok_s"] < 305 and trial.partial["incumbent_tok_s"] == 1000
     assert trial.timings["load_generator_s"] < 10
     assert orch.store.study.trials[1].state == TrialState.PRUNED

@@ -119,10 +119,16 @@ class Incumbent:
     number: int
     #: The measured noise (coefficient of variation), None when no configuration ran twice.
     cv: float | None = None
+    #: The best is vLLM's defaults (the baseline's runs).
+    baseline: bool = False
 
     @property
     def noise(self) -> float:
         return ASSUMED_CV if self.cv is None else max(self.cv, MIN_CV)
+
+    @property
+    def who(self) -> str:
+        return "the baseline's" if self.baseline else f"trial {self.number}'s"
 
 
 @dataclass(frozen=True)
@@ -242,7 +248,7 @@ def incumbent_of(records: Iterable[TrialRecord]) -> Incumbent | None:
     best = order[0]
     measured = noise(found, "throughput")
     return Incumbent(best.mean("throughput"), best.representative.number,
-                     None if measured is None else measured.cv)  # fmt: skip
+                     None if measured is None else measured.cv, best.baseline)  # fmt: skip
 
 
 @dataclass
@@ -322,7 +328,7 @@ class Watch:
             return head
         return (
             f"{head}: {p['output_tok_s']:.0f} output tok/s, at most {p['upper_tok_s']:.0f} "
-            f"within the noise, below trial {best.number}'s {best.output_tok_s:.0f} less "
+            f"within the noise, below {best.who} {best.output_tok_s:.0f} less "
             f"the {best.noise:.0%} noise; so far {int(p['successful'])} ok, "
             f"{int(p['errored'])} errors"
         )
