@@ -69,17 +69,17 @@ def config_for(
     trials: int,
     scale: float,
     window_s: float | None = None,
-    noise_repeats: int = 1,
+    noise_repeats: int | None = None,
 ) -> Path:
     profile = work / "profile.yaml"
     profile.write_text(SIM_PROFILE.replace("llama-8b-h100", "llama-7b-24gb"))
     w = WAYS[way]
+    noise = "" if noise_repeats is None else f", noise_repeats: {noise_repeats}"
     args = ["--sim-profile-file", str(profile), "--sim-time-scale", str(scale),
             "--sim-startup-scale", str(scale)]  # fmt: skip
     path = work / f"{way}-{seed}.yaml"
     path.write_text(f"""
-study: {{name: {way}-{seed}, sampler: {w["sampler"]}, seed: {seed}, n_trials: {trials}{w["study"]},
-        noise_repeats: {noise_repeats}}}
+study: {{name: {way}-{seed}, sampler: {w["sampler"]}, seed: {seed}, n_trials: {trials}{w["study"]}{noise}}}
 server:
   command: ["{sys.executable}", "-m", "tui_tuner", "sim-serve"]
   model: {TINY}
@@ -124,7 +124,7 @@ def main() -> int:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--time-scale", type=float, default=8.0)
     parser.add_argument("--window-s", type=float, default=None, help="load window (60/scale)")
-    parser.add_argument("--noise-repeats", type=int, default=1, help="the baseline's runs")
+    parser.add_argument("--noise-repeats", type=int, default=None, help="the baseline's runs")
     parser.add_argument("--ways", default=",".join(WAYS))
     parser.add_argument("--guidellm", type=Path, default=None)
     parser.add_argument("--json", action="store_true")
