@@ -74,12 +74,12 @@ def config_for(
     profile = work / "profile.yaml"
     profile.write_text(SIM_PROFILE.replace("llama-8b-h100", "llama-7b-24gb"))
     w = WAYS[way]
-    noise = "" if noise_repeats is None else f", noise_repeats: {noise_repeats}"
+    extra = w["study"] + ("" if noise_repeats is None else f", noise_repeats: {noise_repeats}")
     args = ["--sim-profile-file", str(profile), "--sim-time-scale", str(scale),
             "--sim-startup-scale", str(scale)]  # fmt: skip
     path = work / f"{way}-{seed}.yaml"
     path.write_text(f"""
-study: {{name: {way}-{seed}, sampler: {w["sampler"]}, seed: {seed}, n_trials: {trials}{w["study"]}{noise}}}
+study: {{name: {way}-{seed}, sampler: {w["sampler"]}, seed: {seed}, n_trials: {trials}{extra}}}
 server:
   command: ["{sys.executable}", "-m", "tui_tuner", "sim-serve"]
   model: {TINY}
