@@ -65,7 +65,10 @@ def test_an_attached_tui_pauses_and_prunes_a_running_tune_and_quits_without_stop
         command = (f"cd {ROOT} && {sys.executable} -m tui_tuner attach {study_dir}/study.db; "
                    f"echo $? > {done}; sleep 30")  # fmt: skip
         tmux.start(command, 120, 32)
-        tmux.wait_for(lambda s: "remote" in s, 30, "the attached TUI")
+        screen = tmux.wait_for(lambda s: "remote" in s and "q Quit" in s, 30, "the attached TUI")
+        footer = next(line for line in reversed(screen.splitlines()) if "q Quit" in line)
+        # The footer offers what an attached display does, and only that.
+        assert "S Stop all" in footer and "q Quit" in footer and "Edit" not in footer, footer
         running = wait_event(jsonl, lambda e: e["kind"] == "trial_phase"
                              and e["phase"] == "warmup", 90, "a trial's warmup")  # fmt: skip
         number = running["number"]

@@ -247,9 +247,7 @@ class Observer:
             finished_before=sum(counts_against_budget(r) for r in self._records.values()),
             trials=tuple(self._records[n] for n in sorted(self._records)),
         ))  # fmt: skip
-        self.emit(
-            GpuSampled(GpuState(False, "no GPU readings here: the GPUs are the workers'", ()))
-        )
+        self.emit(GpuSampled(GpuState(False, "no GPU here: attached", ())))
         if self._paused:
             self.emit(StudyStateChanged("paused", "paused by a request in the study storage"))
         self._apply(_Read(read.attrs, read.open, [], read.count))

@@ -28,7 +28,12 @@ CONFIRM_S = 5.0
 
 
 class AttachedApp(TunerApp):
-    BINDINGS = [Binding("S", "stop_workers", "Stop workers", show=False)]
+    # The footer offers what an attached display does: no edit, no export (refused with why).
+    BINDINGS = [
+        Binding("e", "edit_space", "Edit", show=False),
+        Binding("s", "export", "Export", show=False),
+        Binding("S", "stop_workers", "Stop all"),
+    ]
 
     observer: Observer | None = None
     #: What ``tui-tuner export`` is given to export this study.
