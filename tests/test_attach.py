@@ -503,3 +503,43 @@ async def test_ctrl_q_or_a_signal_leaves_the_attached_tui_and_the_workers_runnin
     assert app.return_code == 0
     assert worker.control().stop_at is None and not worker.control().paused
     assert worker.study.trials[plan.number].state == TrialState.RUNNING  # untouched
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_tuner_running_two_trials_side_by_side_shares_both_logs(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """`study.workers: 2`: the lanes wrap the study's sink each their own way; each lane's
+    channel still finds the log tail by the store and shares its own trial's lines."""
+    config = sim_study(tmp_path, tiny_model, name="lanes", study="n_trials: 5",
+                       options=[8, 16, 32, 64], duration_s=4)  # fmt: skip
+    study_dir = tmp_path / "study"
+    extra = ("--workers", "2", "--sim-gpus", "2", "--study-dir", str(study_dir))
+    proc = start(tuner("tune", config, *extra))
+    events: list[Event] = []
+    try:
+        store = open_when_there(study_dir, proc)
+        stop = asyncio.run(Observer(store, events.append).run())
+        out = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out[-3000:]
+    assert stop.kind == StopKind.BUDGET
+    logged = {e.number for e in events if isinstance(e, LogLine) and e.source == "server"}
+    started = {e.number for e in events if isinstance(e, TrialStarted)}
+    assert len(started) >= 4 and logged == started  # every trial's own lines, both lanes'
+    for number in started:  # its own server's first line, or where the lines before are
+        lines = [e.text for e in events if isinstance(e, LogLine) and e.number == number]
+        first = lines[0]
+        assert "SIMULATED vLLM server" in "".join(lines[:5]) or "earlier lines" in first, lines
+    running, most = set(), 0
+    for e in events:
+        if isinstance(e, TrialStarted):
+            running.add(e.number)
+        elif isinstance(e, TrialFinished):
+            running.discard(e.record.number)
+        most = max(most, len(running))
+    assert most == 2  # side by side, and shown so

@@ -208,7 +208,10 @@ class ControlChannel:
         self._local_changes = 0
         self._pending: set[asyncio.Future[Any]] = set()
         #: The running trial's log tail, when the study's sink keeps one (``SharedLogs``).
-        self._logs = _SHARED.get(store)
+        try:
+            self._logs = _SHARED.get(store)
+        except TypeError:  # a store that cannot be referenced weakly shares no log
+            self._logs = None
 
     def publish(self, *, paused: bool) -> None:
         """Write a local pause or resume to the storage too, without waiting for it. A request
