@@ -297,8 +297,9 @@ async def test_the_attached_tui_steers_through_the_storage_and_quits_without_sto
         await pilot.press("e")  # the space is the workers': nothing opens, nothing is written
         await pilot.pause()
         assert len(app.screen_stack) == 1
-        await pilot.press("q")
+        await pilot.press("p", "q")  # resume, and leave at once: the resume is written first
     assert worker.control().stop_at is None  # quitting left the workers running
+    assert not worker.control().paused
     assert app.return_code == 0
 
 

@@ -184,6 +184,11 @@ class Observer:
         """Stop watching (the attached TUI quits); the workers go on."""
         self._leave.set()
 
+    async def settle(self, timeout_s: float = 2.0) -> None:
+        """Wait, a little, for the requests still being written (a `p` just before `q`)."""
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=timeout_s)
+
     def _request(self, **change: Any) -> None:
         """Write a request without waiting for it; one that is not written is said."""
 

@@ -43,17 +43,19 @@ class AttachedApp(TunerApp):
     def attach_observer(self, observer: Observer) -> None:
         self.observer = observer
 
-    def _leave(self) -> None:
+    async def _leave(self) -> None:
+        """Leave once the requests made here are written; the workers go on (quitting an
+        attached TUI is not stopping the study)."""
         if self.observer is not None:
             self.observer.leave()
+            await self.observer.settle()
         self.exit(EXIT_OK)
 
     def action_quit_study(self) -> None:
-        """Leave; the workers go on (quitting an attached TUI is not stopping the study)."""
-        self._leave()
+        self.call_later(self._leave)
 
     def on_signal(self, sig: signal.Signals) -> None:
-        self._leave()
+        self.call_later(self._leave)
 
     def action_stop_workers(self) -> None:
         if self.observer is None or self.outcome is not None:
