@@ -274,7 +274,7 @@ def test_a_fast_start_study_shares_one_cache_and_exports_real_weights(tmp_path: 
 
     config = tmp_path / "fast.yaml"
     config.write_text(f"""
-study: {{name: fast, n_trials: 3, sampler: grid, seed: 0, baseline: false}}
+study: {{name: fast, n_trials: 3, sampler: grid, seed: 0, baseline: false, remeasure_top: 0}}
 server:
   command: ["tui-tuner", "sim-serve"]
   model: sim-model

@@ -52,7 +52,7 @@ def write_config(directory: Path, n_options: int) -> Path:
     options = [8 * (i + 1) for i in range(n_options)]
     text = f"""
 study: {{name: faults, n_trials: {n_options}, seed: 0, sampler: grid, baseline: false,
-        max_consecutive_failures: 9}}
+        max_consecutive_failures: 9, noise_repeats: 1, remeasure_top: 0}}
 server:
   command: ["tui-tuner", "sim-serve"]
   model: sim-model

@@ -132,7 +132,8 @@ def _config(tmp_path: Path, model: Path, *, n_trials: int, extra: str = "") -> P
     args = ["--sim-profile-file", str(profile), "--sim-time-scale", "4"]
     config.write_text(
         f"""
-study: {{name: lanes, seed: 0, sampler: grid, n_trials: {n_trials}, {extra}}}
+study: {{name: lanes, seed: 0, sampler: grid, n_trials: {n_trials}, noise_repeats: 1,
+        remeasure_top: 0, {extra}}}
 server:
   command: ["tui-tuner", "sim-serve"]
   model: {model}

@@ -96,7 +96,8 @@ async def test_consecutive_failures_stop_the_study(tmp_path: Path) -> None:
 async def test_a_failed_configuration_is_never_launched_again(tmp_path: Path) -> None:
     fakes = Fakes()
     config = replace(make_config(tmp_path, [3], n_trials=6), study=StudySettings(
-        name="t", n_trials=6, seed=1, sampler="random"))  # fmt: skip
+        name="t", n_trials=6, seed=1, sampler="random",
+        noise_repeats=1, remeasure_top=0))  # fmt: skip
     orch, _ = build(tmp_path, config, fakes)
     outcome = await orch.run()
     launched_with_3 = [a for a in fakes.launched if seqs_of(a) == 3]
@@ -122,7 +123,8 @@ async def test_sla_makes_trials_infeasible_and_best_feasible(tmp_path: Path) -> 
 async def test_prune_stops_the_running_trial(tmp_path: Path) -> None:
     fakes = Fakes()
     config = replace(make_config(tmp_path, [7], n_trials=2), study=StudySettings(
-        name="t", n_trials=2, seed=1, sampler="random", baseline=False))  # fmt: skip
+        name="t", n_trials=2, seed=1, sampler="random", baseline=False,
+        remeasure_top=0))  # fmt: skip
     orch, _events = build(tmp_path, config, fakes)
     task = asyncio.ensure_future(orch.run())
     await asyncio.wait_for(fakes.bench_started.wait(), 10)
@@ -136,7 +138,8 @@ async def test_prune_stops_the_running_trial(tmp_path: Path) -> None:
 async def test_stop_interrupts_and_requeues_for_resume(tmp_path: Path) -> None:
     fakes = Fakes()
     config = replace(make_config(tmp_path, [7], n_trials=2), study=StudySettings(
-        name="t", n_trials=2, seed=1, sampler="random", baseline=False))  # fmt: skip
+        name="t", n_trials=2, seed=1, sampler="random", baseline=False,
+        remeasure_top=0))  # fmt: skip
     orch, events = build(tmp_path, config, fakes)
     task = asyncio.ensure_future(orch.run())
     await asyncio.wait_for(fakes.bench_started.wait(), 10)
@@ -154,7 +157,8 @@ async def test_stop_interrupts_and_requeues_for_resume(tmp_path: Path) -> None:
 async def test_a_stop_in_teardown_keeps_the_finished_measurement(tmp_path: Path) -> None:
     fakes = Fakes(stop_s=0.5)
     config = replace(make_config(tmp_path, [8], n_trials=2), study=StudySettings(
-        name="t", n_trials=2, seed=1, sampler="random", baseline=False))  # fmt: skip
+        name="t", n_trials=2, seed=1, sampler="random", baseline=False,
+        remeasure_top=0))  # fmt: skip
     orch, _events = build(tmp_path, config, fakes)
     task = asyncio.ensure_future(orch.run())
     await asyncio.wait_for(fakes.stopping.wait(), 10)
@@ -187,7 +191,7 @@ async def test_a_full_disk_stops_the_study(
     room. A whole measurement is kept. No trial starts until there is room."""
     fakes = Fakes(stop_s=0.2)
     config = replace(make_config(tmp_path, [seqs, 16], n_trials=3), study=StudySettings(
-        name="t", n_trials=3, seed=1, sampler="grid", baseline=False))  # fmt: skip
+        name="t", n_trials=3, seed=1, sampler="grid", baseline=False, remeasure_top=0))  # fmt: skip
     orch, _events = build(tmp_path, config, fakes)
     _disk_fills_when_a_server_stops(monkeypatch, fakes)
     outcome = await asyncio.wait_for(orch.run(), 10)

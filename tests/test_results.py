@@ -34,7 +34,8 @@ from tui_tuner.report.export import config_entries
 from tui_tuner.report.facts import noise_of, tidy_value
 
 CONFIG = """
-study: {{name: {name}, seed: 1, sampler: grid, n_trials: 11{storage}}}
+study: {{name: {name}, seed: 1, sampler: grid, n_trials: 11, noise_repeats: 1,
+        remeasure_top: 0{storage}}}
 server: {{command: ["fake-serve"], model: org/model-1b, flags: {{max_model_len: 4096}}}}
 workload: {{duration_s: 1, warmup_s: 0, streams: 8}}
 objective: {objective}

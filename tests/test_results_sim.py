@@ -106,7 +106,7 @@ def test_vllm_parses_the_exported_command_and_yaml_alike(
 #: A rate, not streams: under 8 concurrent streams and no CUDA graphs (eager), max_num_seqs 16
 #: and 32 cannot differ and would be measured once (core/equivalence.py).
 CPU_STUDY = """
-study: {{name: cpu-export, seed: 0, sampler: grid, n_trials: 3}}
+study: {{name: cpu-export, seed: 0, sampler: grid, n_trials: 3, noise_repeats: 1, remeasure_top: 0}}
 server:
   command: ["{vllm}", "serve"]
   model: {model}

@@ -162,7 +162,8 @@ def test_bench_search_efficiency_json_contract(tmp_path: Path) -> None:
     bench = ROOT / "bench"
     config = tmp_path / "small.yaml"
     config.write_text(
-        "study: {name: small, seed: 0, n_trials: 12, baseline: true}\n"
+        "study: {name: small, seed: 0, n_trials: 12, baseline: true, noise_repeats: 1,\n"
+        "  remeasure_top: 0}\n"
         "server: {command: [tui-tuner, sim-serve], model: m}\n"
         "workload: {streams: 64}\n"
         "objective: {kind: throughput}\n"

@@ -301,7 +301,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Study]:
     shutil.copyfile(FAST_PROFILE, profile)
     config = directory / "secure.yaml"
     config.write_text(f"""
-study: {{name: secure, n_trials: 2, seed: 0, sampler: grid}}
+study: {{name: secure, n_trials: 2, seed: 0, sampler: grid, noise_repeats: 1, remeasure_top: 0}}
 server:
   command: ["tui-tuner", "sim-serve"]
   model: sim-model

@@ -68,7 +68,7 @@ def make_study(
     the fault first, then the simulated server (16). Short load: 1 s, no warmup."""
     marker = f"srvfault-{mode}-{uuid.uuid4().hex[:10]}"  # the served model name: in every argv
     text = f"""
-study: {{name: fault{mode}, seed: 0, sampler: grid, baseline: false}}
+study: {{name: fault{mode}, seed: 0, sampler: grid, baseline: false, remeasure_top: 0}}
 server:
   command: {json.dumps([sys.executable, str(FAKE_SERVE)])}
   model: {model}

@@ -35,7 +35,7 @@ SIM_ARGS = ["--sim-profile-file", str(FAST_PROFILE), "--sim-time-scale", "4"]
 def write_config(tmp_path: Path, model: Path, *, name: str, body: str, command: list[str]) -> Path:
     """A study configuration with a small, quick workload and the given objective/space part."""
     text = f"""
-study: {{name: {name}, seed: 0, sampler: grid}}
+study: {{name: {name}, seed: 0, sampler: grid, noise_repeats: 1, remeasure_top: 0}}
 server:
   command: {json.dumps(command)}
   model: {model}

@@ -182,8 +182,14 @@ def make_config(
     failures: int = 5,
 ) -> StudyConfig:
     return StudyConfig(
-        study=StudySettings(
-            name="t", n_trials=n_trials, seed=1, sampler="grid", max_consecutive_failures=failures
+        study=StudySettings(  # one baseline run, nothing measured again: the trials asked for
+            name="t",
+            n_trials=n_trials,
+            seed=1,
+            sampler="grid",
+            max_consecutive_failures=failures,
+            noise_repeats=1,
+            remeasure_top=0,
         ),
         server=ServerSettings(model="m", command=("fake-serve",)),
         workload=WorkloadSettings(duration_s=1, warmup_s=0),

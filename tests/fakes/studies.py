@@ -36,14 +36,18 @@ def sim_study(
 ) -> Path:
     """A grid study over max_num_seqs on the simulated server; ``study`` adds keys to the
     study section. The server's profile file is written under ``tmp_path``, so its path in a
-    command line marks this test's servers (see :func:`leftovers`)."""
+    command line marks this test's servers (see :func:`leftovers`). The baseline runs once and
+    nothing is measured again (not the defaults, 3 and 3), so a test counts the trials it asks
+    for, unless ``study`` sets ``noise_repeats`` or ``remeasure_top`` itself."""
     profile_file = tmp_path / f"{name}-profile.yaml"
     profile_file.write_text(profile if profile is not None else FAST_PROFILE.read_text())
     args = ["--sim-profile-file", str(profile_file), *sim_args]
     config = tmp_path / f"{name}.yaml"
+    once = {"noise_repeats": 1, "remeasure_top": 0}
+    plain = "".join(f"{key}: {value}, " for key, value in once.items() if f"{key}:" not in study)
     config.write_text(
         f"""
-study: {{name: {name}, seed: 0, sampler: grid, {study}}}
+study: {{name: {name}, seed: 0, sampler: grid, {plain}{study}}}
 server:
   command: ["tui-tuner", "sim-serve"]
   model: {model}

@@ -59,10 +59,10 @@ class StudySettings:
     storage_timeout_s: float = 60.0
     #: Runs of the baseline at the start (each a server of its own): their spread is the
     #: study's measured noise, which every gain is judged against.
-    noise_repeats: int = 1
+    noise_repeats: int = 3
     #: Best configurations measured again, interleaved, before the study ends; the answer is
     #: chosen on the repeated figures (0: none).
-    remeasure_top: int = 0
+    remeasure_top: int = 3
     #: Earlier studies (study directories, ``study.db`` files or storage URLs, a study picked
     #: with ``URL#NAME``) whose best configurations are tried first, after the baseline.
     warm_start: tuple[str, ...] = ()
