@@ -22,6 +22,7 @@ import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
+from datetime import datetime
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -138,16 +139,29 @@ def find_running_same(
 ) -> int | None:
     """The number of a running trial (other than ``number``, so another worker's) with these
     parameters, or ones equivalent to them under the load of ``setup``, under the setup
-    ``key``, or None."""
+    ``key``, or None. Only a trial that started running before ``number`` counts (the lower
+    number breaks a tie): two workers that took the same configuration at the same moment
+    (two baselines queued by workers started together) would otherwise each skip theirs for
+    the other's, and neither would be measured."""
+    running = list(running)
+    first = _started(running, number)
     wanted = canonical(params, setup).key
     for t in running:
         if t.number == number or t.user_attrs.get("server_key") != key:
             continue
+        if (t.datetime_start or datetime.max, t.number) > first:
+            continue  # it started after this one: it is the one to skip
         if bool(t.user_attrs.get("baseline")) == baseline and (
             baseline or canonical(dict(t.params), setup).key == wanted
         ):
             return t.number
     return None
+
+
+def _started(running: list[FrozenTrial], number: int) -> tuple[datetime, int]:
+    """When trial ``number`` went running, with its number (a tie's breaker)."""
+    own = next((t.datetime_start for t in running if t.number == number), None)
+    return (own or datetime.max, number)
 
 
 def distinct_configs(trials: Iterable[FrozenTrial], *, key: str, setup: Setup) -> int:

@@ -166,8 +166,8 @@ class StudyStore:
                 continue
             baseline, repeat = bool(t.user_attrs.get("baseline")), bool(t.user_attrs.get("repeat"))
             note = "interrupted: the tuner running it died"
-            self._interrupt(t.number, t.params, baseline, note, repeat=repeat)
-            repaired.append(t.number)
+            if self._interrupt(t.number, t.params, baseline, note, repeat=repeat):
+                repaired.append(t.number)
         return repaired
 
     def _dead(
@@ -299,17 +299,24 @@ class StudyStore:
         note: str,
         *,
         repeat: bool = False,
-    ) -> None:
+    ) -> bool:
+        """Fail trial ``number`` and queue its configuration again; False when another worker
+        finished it first (two repairing one dead worker's trial at once: the storage lets one
+        change its state, and that one queues it)."""
         study_id = self.storage.get_study_id_from_name(self.study.study_name)
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
-        self.storage.set_trial_user_attr(trial_id, "interrupted", note)
-        self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        try:
+            self.storage.set_trial_user_attr(trial_id, "interrupted", note)
+            self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False
         attrs: dict[str, Any] = {"rerun_of": number}
         if baseline:
             attrs["baseline"] = True
         if repeat:
             attrs["repeat"] = True
         self.study.enqueue_trial(dict(params), user_attrs=attrs)
+        return True
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -1,0 +1,44 @@
+"""Two workers of one study at the same instant: who runs a configuration both took, and who
+repairs a dead worker's trial. Two `StudyStore`s on one SQLite study stand for two workers
+(their storage calls are what races; the processes around them are not needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.fakes.engine import make_config
+from tui_tuner.engine.study import StudyStore, default_storage_url
+
+
+def two_workers(tmp_path: Path) -> tuple[StudyStore, StudyStore]:
+    config = make_config(tmp_path, [8, 16])
+    url = default_storage_url(tmp_path)
+    return StudyStore(config, url), StudyStore(config, url)
+
+
+def test_two_workers_that_took_the_same_configuration_at_once_skip_only_the_later(
+    tmp_path: Path,
+) -> None:
+    a, b = two_workers(tmp_path)
+    # Started together, each queued a baseline before seeing the other's.
+    for store in (a, b):
+        store.study.enqueue_trial({}, user_attrs={"baseline": True})
+    first, second = a.ask(a.config.space), b.ask(b.config.space)
+    assert first.baseline and second.baseline
+    # Before: each found the other's running and skipped its own; neither was measured.
+    assert a.find_running_same(first) is None  # the earlier one runs
+    assert b.find_running_same(second) == first.number  # the later one is skipped
+
+
+def test_a_dead_workers_trial_repaired_by_two_workers_is_queued_once(tmp_path: Path) -> None:
+    a, b = two_workers(tmp_path)
+    dead = a.ask(a.config.space)  # a's worker dies with it RUNNING
+    running = [t.number for t in b.study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
+    assert running == [dead.number]  # b reads it RUNNING, and so does c
+    c = StudyStore(a.config, default_storage_url(tmp_path))
+    assert c._interrupt(dead.number, dead.params, dead.baseline, "interrupted: died") is True
+    # b repairs what it read a moment before: the storage says it is finished, b queues nothing
+    # (it stopped with Optuna's "has already finished" error before, or queued it twice).
+    assert b._interrupt(dead.number, dead.params, dead.baseline, "interrupted: died") is False
+    queued = [t for t in c.study.get_trials(deepcopy=False) if t.state.name == "WAITING"]
+    assert [t.user_attrs.get("rerun_of") for t in queued].count(dead.number) == 1
