@@ -363,8 +363,9 @@ class Observer:
         run.host = str(live.get("host") or worker.get("host") or "")
         run.trial_dir = str(live.get("dir") or "")
         command = tuple(str(a) for a in live.get("command") or ())
+        gpus = tuple(int(g) for g in t.user_attrs.get("gpus") or ())  # handed out by its worker
         self.emit(TrialStarted(t.number, dict(t.params), bool(t.user_attrs.get("baseline")),
-                               command, run.trial_dir, host=run.host))  # fmt: skip
+                               command, run.trial_dir, gpus=gpus, host=run.host))  # fmt: skip
         if not live:
             where = f"pid {worker.get('pid', '?')} on {run.host or 'an unknown host'}"
             self.emit(Notice("info", f"trial {t.number} runs in {where}, which does not share "

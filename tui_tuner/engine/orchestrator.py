@@ -298,6 +298,8 @@ class Orchestrator:
             note = f"interrupted: {why}; it runs again on resume"
             await self._io(self.store.interrupt, plan, note)
             return None
+        if gpus:  # for a display attached elsewhere (`engine/observer.py`)
+            await self._io(self.store.set_trial_attr, plan, "gpus", list(gpus))
         command = tuple(progress.argv)
         trial_dir = self.runner.trial_dir(plan.number)
         self.emit(TrialStarted(plan.number, plan.params, plan.baseline, command, str(trial_dir),
