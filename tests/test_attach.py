@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 from tests.fakes.engine import measurement
 from tests.fakes.studies import records, sim_study, start, tuner
+from tui_tuner.core.confidence import REMEASURE_ROUNDS
 from tui_tuner.core.config_load import load_config
 from tui_tuner.core.errors import UserError
 from tui_tuner.core.events import (
@@ -512,9 +513,11 @@ def test_a_tuner_running_two_trials_side_by_side_shares_both_logs(
     tmp_path: Path, tiny_model: Path
 ) -> None:
     """`study.workers: 2`: the lanes wrap the study's sink each their own way; each lane's
-    channel still finds the log tail by the store and shares its own trial's lines."""
-    config = sim_study(tmp_path, tiny_model, name="lanes", study="n_trials: 5",
-                       options=[8, 16, 32, 64], duration_s=4)  # fmt: skip
+    channel still finds the log tail by the store and shares its own trial's lines. With the
+    baseline's noise runs and the best measured again (repeats queued at the start and at the
+    budget), the study is seen finished only once the repeats have run."""
+    config = sim_study(tmp_path, tiny_model, name="lanes", options=[8, 16, 32, 64], duration_s=4,
+                       study="n_trials: 4, noise_repeats: 2, remeasure_top: 1")  # fmt: skip
     study_dir = tmp_path / "study"
     extra = ("--workers", "2", "--sim-gpus", "2", "--study-dir", str(study_dir))
     proc = start(tuner("tune", config, *extra))
@@ -529,6 +532,11 @@ def test_a_tuner_running_two_trials_side_by_side_shares_both_logs(
             proc.wait()
     assert proc.returncode == 0, out[-3000:]
     assert stop.kind == StopKind.BUDGET
+    stored = records(study_dir)
+    # a noise run of the baseline, and the best measured again in each round
+    assert sum(r.repeat for r in stored.values()) == 1 + REMEASURE_ROUNDS
+    finished = {e.record.number for e in events if isinstance(e, TrialFinished)}
+    assert finished == set(stored)  # the end was not called before the repeats had run
     logged = {e.number for e in events if isinstance(e, LogLine) and e.source == "server"}
     started = {e.number for e in events if isinstance(e, TrialStarted)}
     assert len(started) >= 4 and logged == started  # every trial's own lines, both lanes'
