@@ -267,25 +267,16 @@ class Worker:
 
 
 def shared_study(tmp_path: Path, model: Path, name: str, options: list[int] = OPTIONS) -> Path:
-    """A grid study of ``options`` and the baseline, its budget exactly those."""
-    budget = f"n_trials: {len(options) + 1}"
+    """A grid study of ``options`` and the baseline, its budget exactly those (no noise runs
+    and no re-measurement, so that every trial counts)."""
+    budget = f"n_trials: {len(options) + 1}, noise_repeats: 1, remeasure_top: 0"
     return sim_study(tmp_path, model, name=name, study=budget, options=options)
 
 
-def started_first(config: Path, url: str, cwd: Path, *extra: str) -> list[Worker]:
-    """Three workers, the second and third started once the first has taken its first trial
-    (the baseline). Started at the same instant on an empty study, two workers could each
-    queue a baseline and each skip its own as the other's (`find_running_same` skips a
-    configuration any other worker runs, earlier or later), and the baseline was never
-    measured; that race is the engine's, not the worker command's, and not what these tests
-    are about."""
-    first = Worker(config, url, cwd, "--study-dir", "w0", *extra)
-    try:
-        wait_started(first)
-    except BaseException:
-        stopped([first])
-        raise
-    return [first, *(Worker(config, url, cwd, "--study-dir", f"w{i}", *extra) for i in (1, 2))]
+def together(config: Path, url: str, cwd: Path, *extra: str) -> list[Worker]:
+    """Three workers started at the same instant, as a Job starts its pods, each in its own
+    directory."""
+    return [Worker(config, url, cwd, "--study-dir", f"w{i}", *extra) for i in range(3)]
 
 
 def wait_started(w: Worker, timeout: float = 90) -> str:
@@ -328,7 +319,7 @@ def test_three_workers_finish_a_study_with_exactly_the_trials_asked_for(
     tmp_path: Path, tiny_model: Path, postgres_url: str
 ) -> None:
     config = shared_study(tmp_path, tiny_model, "three")
-    workers = started_first(config, postgres_url, tmp_path)
+    workers = together(config, postgres_url, tmp_path)
     try:
         codes = [w.wait(180) for w in workers]
     finally:
@@ -356,20 +347,12 @@ def test_a_worker_killed_mid_trial_leaves_its_trial_to_the_others(
     tmp_path: Path, tiny_model: Path, postgres_url: str
 ) -> None:
     config = shared_study(tmp_path, tiny_model, "killed")
-    json_logs = ("--log-format", "json")
-    victim = Worker(config, postgres_url, tmp_path, "--study-dir", "w0", *json_logs)
-    workers = [victim]
+    workers = together(config, postgres_url, tmp_path, "--log-format", "json")
+    victim = workers[0]
     try:
-        started = json.loads(wait_started(victim))  # its first trial, the baseline, launching
+        started = json.loads(wait_started(victim))  # its first trial, launching
         victim.proc.kill()  # SIGKILL: no handler runs, its trial stays RUNNING in the storage
         assert victim.wait(10) == -signal.SIGKILL
-        # The second worker is started once the first has repaired the dead one's trial: two
-        # workers repairing one trial at the same instant is a race of the engine's
-        # (`StudyStore.repair`: Optuna's UpdateFinishedTrialError in the one that comes second,
-        # or the trial queued twice), not what this test is about.
-        workers.append(Worker(config, postgres_url, tmp_path, "--study-dir", "w1", *json_logs))
-        wait_started(workers[1])
-        workers.append(Worker(config, postgres_url, tmp_path, "--study-dir", "w2", *json_logs))
         codes = [w.wait(180) for w in workers[1:]]
     finally:
         stopped(workers)
