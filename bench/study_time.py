@@ -15,7 +15,7 @@ way after the other for each seed (so that drift on the machine hits all ways al
 
 The early stop (``core/early_stop.py``) judges GuideLLM's progress records, which come every
 10 s of real time whatever the time scale, past 10 s of load: it can only fire on a load window
-of about 30 s or more. ``--window-s`` sets the window apart from the time scale (default
+of about 25 s or more. ``--window-s`` sets the window apart from the time scale (default
 ``60 / --time-scale``, on which it never fires); compare it on and off with, say,
 ``--window-s 60 --noise-repeats 2 --ways tui-tuner-fast,tui-tuner-fast-no-early-stop`` (the
 measured noise is what lets it judge early; it assumes 10% without).
