@@ -212,6 +212,23 @@ def test_sigterm_while_the_storage_is_opened_stops_the_worker_with_its_last_line
     assert "trials run here: none; exit code 130" in last
 
 
+def test_a_crash_is_its_last_line_a_traceback_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tui_tuner.cli_worker
+
+    def crash(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(tui_tuner.cli_worker, "_prepare", crash)
+    code = main(["worker", "s.yaml", "--storage", "postgresql://h/db"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    last = out.splitlines()[-1]
+    assert "ERROR" in last and "worker finished: crashed: RuntimeError: boom" in last, out
+    assert "exit code 2" in last and "Traceback" in err and "RuntimeError: boom" in err
+
+
 def test_the_exit_codes_are_in_help_and_in_the_docs(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["worker", "--help"])

@@ -85,7 +85,10 @@ def _stop_on_signals() -> Iterator[None]:
 
 
 def _worker(ns: argparse.Namespace) -> int:
+    import traceback
+
     from tui_tuner import __version__
+    from tui_tuner.core.errors import UserError
     from tui_tuner.report.lines import LineSink
 
     host = socket.gethostname()
@@ -99,6 +102,12 @@ def _worker(ns: argparse.Namespace) -> int:
         why = f"stopped by {stopped.sig.name} before the study started"
         _end(log, "warning", EXIT_SIGNAL, why, [], stop="signal", resumable=True)
         return EXIT_SIGNAL
+    except UserError:
+        raise  # one line and exit 2, from cli.py
+    except Exception as err:  # a bug: its line in the log, its traceback on stderr
+        _end(log, "error", EXIT_ERROR, f"crashed: {type(err).__name__}: {err}", [])
+        traceback.print_exc()
+        return EXIT_ERROR
     if isinstance(ready, int):
         return ready
     return _run(*ready, log)
