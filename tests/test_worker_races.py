@@ -42,3 +42,43 @@ def test_a_dead_workers_trial_repaired_by_two_workers_is_queued_once(tmp_path: P
     assert b._interrupt(dead.number, dead.params, dead.baseline, "interrupted: died") is False
     queued = [t for t in c.study.get_trials(deepcopy=False) if t.state.name == "WAITING"]
     assert [t.user_attrs.get("rerun_of") for t in queued].count(dead.number) == 1
+
+
+async def test_a_worker_joining_a_paused_study_starts_paused_and_resumes_nobody(
+    tmp_path: Path,
+) -> None:
+    from tests.fakes.engine import Fakes
+    from tui_tuner.engine.orchestrator import Orchestrator
+    from tui_tuner.engine.trial_runner import TrialRunner
+
+    a, b = two_workers(tmp_path)
+    a.ensure_baseline()
+    a.ask(a.config.space)  # another worker's trial runs
+    a.update_control(paused=True, prune=7)  # and the study was paused from an attached TUI
+    fakes = Fakes()
+    runner = TrialRunner(b.config, tmp_path, fakes, fakes, fakes, lambda e: None)
+    joining = Orchestrator(b.config, b, runner, lambda e: None, study_dir=tmp_path)
+    try:
+        await joining._open()
+    finally:
+        joining._io.close()
+    assert joining.paused  # it obeys the pause at once, before its first trial
+    control = b.control()
+    assert control.paused and control.prune == {7}  # the others stay paused
+
+
+async def test_a_worker_starting_alone_clears_what_an_earlier_run_left(tmp_path: Path) -> None:
+    from tests.fakes.engine import Fakes
+    from tui_tuner.engine.orchestrator import Orchestrator
+    from tui_tuner.engine.trial_runner import TrialRunner
+
+    a, _ = two_workers(tmp_path)
+    a.update_control(paused=True, prune=3)  # left by a run that ended paused
+    fakes = Fakes()
+    runner = TrialRunner(a.config, tmp_path, fakes, fakes, fakes, lambda e: None)
+    orch = Orchestrator(a.config, a, runner, lambda e: None, study_dir=tmp_path)
+    try:
+        await orch._open()
+    finally:
+        orch._io.close()
+    assert not orch.paused and not a.control().paused and a.control().prune == set()

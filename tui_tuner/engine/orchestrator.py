@@ -240,7 +240,12 @@ class Orchestrator:
         cfg = self.config
         repaired = await self._io(self.store.repair)
         await self._io(self.store.ensure_baseline)
-        await self._io(lambda: self.store.update_control(reset=True))
+        if not await self._io(self.store.running_count):
+            # Requests an earlier run left (a pause, prunes) are not this run's; with other
+            # workers running, they are theirs and stay (a worker joining resumes nobody).
+            await self._io(lambda: self.store.update_control(reset=True))
+        else:
+            self._obey(await self._io(self.store.control))  # paused with them, from the start
         records = await self._io(self.store.records)
         if cfg.objective.latency_vs_baseline and not any(r.baseline for r in records):
             raise UserError(
