@@ -428,3 +428,19 @@ def test_show_states_the_gains_interval_when_the_study_measured_its_noise() -> N
     facts = study_facts(config, records)
     low, high = facts["gain_interval_pct"]  # type: ignore[misc]
     assert low < 48.5 < high and facts["confidence"]
+
+
+@pytest.mark.parametrize("command", ["show", "studies", "export"])
+def test_a_database_optuna_never_wrote_is_one_line(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    db = tmp_path / "other.db"
+    sqlite3.connect(db).execute("create table notes (text)").connection.close()
+    target = str(db) if command == "show" else f"sqlite:///{db}"
+    argv = [command, target] + (["--format", "csv"] if command == "export" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"sqlite:///{db} holds no study: it has none of Optuna's tables" in err
+    assert "Traceback" not in err

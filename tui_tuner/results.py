@@ -260,6 +260,7 @@ def _read_only(url: str) -> Any:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    shown = _shown(url)  # as the user gave it, not the read-only form below
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///") :])
         if not path.is_file():
@@ -268,8 +269,10 @@ def _read_only(url: str) -> Any:
         kwargs["connect_args"] = {"timeout": 30}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, skip_table_creation=True)
+    except optuna.exceptions.OptunaError:  # a database, but not one Optuna has written
+        raise UserError(f"{shown} holds no study: it has none of Optuna's tables") from None
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, RuntimeError) as err:
-        raise UserError(f"cannot open the study storage {_shown(url)}: {err}") from None
+        raise UserError(f"cannot open the study storage {shown}: {err}") from None
 
 
 def _study_names(url: str) -> list[str]:
