@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tui_tuner.core.config import StudyConfig
+from tui_tuner.core.config import StudyConfig, StudySettings
 from tui_tuner.core.config_load import (
     ConfigError,
     load_config,
@@ -82,6 +82,23 @@ def test_demo_sample_is_the_simulated_demo() -> None:
     ]
     gpu = config.space.get("gpu_memory_utilization")
     assert gpu is not None and gpu.choices() == (0.82, 0.88, 0.94)
+
+
+def test_the_noise_is_measured_by_default_and_can_be_turned_off() -> None:
+    """Issue 10: the baseline runs 3 times and the 3 best are measured again unless the file
+    says otherwise (the loader's defaults and the dataclass's agree); 1 and 0 turn both off,
+    and less is refused naming the field."""
+    config = parse(HEAD)
+    assert (config.study.noise_repeats, config.study.remeasure_top) == (3, 3)
+    settings = StudySettings(name="t")
+    assert (settings.noise_repeats, settings.remeasure_top) == (3, 3)
+    off = parse("study: {name: t, n_trials: 4, noise_repeats: 1, remeasure_top: 0}\n"
+                "server: {model: /m}\n")  # fmt: skip
+    assert (off.study.noise_repeats, off.study.remeasure_top) == (1, 0)
+    said = error_of("study: {name: t, n_trials: 4, noise_repeats: 0, remeasure_top: -1}\n"
+                    "server: {model: /m}\n")  # fmt: skip
+    assert "study.noise_repeats: 0 is not allowed; noise_repeats must be an integer >= 1" in said
+    assert "study.remeasure_top: -1 is not allowed; remeasure_top must be an integer >= 0" in said
 
 
 def test_pareto_sample_has_sla_and_baseline_constraint() -> None:
