@@ -164,3 +164,25 @@ async def test_rows_the_budget_does_not_count_say_so(tmp_path: Path) -> None:
         assert str(table.get_cell("1", "1")) == "rejected(invalid_args)"
         assert str(table.get_cell("2", "1")) == "failed(benchmark_failed) (runs again)"
         assert str(table.get_cell("3", "1")) == "complete (repeat)"
+
+
+async def test_a_trial_the_tuner_stopped_early_says_so_with_its_partial_figure(
+    tmp_path: Path,
+) -> None:
+    model = StudyModel(make_config(tmp_path, [8]))
+    early = TrialRecord(
+        1,
+        "pruned",
+        {"max_num_seqs": 8},
+        note="early stopped after 20 s of load past the warm-up: 525 output tok/s",
+        partial={"output_tok_s": 525.0},
+    )
+    by_hand = TrialRecord(2, "pruned", {"max_num_seqs": 16}, partial={"output_tok_s": 300.0})
+    model.load([record(0, 900.0, baseline=True), early, by_hand])
+    app = TableApp(model)
+    async with app.run_test(size=(120, 20)):
+        table = app.query_one(TrialTable)
+        table.update_from(model)
+        assert str(table.get_cell("1", "1")) == "early stopped"
+        assert str(table.get_cell("1", "2")) == "~525"
+        assert str(table.get_cell("2", "1")) == "pruned"  # pruned by the user

@@ -82,3 +82,23 @@ async def test_a_worker_starting_alone_clears_what_an_earlier_run_left(tmp_path:
     finally:
         orch._io.close()
     assert not orch.paused and not a.control().paused and a.control().prune == set()
+
+
+def test_a_restarted_worker_with_its_predecessors_host_and_pid_repairs_its_trial(
+    tmp_path: Path,
+) -> None:
+    """A pod of an Indexed Job restarted: the same hostname, and often the same pid. Its dead
+    predecessor's trial is not taken for its own live one (it would wait 120 s, or forever
+    for a study run by one pod)."""
+    import os
+
+    a, _ = two_workers(tmp_path)
+    left = a.ask(a.config.space)
+    worker = {**a._worker, "run": "a-process-before-this-one"}  # same host, same pid
+    a.set_trial_attr(left, "worker", worker)
+    restarted = StudyStore(a.config, default_storage_url(tmp_path))
+    restarted.pid_alive = lambda pid: pid == os.getpid()
+    assert restarted.repair() == [left.number]
+    # This process's own running trials (any lane's) are never repaired by it.
+    mine = restarted.ask(restarted.config.space)
+    assert mine.number not in restarted.repair()

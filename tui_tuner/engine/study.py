@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import secrets
 import socket
 import time
 import warnings
@@ -50,6 +51,11 @@ __all__ = [
 
 #: A RUNNING trial whose worker has not written a heartbeat for this long is taken as dead.
 STALE_AFTER_S = 120.0
+
+
+#: This process among all that ever ran on its host: a host and a pid name a worker only while
+#: it lives (a restarted container gets its predecessor's hostname and, often, its pid).
+RUN_ID = secrets.token_hex(8)
 
 
 def default_storage_url(study_dir: Path) -> str:
@@ -92,7 +98,7 @@ class StudyStore:
             if not is_storage_error(err):
                 raise
             raise unavailable(storage_url, err, wait) from None
-        self._worker = {"host": socket.gethostname(), "pid": os.getpid()}
+        self._worker = {"host": socket.gethostname(), "pid": os.getpid(), "run": RUN_ID}
         self.pid_alive = pid_alive
         self._live: dict[int, optuna.Trial] = {}
         #: RUNNING trials seen with no heartbeat yet, and when this store first saw them.
@@ -159,10 +165,12 @@ class StudyStore:
                 # (another worker's `ask` in progress), or one that died right then: judged by
                 # how long this store has seen it so, not failed at once under a live worker.
                 beat = self._first_seen.setdefault(t.number, now)
-            mine = worker.get("host") == self._worker["host"]
-            if mine and worker.get("pid") == os.getpid():
+            ours = worker.get("host") == self._worker["host"] and worker.get("pid") == os.getpid()
+            if ours and worker.get("run", RUN_ID) == RUN_ID:  # this process's (any lane's)
                 continue
-            if not self._dead(worker, float(beat), now, stale_after_s):
+            # Our pid under another run id: a process before this one had it (a container
+            # restarted with the same hostname gets the same pid): that one is dead.
+            if not ours and not self._dead(worker, float(beat), now, stale_after_s):
                 continue
             baseline, repeat = bool(t.user_attrs.get("baseline")), bool(t.user_attrs.get("repeat"))
             note = "interrupted: the tuner running it died"

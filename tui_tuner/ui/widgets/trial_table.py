@@ -47,6 +47,7 @@ _STATE_STYLE = {
     "running": "bold cyan",
     "complete": "green",
     "pruned": "yellow",
+    "early": "yellow",
     "infeasible": "magenta",
     "interrupted": "dim",
 }
@@ -200,6 +201,8 @@ class TrialTable(DataTable[Text | str]):
             label = f"= #{r.duplicate_of}"
         elif r.rejected:  # the header counts these apart: the row says which they are
             label = f"rejected({r.failure_class})" if r.failure_class else "rejected"
+        elif r.state == "pruned" and r.note.startswith("early stopped"):
+            label = "early stopped"  # by the tuner: hopeless against the best (its note says)
         elif r.repeat:
             label += " (repeat)"
         elif r.rerun:
