@@ -155,9 +155,7 @@ def judge(
     return Verdict(record, TrialState.COMPLETE, list(values))
 
 
-def duplicate(
-    plan: TrialPlan, same: TrialRecord, now: float, *, why: str | None = None
-) -> Verdict:
+def duplicate(plan: TrialPlan, same: TrialRecord, now: float, *, why: str | None = None) -> Verdict:
     """The sampler proposed a configuration tried already (``same``), or one that cannot
     differ from it under this load (``why``, `core/equivalence.py`): its result is repeated,
     nothing runs, and the sampler is told the same again."""
