@@ -53,7 +53,8 @@ def config_for(work: Path, name: str, seed: int, scale: float) -> Path:
             "--sim-startup-scale", str(scale)]  # fmt: skip
     path = work / f"{name}.yaml"
     path.write_text(f"""
-study: {{name: {name}, sampler: auto, seed: {seed}, n_trials: 24}}
+study: {{name: {name}, sampler: auto, seed: {seed}, n_trials: 24, noise_repeats: 3,
+        remeasure_top: 3}}
 server:
   command: ["{sys.executable}", "-m", "tui_tuner", "sim-serve"]
   model: {TINY}
